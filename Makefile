@@ -1,0 +1,34 @@
+# Two set-up commands for a fresh machine (python3.11, pip, make):
+#   make quickstart   the main job on built-in data
+#   make test         the whole test suite (what .ci/run calls)
+# Each creates and fills .venv when it is missing or its requirements changed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test quickstart benchmark clean
+
+$(STAMP): requirements.txt requirements-test.txt setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-test.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Tests run on CPU; several devices are faked for the sharding tests, kernels run
+# in Pallas interpret mode.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+quickstart: $(STAMP)
+	$(BIN)/python tools/benchmark_attention.py --max_len 8192
+
+benchmark: $(STAMP)
+	$(BIN)/python tools/benchmark_attention.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""fovea_jax: hierarchical long-context attention in JAX/Flax."""
