@@ -1,0 +1,203 @@
+"""The Trainer: one jitted, sharded train step over a T5X-style model.
+
+The model supplies `loss_fn(params, batch, dropout_rng) -> (loss, metrics)` (z-loss
+and label smoothing live there, as in T5X); the Trainer adds the optimizer,
+gradient accumulation over microbatches, optional mixed precision (float32 master
+weights, forward and backward in `compute_dtype`) and the scalar metrics every run
+logs: loss, accuracy (when the model reports it), learning rate, gradient norm and
+the number of target tokens. Dropout keys are `fold_in(rng, step)`, so a resumed
+run draws exactly the keys an uninterrupted one would.
+"""
+import contextlib
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import flax.linen as nn
+from flax.linen import partitioning as nn_partitioning
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fovea_jax.sharding import axis_names
+from fovea_jax.training import optimizers
+from fovea_jax.training import train_state as train_state_lib
+
+PyTree = Any
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, jnp.ndarray]:
+  """Model metrics as plain scalars (clu Metric objects are computed)."""
+  out = {}
+  for name, value in (metrics or {}).items():
+    if hasattr(value, 'compute'):
+      value = value.compute()
+    out[name] = jnp.asarray(value, jnp.float32)
+  return out
+
+
+def count_target_tokens(batch: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+  """Tokens that carry loss: loss weights when given, else non-padding targets."""
+  if 'decoder_loss_weights' in batch:
+    return jnp.sum(batch['decoder_loss_weights'] > 0)
+  return jnp.sum(batch['decoder_target_tokens'] > 0)
+
+
+def _cast_floats(tree: PyTree, dtype) -> PyTree:
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+      tree)
+
+
+@gin.configurable
+class Trainer:
+  """Owns the optimizer and the compiled train step for one model and mesh."""
+
+  def __init__(self,
+               model: Any,
+               mesh: jax.sharding.Mesh,
+               logical_axis_rules: Sequence[tuple[str, Any]],
+               learning_rate_fn: Callable[[Any], Any] = gin.REQUIRED,
+               optimizer: Callable[..., optax.GradientTransformation] = (
+                   optimizers.adafactor),
+               num_microbatches: Optional[int] = None,
+               compute_dtype: Optional[str] = None):
+    if num_microbatches is not None and num_microbatches < 1:
+      raise ValueError(f'num_microbatches must be >= 1 or None, got '
+                       f'{num_microbatches}.')
+    self.model = model
+    self.mesh = mesh
+    self.logical_axis_rules = tuple(logical_axis_rules)
+    self.learning_rate_fn = learning_rate_fn
+    self.optimizer = optimizer(learning_rate_fn)
+    self.num_microbatches = num_microbatches or 1
+    self.compute_dtype = jnp.dtype(compute_dtype) if compute_dtype else None
+    self._compiled_step = None
+
+  # Sharding ---------------------------------------------------------------
+
+  def batch_sharding(self, ndim: int = 2) -> jax.sharding.NamedSharding:
+    spec = (axis_names.BATCH,) + (None,) * (ndim - 1)
+    return nn.logical_to_mesh_sharding(
+        jax.sharding.PartitionSpec(*spec), self.mesh, list(self.logical_axis_rules))
+
+  def global_batch(self, local_batch: Mapping[str, np.ndarray]) -> dict:
+    """Places this process's rows of the batch onto the global mesh."""
+    return {
+        k: jax.make_array_from_process_local_data(
+            self.batch_sharding(np.ndim(v)), np.asarray(v))
+        for k, v in local_batch.items()
+    }
+
+  def contexts(self):
+    """Mesh and logical rules the model's sharding constraints resolve against."""
+    return _Contexts(self.mesh, self.logical_axis_rules)
+
+  # State ------------------------------------------------------------------
+
+  def state_layout(self, init_variables_fn: Callable[[jax.Array], PyTree]):
+    with self.contexts():
+      return train_state_lib.state_layout(
+          init_variables_fn, self.optimizer, self.mesh, self.logical_axis_rules)
+
+  def init_state(self, init_variables_fn: Callable[[jax.Array], PyTree],
+                 rng: jax.Array) -> train_state_lib.TrainState:
+    """A fresh state, created directly in its shards (never whole on one device)."""
+    _, shardings, _ = self.state_layout(init_variables_fn)
+
+    def make(rng):
+      params = train_state_lib.unbox(init_variables_fn(rng)['params'])
+      return train_state_lib.init_state(params, self.optimizer)
+
+    with self.contexts():
+      return jax.jit(make, out_shardings=shardings)(rng)
+
+  def state_from_params(self, params: PyTree,
+                        shardings: train_state_lib.TrainState
+                        ) -> train_state_lib.TrainState:
+    """A fresh optimizer around given (e.g. warm-start) params at step 0."""
+    with self.contexts():
+      return jax.jit(lambda p: train_state_lib.init_state(p, self.optimizer),
+                     out_shardings=shardings)(params)
+
+  # Step -------------------------------------------------------------------
+
+  def _loss_and_grads(self, params, batch, rng):
+    def loss_of(params, batch, rng):
+      if self.compute_dtype is not None:
+        # Gradients flow back through the cast, so they arrive in float32.
+        params = _cast_floats(params, self.compute_dtype)
+      loss, metrics = self.model.loss_fn(params, batch, rng)
+      return loss.astype(jnp.float32), scalar_metrics(metrics)
+
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+    n = self.num_microbatches
+    if n == 1:
+      (loss, metrics), grads = grad_fn(params, batch, rng)
+      return loss, metrics, grads
+
+    batch_size = next(iter(batch.values())).shape[0]
+    if batch_size % n:
+      raise ValueError(f'Batch size {batch_size} is not divisible by '
+                       f'num_microbatches={n}.')
+    micro = jax.tree.map(lambda x: x.reshape((n, batch_size // n) + x.shape[1:]),
+                         batch)
+
+    def accumulate(carry, inputs):
+      index, microbatch = inputs
+      (loss, metrics), grads = grad_fn(params, microbatch,
+                                       jax.random.fold_in(rng, index))
+      return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(
+        jnp.zeros_like,
+        jax.eval_shape(lambda: (lambda r: (r[0][0], r[0][1], r[1]))(
+            grad_fn(params, first, rng))))
+    total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(n), micro))
+    return jax.tree.map(lambda x: x / n, total)
+
+  def _train_step(self, state, batch, rng):
+    step_rng = jax.random.fold_in(rng, state.step)
+    loss, metrics, grads = self._loss_and_grads(state.params, batch, step_rng)
+    updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics)
+    metrics.update(loss=loss,
+                   learning_rate=jnp.asarray(self.learning_rate_fn(state.step),
+                                             jnp.float32),
+                   grad_norm=optax.global_norm(grads),
+                   num_tokens=count_target_tokens(batch).astype(jnp.float32))
+    new_state = train_state_lib.TrainState(step=state.step + 1, params=params,
+                                           opt_state=opt_state)
+    return new_state, metrics
+
+  def train_step(self, state: train_state_lib.TrainState, batch: Mapping[str, Any],
+                 rng: jax.Array):
+    """One optimizer step. `state` is donated: use the returned one."""
+    if self._compiled_step is None:
+      shardings = jax.tree.map(lambda x: x.sharding, state)
+      self._compiled_step = jax.jit(
+          self._train_step,
+          out_shardings=(shardings, train_state_lib.replicated(self.mesh)),
+          donate_argnums=(0,))
+    with self.contexts():
+      return self._compiled_step(state, batch, rng)
+
+
+class _Contexts:
+  """`jax.set_mesh` plus flax logical axis rules, entered together (re-usable)."""
+
+  def __init__(self, mesh, rules):
+    self._mesh = mesh
+    self._rules = list(rules)
+    self._stack = None
+
+  def __enter__(self):
+    self._stack = contextlib.ExitStack()
+    self._stack.enter_context(jax.set_mesh(self._mesh))
+    self._stack.enter_context(nn_partitioning.axis_rules(self._rules))
+    return self
+
+  def __exit__(self, *exc):
+    return self._stack.__exit__(*exc)
