@@ -166,7 +166,7 @@ class Trainer:
     metrics.update(loss=loss,
                    learning_rate=jnp.asarray(self.learning_rate_fn(state.step),
                                              jnp.float32),
-                   grad_norm=optax.global_norm(grads),
+                   grad_norm=optax.tree.norm(grads),
                    num_tokens=count_target_tokens(batch).astype(jnp.float32))
     new_state = train_state_lib.TrainState(step=state.step + 1, params=params,
                                            opt_state=opt_state)
