@@ -11,7 +11,7 @@ particular model or dataset:
 - stops on a non-finite loss without saving the bad state, naming the step and the
   last good checkpoint.
 The data iterator yields this process's rows as dicts of numpy arrays; if it has
-`get_state()` / `set_state(state)` its position is saved in the checkpoint,
+`get_state()` / `restore(state)` (fovea_jax.data.DataIterator) its position is saved in the checkpoint,
 otherwise a restart skips the batches already consumed.
 """
 import dataclasses
@@ -100,8 +100,8 @@ def restore_or_init(trainer: trainer_lib.Trainer,
 
 
 def _position_data(batches: Iterator, meta: dict, step: int):
-  if 'dataset' in meta and hasattr(batches, 'set_state'):
-    batches.set_state(meta['dataset'])
+  if 'dataset' in meta and hasattr(batches, 'restore'):
+    batches.restore(meta['dataset'])
     return
   for _ in range(step):  # Deterministic pipeline: replay to the same position.
     next(batches)

@@ -36,6 +36,11 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, jnp.ndarray]:
   return out
 
 
+def is_ratio_metric(name: str) -> bool:
+  """Metrics that are per-token ratios average over microbatches; others add."""
+  return name == 'accuracy' or '_per_' in name
+
+
 def count_target_tokens(batch: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
   """Tokens that carry loss: loss weights when given, else non-padding targets."""
   if 'decoder_loss_weights' in batch:
@@ -154,8 +159,12 @@ class Trainer:
         jnp.zeros_like,
         jax.eval_shape(lambda: (lambda r: (r[0][0], r[0][1], r[1]))(
             grad_fn(params, first, rng))))
-    total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(n), micro))
-    return jax.tree.map(lambda x: x / n, total)
+    (loss, metrics, grads), _ = jax.lax.scan(accumulate, zeros,
+                                             (jnp.arange(n), micro))
+    # As in T5X, losses and gradients add up over microbatches (the model's loss
+    # is a sum, or normalised by a constant); ratios are averaged instead.
+    metrics = {k: v / n if is_ratio_metric(k) else v for k, v in metrics.items()}
+    return loss, metrics, grads
 
   def _train_step(self, state, batch, rng):
     step_rng = jax.random.fold_in(rng, state.step)
