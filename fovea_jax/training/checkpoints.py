@@ -139,6 +139,13 @@ def _resolve(config: RestoreCheckpointConfig) -> tuple[str, Optional[int]]:
   return path, _manager(path, read_only=True).latest_step()
 
 
+def missing_checkpoint_error(config: RestoreCheckpointConfig) -> CheckpointError:
+  return CheckpointError(
+      f'No checkpoint found at {config.path} (mode={config.mode!r}). Point '
+      f'RestoreCheckpointConfig.path at a directory holding {STEP_PREFIX}_<step> '
+      'checkpoints (or at one of them), or set fallback_to_scratch=True.')
+
+
 def find_checkpoint(config: RestoreCheckpointConfig) -> Optional[str]:
   """The checkpoint directory a restore config resolves to, or None."""
   directory, step = _resolve(config)
@@ -156,14 +163,11 @@ def restore(config: RestoreCheckpointConfig,
   """
   directory, step = _resolve(config)
   if step is None:
-    message = (f'No checkpoint found at {config.path} (mode={config.mode!r}).')
     if config.fallback_to_scratch:
-      logging.warning('%s Starting from scratch (fallback_to_scratch=True).',
-                      message)
+      logging.warning('No checkpoint found at %s; starting from scratch '
+                      '(fallback_to_scratch=True).', config.path)
       return None, None
-    raise CheckpointError(
-        message + ' Point RestoreCheckpointConfig.path at a directory holding '
-        f'{STEP_PREFIX}_<step> checkpoints, or set fallback_to_scratch=True.')
+    raise missing_checkpoint_error(config)
 
   target = train_state_lib.with_shardings(abstract_state, shardings)
   items = {'params': ocp.args.StandardRestore(target.params),
@@ -210,3 +214,11 @@ def save_params(directory: str, params: PyTree, dtype: str = 'float32',
   manager.wait_until_finished()
   manager.close()
   return step_dir(directory, step)
+
+
+@gin.configurable
+@dataclasses.dataclass
+class CheckpointConfig:
+  """T5X's pair: how to save this run and what to restore at its start."""
+  save: Optional[SaveCheckpointConfig] = None
+  restore: Optional[RestoreCheckpointConfig] = None

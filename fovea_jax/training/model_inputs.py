@@ -1,0 +1,48 @@
+"""Shapes a model is built for, and an early check that it can serve them.
+
+`input_shapes_and_types` turns a DatasetConfig into the model-feature shapes of
+one global batch (through the model's seqio feature converter, so packing adds
+segment ids and positions). `check_model_accepts` traces the model's loss on
+those shapes without running it: a TASK_FEATURE_LENGTHS that the configured
+attention cannot serve fails here, in seconds, naming the lengths.
+"""
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from fovea_jax.data import pipeline
+from fovea_jax.data.config import DatasetConfig
+
+
+def input_shapes_and_types(model: Any, cfg: DatasetConfig
+                           ) -> tuple[dict, dict]:
+  """({feature: global shape}, {feature: dtype}) of the model's batches."""
+  converter = pipeline.make_feature_converter(
+      cfg, getattr(model, 'FEATURE_CONVERTER_CLS', None))
+  lengths = converter.get_model_feature_lengths(dict(cfg.task_feature_lengths))
+  shapes = {name: (cfg.batch_size, length) for name, length in lengths.items()}
+  types = {name: np.float32 if name == 'decoder_loss_weights' else np.int32
+           for name in lengths}
+  return shapes, types
+
+
+def abstract_batch(shapes: Mapping[str, tuple], types: Mapping[str, Any]) -> dict:
+  return {k: jax.ShapeDtypeStruct(shapes[k], types[k]) for k in shapes}
+
+
+def check_model_accepts(model: Any, abstract_params: Any, shapes: Mapping,
+                        types: Mapping, task_feature_lengths: Mapping,
+                        contexts) -> None:
+  """Traces loss_fn on the batch shapes; raises ValueError naming the lengths."""
+  batch = abstract_batch(shapes, types)
+  try:
+    with contexts:
+      jax.eval_shape(lambda p, b: model.loss_fn(p, b, None), abstract_params,
+                     batch)
+  except Exception as e:  # Any trace-time failure means these lengths cannot run.
+    raise ValueError(
+        f'TASK_FEATURE_LENGTHS={dict(task_feature_lengths)} cannot be served by '
+        f'this model: {type(e).__name__}: {e}\nChoose lengths the configured '
+        'attention supports (e.g. a multiple of its block length) or change the '
+        'attention settings.') from e
