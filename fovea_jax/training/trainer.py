@@ -96,7 +96,7 @@ class Trainer:
 
   def contexts(self):
     """Mesh and logical rules the model's sharding constraints resolve against."""
-    return _Contexts(self.mesh, self.logical_axis_rules)
+    return mesh_and_rules(self.mesh, self.logical_axis_rules)
 
   # State ------------------------------------------------------------------
 
@@ -192,6 +192,10 @@ class Trainer:
           donate_argnums=(0,))
     with self.contexts():
       return self._compiled_step(state, batch, rng)
+
+
+def mesh_and_rules(mesh, rules):
+  return _Contexts(mesh, rules)
 
 
 class _Contexts:

@@ -1,0 +1,13 @@
+"""Export a checkpoint: `python -m fovea_jax.export --gin_file=MODEL.gin --gin_file=runs/export.gin --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.EXPORT_OUTPUT_DIR="'/tmp/run/export'"`.
+
+Thin entry point; the work is in fovea_jax.training.export_lib.
+"""
+from fovea_jax.training import entry_points
+
+
+def main():
+  entry_points.main('export')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,52 @@
+"""What `python -m fovea_jax.{train,eval,infer,export}` share.
+
+Joins a multi-process run if the environment describes one, registers every
+gin configurable (tasks, models, partitioner, training libraries), parses the
+gin flags, then calls the named configurable with everything from gin.
+"""
+import logging
+
+import gin
+
+from fovea_jax.training import distributed
+
+
+def _register_configurables() -> dict:
+  """Imports everything gin files may name; returns the runnable functions."""
+  # pylint: disable=g-import-not-at-top,unused-import
+  import fovea_jax.tasks  # Registers the seqio tasks.
+  from fovea_jax.sharding import partitioner as partitioner_lib
+  from fovea_jax.training import eval_lib
+  from fovea_jax.training import export_lib
+  from fovea_jax.training import infer_lib
+  from fovea_jax.training import lr_schedules
+  from fovea_jax.training import optimizers
+  from fovea_jax.training import train_lib
+  try:
+    import fovea_jax.gin_registry  # Models and networks, when present.
+  except ImportError:
+    pass
+  # T5X's name for the partitioner in run files.
+  try:
+    gin.external_configurable(partitioner_lib.Partitioner, 'PjitPartitioner',
+                              module='partitioning')
+  except ValueError:
+    pass  # Already registered (a second entry point in the same process).
+  return {'train': train_lib.train, 'evaluate': eval_lib.evaluate,
+          'infer': infer_lib.infer, 'export': export_lib.export}
+
+
+def main(name: str) -> None:
+  distributed.initialize_from_env()
+  from fovea_jax.training import gin_utils  # pylint: disable=g-import-not-at-top
+  functions = _register_configurables()
+
+  def run():
+    logging.getLogger().setLevel(logging.INFO)
+    result = functions[name]()
+    if name == 'train':
+      logging.info('Training finished at step %d.', int(result.state.step))
+    else:
+      logging.info('%s finished: %s', name, result)
+
+  gin_utils.run(run)

@@ -1,0 +1,163 @@
+"""`export`: params-only checkpoint, serialized inference functions, safetensors.
+
+Writes into `output_dir`:
+- `params/checkpoint_<step>/`: an orbax params-only checkpoint (float32 or
+  bfloat16), what a warm start (`RestoreCheckpointConfig`) reads;
+- `params.safetensors`: the same params, flat, keyed `encoder/layers_0/...`;
+- `encode.jax_export` and `predict.jax_export`: `jax.export`-serialized StableHLO
+  taking `(params_dict, encoder_input_tokens[batch, inputs_len] int32)` and
+  returning the encoding, resp. the decoded token ids `[batch, targets_len]`;
+- `manifest.json`: shapes, dtypes, the step, and how to call them.
+Loading needs only jax, numpy and safetensors, not fovea_jax:
+
+    exported = jax.export.deserialize(open('predict.jax_export', 'rb').read())
+    params = safetensors.numpy.load_file('params.safetensors')
+    tokens = exported.call(params, encoder_input_tokens)
+"""
+import json
+import os
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import flax
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+
+from fovea_jax.training import checkpoints
+from fovea_jax.training import inference_params
+
+PyTree = Any
+SEPARATOR = '/'
+
+
+def flatten_params(params: PyTree) -> dict[str, Any]:
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
+  return {SEPARATOR.join(k): v for k, v in flat.items()}
+
+
+def unflatten_params(flat: Mapping[str, Any]) -> PyTree:
+  return flax.traverse_util.unflatten_dict(
+      {tuple(k.split(SEPARATOR)): v for k, v in flat.items()})
+
+
+def _cast(flat: Mapping[str, Any], dtype) -> dict[str, np.ndarray]:
+  dtype = jnp.dtype(dtype)
+  return {k: np.asarray(jax.device_get(v)).astype(
+      dtype if np.issubdtype(np.asarray(v).dtype, np.floating) else None)
+          for k, v in flat.items()}
+
+
+def inference_functions(model: Any, targets_length: int
+                        ) -> dict[str, Callable]:
+  """{name: fn(flat_params, encoder_input_tokens)} in export form."""
+
+  def encode(flat, encoder_input_tokens):
+    return model.module.apply({'params': unflatten_params(flat)},
+                              encoder_input_tokens, enable_dropout=False,
+                              method=model.module.encode)
+
+  def predict(flat, encoder_input_tokens):
+    batch = {
+        'encoder_input_tokens': encoder_input_tokens,
+        'decoder_input_tokens': jnp.zeros(
+            (encoder_input_tokens.shape[0], targets_length), jnp.int32),
+    }
+    return model.predict_batch(unflatten_params(flat), batch)
+
+  return {'encode': encode, 'predict': predict}
+
+
+def export_functions(model: Any, flat_params: Mapping[str, np.ndarray],
+                     batch_size: int, inputs_length: int, targets_length: int,
+                     platforms: Optional[Sequence[str]] = None
+                     ) -> dict[str, jax.export.Exported]:
+  abstract_params = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+                     for k, v in flat_params.items()}
+  tokens = jax.ShapeDtypeStruct((batch_size, inputs_length), jnp.int32)
+  return {
+      name: jax.export.export(jax.jit(fn), platforms=platforms)(abstract_params,
+                                                                tokens)
+      for name, fn in inference_functions(model, targets_length).items()
+  }
+
+
+def load_exported(export_dir: str) -> tuple[dict, dict]:
+  """({name: Exported}, flat params) read back from an export directory."""
+  with open(os.path.join(export_dir, 'manifest.json')) as f:
+    manifest = json.load(f)
+  functions = {}
+  for name in manifest['functions']:
+    with open(os.path.join(export_dir, f'{name}.jax_export'), 'rb') as f:
+      functions[name] = jax.export.deserialize(bytearray(f.read()))
+  params = safetensors.numpy.load_file(os.path.join(export_dir,
+                                                    'params.safetensors'))
+  return functions, params
+
+
+@gin.configurable('export')
+def export(*,
+           model: Any = gin.REQUIRED,
+           restore_checkpoint_cfg: checkpoints.RestoreCheckpointConfig = (
+               gin.REQUIRED),
+           partitioner: Any = gin.REQUIRED,
+           output_dir: str = gin.REQUIRED,
+           task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
+           batch_size: int = 1,
+           params_dtype: str = 'float32',
+           platforms: Optional[Sequence[str]] = None,
+           hf_name_map_fn: Optional[Callable[[Mapping[str, np.ndarray]],
+                                             Mapping[str, np.ndarray]]] = None
+           ) -> str:
+  """Exports the restored checkpoint; returns output_dir."""
+  if 'inputs' not in task_feature_lengths or 'targets' not in task_feature_lengths:
+    raise ValueError('export needs TASK_FEATURE_LENGTHS with both "inputs" and '
+                     f'"targets" (an encoder-decoder), got {task_feature_lengths}.')
+  inputs_length = task_feature_lengths['inputs']
+  targets_length = task_feature_lengths['targets']
+  shapes = {'encoder_input_tokens': (batch_size, inputs_length),
+            'decoder_input_tokens': (batch_size, targets_length)}
+  types = {k: np.int32 for k in shapes}
+  params, step = inference_params.restore_params(
+      model, partitioner, restore_checkpoint_cfg, shapes, types)
+  output_dir = os.path.abspath(os.path.expanduser(output_dir))
+  os.makedirs(output_dir, exist_ok=True)
+  checkpoints.save_params(os.path.join(output_dir, 'params'), params,
+                          dtype=params_dtype, meta={'step': step})
+  flat = _cast(flatten_params(params), params_dtype)
+  functions = export_functions(model, flat, batch_size, inputs_length,
+                               targets_length, platforms)
+  if jax.process_index() != 0:
+    return output_dir
+  safetensors.numpy.save_file(flat, os.path.join(output_dir,
+                                                 'params.safetensors'))
+  for name, exported in functions.items():
+    with open(os.path.join(output_dir, f'{name}.jax_export'), 'wb') as f:
+      f.write(exported.serialize())
+  manifest = {
+      'step': step,
+      'params_dtype': params_dtype,
+      'batch_size': batch_size,
+      'task_feature_lengths': dict(task_feature_lengths),
+      'platforms': list(functions['predict'].platforms),
+      'functions': {
+          name: {'inputs': ['params (params.safetensors)',
+                            f'encoder_input_tokens int32 [{batch_size}, '
+                            f'{inputs_length}]'],
+                 'outputs': [str(a) for a in exported.out_avals]}
+          for name, exported in functions.items()},
+      'usage': ("exported = jax.export.deserialize(open('predict.jax_export', "
+                "'rb').read()); params = safetensors.numpy.load_file("
+                "'params.safetensors'); exported.call(params, tokens)"),
+  }
+  if hf_name_map_fn is not None:
+    hf_dir = os.path.join(output_dir, 'huggingface')
+    os.makedirs(hf_dir, exist_ok=True)
+    safetensors.numpy.save_file(
+        {k: np.ascontiguousarray(v) for k, v in hf_name_map_fn(flat).items()},
+        os.path.join(hf_dir, 'model.safetensors'))
+    manifest['huggingface'] = 'huggingface/model.safetensors'
+  with open(os.path.join(output_dir, 'manifest.json'), 'w') as f:
+    json.dump(manifest, f, indent=2)
+  return output_dir
