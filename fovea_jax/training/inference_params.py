@@ -62,8 +62,17 @@ def _params_only(cfg: checkpoints.RestoreCheckpointConfig):
   return dataclasses.replace(cfg, strict=False)
 
 
+def _split_count(sharding: jax.sharding.NamedSharding) -> int:
+  return int(np.prod([sharding.mesh.shape[a] for a in jax.tree.leaves(
+      sharding.spec[0])])) if sharding.spec and sharding.spec[0] else 1
+
+
 def batch_on_mesh(batch: Mapping[str, np.ndarray], partitioner: Any) -> dict:
-  """A batch every process holds in full -> global arrays split over `data`."""
+  """A batch every process holds in full -> global arrays split over `data`.
+
+  A batch that does not divide over the data axis (a small eval batch on many
+  devices) is replicated instead: slower, same results.
+  """
   out = {}
   for name, value in batch.items():
     value = np.asarray(value)
@@ -71,6 +80,8 @@ def batch_on_mesh(batch: Mapping[str, np.ndarray], partitioner: Any) -> dict:
     sharding = train_state_lib.param_shardings(
         jax.sharding.PartitionSpec(*spec), partitioner.mesh,
         partitioner.logical_axis_rules)
+    if value.shape[0] % _split_count(sharding):
+      sharding = train_state_lib.replicated(partitioner.mesh)
     out[name] = jax.make_array_from_callback(value.shape, sharding,
                                              lambda index, v=value: v[index])
   return out

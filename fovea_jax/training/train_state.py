@@ -48,8 +48,8 @@ def _match_params(params: PyTree, specs: PyTree) -> PyTree:
 
 
 def unbox(tree: PyTree) -> PyTree:
-  """Strips LogicallyPartitioned boxes (they must not reach checkpoints)."""
-  return nn.meta.unbox(tree)
+  """Plain dicts without LogicallyPartitioned boxes (checkpoints need neither)."""
+  return flax.core.unfreeze(nn.meta.unbox(tree))
 
 
 def param_shardings(specs: PyTree, mesh: jax.sharding.Mesh,

@@ -1,0 +1,40 @@
+"""Runs the gin-configured entry-point functions in-process on tiny settings."""
+import os
+
+from fovea_jax.training import entry_points
+from fovea_jax.training import gin_utils
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STANDIN_MODEL_GIN = os.path.join(HERE, 'standin_model.gin')
+TASK = "MIXTURE_OR_TASK_NAME = 'stdlib_summarization'"
+LENGTHS = {'inputs': 64, 'targets': 16}
+
+
+def run(name, run_file, bindings, model_gin=STANDIN_MODEL_GIN):
+  """Parses model + run file + bindings like the command line, then runs."""
+  functions = entry_points._register_configurables()  # pylint: disable=protected-access
+  gin_utils.parse_gin([model_gin, run_file], bindings)
+  return functions[name]()
+
+
+def train_bindings(model_dir, steps, **extra):
+  bindings = [TASK, f'TASK_FEATURE_LENGTHS = {LENGTHS}', f'TRAIN_STEPS = {steps}',
+              f"MODEL_DIR = '{model_dir}'", 'BATCH_SIZE = 8',
+              'CHECKPOINT_PERIOD = 10', 'train.stats_period = 1',
+              'train.show_progress = False',
+              "create_learning_rate_scheduler.factors = 'constant'",
+              'create_learning_rate_scheduler.base_learning_rate = 0.01']
+  return bindings + [f'{k} = {v}' for k, v in extra.items()]
+
+
+def checkpoint_bindings(checkpoint, output_macro, output_dir):
+  return [TASK, f'TASK_FEATURE_LENGTHS = {LENGTHS}', 'BATCH_SIZE = 4',
+          f"CHECKPOINT_PATH = '{checkpoint}'", f"{output_macro} = '{output_dir}'"]
+
+
+def standin_model():
+  """The MODEL of standin_model.gin, built outside any run."""
+  import gin  # pylint: disable=g-import-not-at-top
+  entry_points._register_configurables()  # pylint: disable=protected-access
+  gin_utils.parse_gin([STANDIN_MODEL_GIN], [])
+  return gin.query_parameter('%MODEL').scoped_configurable_fn()
