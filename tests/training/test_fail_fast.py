@@ -1,0 +1,50 @@
+"""Bad configuration fails before training, with a message naming the fix."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fovea_jax.training import checkpoints
+from fovea_jax.training import gin_utils
+from . import gin_runs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_command_line_rejects_an_unknown_gin_binding(tmp_path):
+  process = subprocess.run(
+      [sys.executable, '-m', 'fovea_jax.train',
+       f'--gin_file={gin_runs.STANDIN_MODEL_GIN}',
+       '--gin_file=runs/pretrain.gin', '--gin.Trainer.num_microbatchez=2'],
+      cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=REPO),
+      capture_output=True, text=True, timeout=120)
+  assert process.returncode != 0
+  assert 'num_microbatchez' in process.stderr
+  assert 'Gin configuration rejected' in process.stderr
+  assert not os.listdir(tmp_path)
+
+
+def test_shorthand_flags_become_bindings():
+  assert gin_utils.rewrite_gin_args(
+      ['prog', '--gin.MODEL_DIR="/x"', '--gin_file=a.gin']) == [
+          'prog', '--gin_bindings=MODEL_DIR = "/x"', '--gin_file=a.gin']
+
+
+def test_missing_task_names_close_matches(tmp_path):
+  bindings = gin_runs.train_bindings(tmp_path, 1) + [
+      "MIXTURE_OR_TASK_NAME = 'stdlib_summarisation'"]
+  with pytest.raises(ValueError, match="stdlib_summarisation.*stdlib_summarization"):
+    gin_runs.run('train', 'runs/pretrain.gin', bindings)
+  assert not os.path.exists(tmp_path / 'checkpoint_1')
+
+
+def test_missing_checkpoint_without_fallback(tmp_path):
+  with pytest.raises(checkpoints.CheckpointError, match='fallback_to_scratch'):
+    gin_runs.run('evaluate', 'runs/eval.gin', gin_runs.checkpoint_bindings(
+        tmp_path / 'no_such_run', 'EVAL_OUTPUT_DIR', tmp_path / 'eval'))
+  bindings = gin_runs.train_bindings(tmp_path / 'ft', 1) + [
+      "CheckpointConfig.restore = @RestoreCheckpointConfig()",
+      f"RestoreCheckpointConfig.path = '{tmp_path}/pre/checkpoint_5'"]
+  with pytest.raises(checkpoints.CheckpointError, match='checkpoint_5'):
+    gin_runs.run('train', 'runs/pretrain.gin', bindings)
