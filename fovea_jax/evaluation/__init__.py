@@ -1,0 +1,1 @@
+"""Evaluation: seqio metric functions and a `seqio.Evaluator` runner."""
