@@ -78,6 +78,8 @@ def remove_module_docstring(source: str) -> Tuple[str, Optional[str]]:
     line_starts.append(line_starts[-1] + len(line))
   start = line_starts[node.lineno - 1] + node.col_offset
   end = line_starts[node.end_lineno - 1] + node.end_col_offset
+  if node.col_offset == 0 and encoded[end:end + 1] == b'\n':
+    end += 1  # The docstring had its own lines: leave no blank line behind.
   remainder = encoded[:start] + encoded[end:]
   return remainder.decode('utf-8').strip('\n') + '\n', docstring
 

@@ -1,0 +1,32 @@
+"""Tiny network configurations shared by the network tests."""
+import dataclasses
+
+from fovea_jax import networks
+
+# Every registered scheme with options small enough for lengths of ~20 tokens,
+# chosen so that pooled levels, global tokens and far fields really occur.
+TINY_SCHEMES = {
+    'dense': networks.schemes.Dense(),
+    'longt5_local': networks.schemes.LongT5Local(local_radius=3),
+    'longt5_tglobal': networks.schemes.LongT5TransientGlobal(
+        local_radius=3, global_block_size=4),
+    'fovea': networks.schemes.Fovea(block_len=4),
+    'fma': networks.schemes.Fma(fine_len=4, rank=2, max_length=32),
+    'fma_learned': networks.schemes.Fma(fine_len=4, rank=2,
+                                        downsample='grouped_conv', max_length=32),
+    'masformer': networks.schemes.MASFormer(num_full=1, window=3),
+    'masformer_block': networks.schemes.MASFormer(full_layers=(1,),
+                                                  local='block', block_len=4),
+}
+
+
+def tiny_config(scheme='dense', **overrides):
+  options = dict(vocab_size=40, emb_dim=16, num_heads=2, head_dim=8, mlp_dim=24,
+                 num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0,
+                 attention=TINY_SCHEMES.get(scheme, scheme))
+  options.update(overrides)
+  return networks.Config(**options)
+
+
+def replace(config, **changes):
+  return dataclasses.replace(config, **changes)
