@@ -6,6 +6,7 @@ directory is always a search path, so `--gin_file=runs/pretrain.gin` works from
 any working directory. Unknown configurables or parameters fail before anything
 runs, naming the binding.
 """
+import logging
 import os
 import re
 import sys
@@ -53,6 +54,8 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
   for path in [GIN_CONFIGS_DIR, *search_paths]:
     gin.add_config_file_search_path(os.path.abspath(path))
   gin.clear_config()
+  root_logger = logging.getLogger()
+  root_logger.addFilter(_quiet_search_misses)
   try:
     gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
                                         finalize_config=False, skip_unknown=False)
@@ -62,6 +65,13 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
         'your --gin_file/--gin.X bindings against the configurables fovea_jax '
         f'registers; gin files are searched in {GIN_CONFIGS_DIR} and '
         f'{list(search_paths)}.') from e
+  finally:
+    root_logger.removeFilter(_quiet_search_misses)
+
+
+def _quiet_search_misses(record: logging.LogRecord) -> bool:
+  """gin logs an ERROR for every search path a file is *not* in; drop those."""
+  return not str(record.msg).startswith('Path not found')
 
 
 def run(main: Callable[[], None], argv: Optional[Sequence[str]] = None) -> None:

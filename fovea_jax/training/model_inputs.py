@@ -6,8 +6,10 @@ segment ids and positions). `check_model_accepts` traces the model's loss on
 those shapes without running it: a TASK_FEATURE_LENGTHS that the configured
 attention cannot serve fails here, in seconds, naming the lengths.
 """
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+import flax
+import flax.linen as nn
 import jax
 import numpy as np
 
@@ -31,18 +33,22 @@ def abstract_batch(shapes: Mapping[str, tuple], types: Mapping[str, Any]) -> dic
   return {k: jax.ShapeDtypeStruct(shapes[k], types[k]) for k in shapes}
 
 
-def check_model_accepts(model: Any, abstract_params: Any, shapes: Mapping,
+def check_model_accepts(model: Any, init_variables_fn: Callable, shapes: Mapping,
                         types: Mapping, task_feature_lengths: Mapping,
                         contexts) -> None:
-  """Traces loss_fn on the batch shapes; raises ValueError naming the lengths."""
+  """Traces init and loss_fn on the batch shapes (no compute); a failure raises
+  ValueError naming the lengths."""
   batch = abstract_batch(shapes, types)
+
+  def init_and_loss(rng, batch):
+    params = flax.core.unfreeze(nn.meta.unbox(init_variables_fn(rng)['params']))
+    return model.loss_fn(params, batch, None)
+
   try:
     with contexts:
-      jax.eval_shape(lambda p, b: model.loss_fn(p, b, None), abstract_params,
-                     batch)
+      jax.eval_shape(init_and_loss, jax.random.PRNGKey(0), batch)
   except Exception as e:  # Any trace-time failure means these lengths cannot run.
     raise ValueError(
         f'TASK_FEATURE_LENGTHS={dict(task_feature_lengths)} cannot be served by '
         f'this model: {type(e).__name__}: {e}\nChoose lengths the configured '
-        'attention supports (e.g. a multiple of its block length) or change the '
-        'attention settings.') from e
+        'attention supports or change its settings.') from e

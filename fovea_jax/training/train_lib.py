@@ -49,8 +49,7 @@ def train(*,
   shapes, types = model_inputs.input_shapes_and_types(model, train_dataset_cfg)
   init_variables_fn = functools.partial(model.get_initial_variables,
                                         input_shapes=shapes, input_types=types)
-  abstract, _, _ = trainer.state_layout(init_variables_fn)
-  model_inputs.check_model_accepts(model, abstract.params, shapes, types,
+  model_inputs.check_model_accepts(model, init_variables_fn, shapes, types,
                                    train_dataset_cfg.task_feature_lengths,
                                    trainer.contexts())
   # Fails fast on a missing checkpoint before any data is read.

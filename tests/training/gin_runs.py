@@ -13,7 +13,8 @@ LENGTHS = {'inputs': 64, 'targets': 16}
 def run(name, run_file, bindings, model_gin=STANDIN_MODEL_GIN):
   """Parses model + run file + bindings like the command line, then runs."""
   functions = entry_points._register_configurables()  # pylint: disable=protected-access
-  gin_utils.parse_gin([model_gin, run_file], bindings)
+  model_gin = [model_gin] if isinstance(model_gin, str) else list(model_gin)
+  gin_utils.parse_gin(model_gin + [run_file], bindings)
   return functions[name]()
 
 

@@ -48,3 +48,15 @@ def test_missing_checkpoint_without_fallback(tmp_path):
       f"RestoreCheckpointConfig.path = '{tmp_path}/pre/checkpoint_5'"]
   with pytest.raises(checkpoints.CheckpointError, match='checkpoint_5'):
     gin_runs.run('train', 'runs/pretrain.gin', bindings)
+
+
+def test_lengths_the_attention_cannot_serve_fail_before_training(tmp_path):
+  # Files with dynamic registration are overridden by full module path.
+  fma = 'fovea_jax.networks.schemes.Fma'
+  bindings = gin_runs.train_bindings(tmp_path, 1) + [
+      f'{fma}.max_length = 32', f'{fma}.fine_len = 16', f'{fma}.rank = 4']
+  with pytest.raises(ValueError, match=r"TASK_FEATURE_LENGTHS=.*'inputs': 64.*"
+                     r'cannot be served.*max_length=32'):
+    gin_runs.run('train', 'runs/pretrain.gin', bindings,
+                 model_gin=['sizes/tiny.gin', 'attention/fma.gin'])
+  assert not os.path.exists(tmp_path / 'checkpoint_1')
