@@ -15,6 +15,7 @@ The data iterator yields this process's rows as dicts of numpy arrays; if it has
 otherwise a restart skips the batches already consumed.
 """
 import dataclasses
+import json
 import logging
 import math
 import signal
@@ -99,9 +100,23 @@ def restore_or_init(trainer: trainer_lib.Trainer,
   return trainer.init_state(init_variables_fn, jax.random.PRNGKey(seed)), {}
 
 
+def _gather_json(value) -> list:
+  """`value` from every process, in process order (JSON through a collective)."""
+  if jax.process_count() == 1:
+    return [value]
+  data = json.dumps(value).encode()
+  length = multihost_utils.process_allgather(np.array(len(data)))
+  buffer = np.zeros(int(np.max(length)), np.uint8)
+  buffer[:len(data)] = np.frombuffer(data, np.uint8)
+  gathered = multihost_utils.process_allgather(buffer)
+  return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, length)]
+
+
 def _position_data(batches: Iterator, meta: dict, step: int):
-  if 'dataset' in meta and hasattr(batches, 'restore'):
-    batches.restore(meta['dataset'])
+  # Each process reads its own shard, so each saved its own position.
+  positions = meta.get('dataset') or {}
+  if str(jax.process_index()) in positions and hasattr(batches, 'restore'):
+    batches.restore(positions[str(jax.process_index())])
     return
   for _ in range(step):  # Deterministic pipeline: replay to the same position.
     next(batches)
@@ -133,9 +148,11 @@ def run(trainer: trainer_lib.Trainer,
   tokens, window_start, window_steps = 0.0, time.perf_counter(), 0
 
   def save():
-    dataset = (batches.get_state() if save_config.save_dataset and
-               hasattr(batches, 'get_state') else None)
-    manager.save(state, meta={} if dataset is None else {'dataset': dataset})
+    meta = {}
+    if save_config.save_dataset and hasattr(batches, 'get_state'):
+      meta['dataset'] = {str(i): position for i, position in
+                         enumerate(_gather_json(batches.get_state()))}
+    manager.save(state, meta=meta)
 
   try:
     with _SigtermFlag() as sigterm:
