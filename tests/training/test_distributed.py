@@ -5,12 +5,11 @@ each process's data position inside.
 
 (Resuming with several processes runs the same code path as with one, tested in
 test_train_loop; a second two-process launch would double this test's time.)"""
+import functools
 import os
 import socket
 import subprocess
 import sys
-
-import functools
 
 import jax
 import numpy as np
