@@ -69,10 +69,10 @@ def test_imported_longt5_matches_transformers(attention_type, tmp_path):
       jnp.ones((1, 4))))['params']
   assert jax.tree.map(lambda a: a.shape, created) == jax.tree.map(
       lambda a: a.shape, variables['params'])
-  encoded = model.apply(variables, jnp.asarray(enc), enable_dropout=False,
-                        method=networks.EncoderDecoder.encode)
-  logits = model.apply(variables, jnp.asarray(enc), jnp.asarray(dec_in),
-                       jnp.asarray(targets), enable_dropout=False)
+  encoded, logits = jax.jit(lambda v: (
+      model.apply(v, enc, enable_dropout=False,
+                  method=networks.EncoderDecoder.encode),
+      model.apply(v, enc, dec_in, targets, enable_dropout=False)))(variables)
   real = enc > 0
   encoded_diff = np.abs(np.asarray(encoded) - hf_encoded)[real].max()
   logits_diff = np.abs(np.asarray(logits) - hf_logits).max()
@@ -102,6 +102,6 @@ def test_fovea_encoder_warm_starts_from_longt5_with_every_weight(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, params, local_params)
   model = networks.EncoderDecoder(config)
   enc, dec_in, targets = _inputs()
-  logits = model.apply({'params': params}, enc, dec_in, targets,
-                       enable_dropout=False)
+  logits = jax.jit(lambda v: model.apply(v, enc, dec_in, targets,
+                                         enable_dropout=False))({'params': params})
   assert np.all(np.isfinite(logits))
