@@ -68,12 +68,16 @@ def test_blockwise_equals_dense_oracle(causal, length, valid_len):
   q, k, v, side_k, side_v, ids, gvalid, mask = _case(length, valid_len, causal)
   bias = _bias(2, 1, bidirectional=not causal)
   side_bias = _bias(2, 2, bidirectional=not causal)
-  got = longt5.transient_global_attention(
-      q, k, v, side_k, side_v, block_ids=ids, global_valid=gvalid,
-      local_radius=RADIUS, global_block_size=GROUP, causal=causal, key_mask=mask,
-      position_bias=bias, side_position_bias=side_bias)
-  want = _dense_oracle(q, k, v, side_k, side_v, ids, gvalid, mask, bias,
-                       side_bias, causal)
+  @jax.jit
+  def both(q, k, v, side_k, side_v, ids, gvalid, mask):
+    got = longt5.transient_global_attention(
+        q, k, v, side_k, side_v, block_ids=ids, global_valid=gvalid,
+        local_radius=RADIUS, global_block_size=GROUP, causal=causal,
+        key_mask=mask, position_bias=bias, side_position_bias=side_bias)
+    return got, _dense_oracle(q, k, v, side_k, side_v, ids, gvalid, mask, bias,
+                              side_bias, causal)
+
+  got, want = both(q, k, v, side_k, side_v, ids, gvalid, mask)
   real = np.asarray(mask)
   np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real],
                              atol=1e-5, rtol=1e-5)
@@ -103,15 +107,16 @@ def test_causal_variant_has_no_leak():
 def test_step_equals_full_causal_pass():
   q, k, v, side_k, side_v, ids, gvalid, mask = _case(13, 13, True)
   bias, side_bias = _bias(2, 1, False), _bias(2, 2, False)
-  full = longt5.transient_global_attention(
+  full = jax.jit(lambda: longt5.transient_global_attention(
       q, k, v, side_k, side_v, block_ids=ids, global_valid=gvalid,
       local_radius=RADIUS, global_block_size=GROUP, causal=True,
-      position_bias=bias, side_position_bias=side_bias)
+      position_bias=bias, side_position_bias=side_bias))()
+  step = jax.jit(lambda q_t, t: longt5.transient_global_step(
+      q_t, k, v, side_k, side_v, index=t, local_radius=RADIUS,
+      global_block_size=GROUP, position_bias=bias, side_position_bias=side_bias))
   for t in range(13):
-    step = longt5.transient_global_step(
-        q[:, t:t + 1], k, v, side_k, side_v, index=t, local_radius=RADIUS,
-        global_block_size=GROUP, position_bias=bias, side_position_bias=side_bias)
-    np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(step(q[:, t:t + 1], t)[:, 0], full[:, t],
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_global_block_ids_match_transformers():
@@ -122,13 +127,13 @@ def test_global_block_ids_match_transformers():
     mask = (np.arange(length)[None] < rng.integers(1, length + 1, (4, 1)))
     want_ids, want_segments = modeling._make_global_fixed_block_ids(
         torch.tensor(mask, dtype=torch.float32), block)
-    ids, valid = longt5.global_block_ids(jnp.asarray(mask), block)
+    ids, valid = jax.jit(longt5.global_block_ids, static_argnums=1)(
+        jnp.asarray(mask), block)
     np.testing.assert_array_equal(np.asarray(ids), want_ids.numpy())
     np.testing.assert_array_equal(np.asarray(valid), want_segments.numpy() > 0)
     hidden = rng.normal(size=(4, length, 3)).astype(np.float32)
     want_sums = modeling._create_global_aggregates(
         torch.tensor(hidden), want_ids, length // block)
-    np.testing.assert_allclose(
-        np.asarray(longt5.global_aggregates(jnp.asarray(hidden), ids,
-                                            length // block)),
-        want_sums.numpy(), atol=1e-5)
+    sums = jax.jit(longt5.global_aggregates, static_argnums=2)(
+        jnp.asarray(hidden), ids, length // block)
+    np.testing.assert_allclose(np.asarray(sums), want_sums.numpy(), atol=1e-5)
