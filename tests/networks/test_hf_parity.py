@@ -1,6 +1,7 @@
 """Parity with Hugging Face transformers' LongT5 (PyTorch, CPU) on imported weights.
 
-A tiny random LongT5 of each encoder attention type is saved as safetensors,
+A tiny random LongT5 of each encoder attention type (and a T5.1.1) is saved as
+safetensors,
 imported with `fovea_jax.interop`, and must give the same encoder states and
 logits to 1e-4, with an input length that is not a multiple of the local block
 (local_radius + 1) nor of the global block, and with padding.
@@ -22,14 +23,20 @@ ENC_LEN, DEC_LEN, REAL = 23, 7, 17  # block 4, global block 4: neither divides 2
 
 
 def _hf_model(attention_type, directory):
+  """A tiny random LongT5 (attention_type 'local' / 'transient-global') or, for
+  'dense', a T5.1.1 (T5ForConditionalGeneration), saved as safetensors."""
   torch.manual_seed(0)
-  config = transformers.LongT5Config(
-      vocab_size=48, d_model=16, d_kv=8, d_ff=24, num_layers=2,
-      num_decoder_layers=2, num_heads=2, local_radius=3, global_block_size=4,
-      feed_forward_proj='gated-gelu', tie_word_embeddings=False,
-      encoder_attention_type=attention_type, dropout_rate=0.0,
-      decoder_start_token_id=0)
-  model = transformers.LongT5ForConditionalGeneration(config).eval()
+  sizes = dict(vocab_size=48, d_model=16, d_kv=8, d_ff=24, num_layers=2,
+               num_decoder_layers=2, num_heads=2, feed_forward_proj='gated-gelu',
+               tie_word_embeddings=False, dropout_rate=0.0,
+               decoder_start_token_id=0)
+  if attention_type == 'dense':
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(**sizes))
+  else:
+    model = transformers.LongT5ForConditionalGeneration(transformers.LongT5Config(
+        local_radius=3, global_block_size=4,
+        encoder_attention_type=attention_type, **sizes))
+  model = model.eval()
   with torch.no_grad():  # make every tensor matter: scales and biases not ~1/0
     for name, tensor in model.named_parameters():
       if name.endswith('layer_norm.weight'):
@@ -49,7 +56,7 @@ def _inputs():
   return enc, dec_in, targets
 
 
-@pytest.mark.parametrize('attention_type', ['local', 'transient-global'])
+@pytest.mark.parametrize('attention_type', ['local', 'transient-global', 'dense'])
 def test_imported_longt5_matches_transformers(attention_type, tmp_path):
   hf = _hf_model(attention_type, tmp_path)
   config, params, unused = interop.load_hf_checkpoint(str(tmp_path))
