@@ -16,6 +16,8 @@ import json
 import os
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
+import flax
+import gin
 import numpy as np
 
 from fovea_jax.networks import schemes
@@ -214,17 +216,87 @@ def import_hf_state_dict(state: Dict[str, np.ndarray], config: Config,
   return params, sorted(set(state) - used - tied_copies) + skipped
 
 
+def encoder_attention_type_of(config: Config) -> str:
+  """The HF layout our encoder exports to: TGlobal and dense map to themselves;
+  every other scheme (fovea, FMA, MASFormer, local) to LongT5 local, whose
+  weights it shares (the Fovea paper warm-starts from LongT5)."""
+  scheme = config.scheme
+  if isinstance(scheme, schemes.LongT5TransientGlobal):
+    return 'transient-global'
+  return 'dense' if isinstance(scheme, schemes.Dense) else 'local'
+
+
 def export_hf_state_dict(params, config: Config,
                          encoder_attention_type: Optional[str] = None):
-  """HF-named numpy tensors for the parts of our tree that exist in LongT5/T5."""
-  if encoder_attention_type is None:
-    scheme = config.scheme
-    encoder_attention_type = (
-        'transient-global' if isinstance(scheme, schemes.LongT5TransientGlobal)
-        else 'local' if isinstance(scheme, schemes.LongT5Local) else 'dense')
+  """HF-named numpy tensors for the parts of our tree that exist in LongT5/T5.
+
+  Our params with no HF counterpart (FMA's learned filters) are left out.
+  """
+  encoder_attention_type = (encoder_attention_type or
+                            encoder_attention_type_of(config))
   return {entry.hf_name: entry.to_hf(np.asarray(_get(params, entry.path),
                                                 np.float32))
           for entry in name_map(config, encoder_attention_type)}
+
+
+def hf_config_dict(config: Config,
+                   encoder_attention_type: Optional[str] = None) -> dict:
+  """The config.json that `transformers` needs to load an exported checkpoint."""
+  encoder_attention_type = (encoder_attention_type or
+                            encoder_attention_type_of(config))
+  gated = len(config.mlp_activations) > 1
+  act = {'gelu': 'gelu', 'relu': 'relu'}[config.mlp_activations[0]]
+  result = dict(
+      model_type='t5' if encoder_attention_type == 'dense' else 'longt5',
+      architectures=['T5ForConditionalGeneration'
+                     if encoder_attention_type == 'dense'
+                     else 'LongT5ForConditionalGeneration'],
+      vocab_size=config.vocab_size, d_model=config.emb_dim, d_kv=config.head_dim,
+      d_ff=config.mlp_dim, num_layers=config.num_encoder_layers,
+      num_decoder_layers=config.num_decoder_layers, num_heads=config.num_heads,
+      relative_attention_num_buckets=config.relative_attention_num_buckets,
+      relative_attention_max_distance=config.relative_attention_max_distance,
+      dropout_rate=config.dropout_rate,
+      layer_norm_epsilon=config.layer_norm_epsilon,
+      feed_forward_proj=f'gated-{act}' if gated else act,
+      tie_word_embeddings=config.logits_via_embedding,
+      scale_decoder_outputs=config.logits_via_embedding,
+      is_encoder_decoder=True, pad_token_id=0, eos_token_id=1,
+      decoder_start_token_id=0)
+  scheme = config.scheme
+  if encoder_attention_type != 'dense':
+    result.update(encoder_attention_type=encoder_attention_type,
+                  local_radius=getattr(scheme, 'local_radius', 127),
+                  global_block_size=getattr(scheme, 'global_block_size', 16))
+  return result
+
+
+def save_hf_checkpoint(params, config: Config, directory: str):
+  """Writes model.safetensors + config.json that `from_pretrained` loads."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  os.makedirs(directory, exist_ok=True)
+  save_file(export_hf_state_dict(params, config),
+            os.path.join(directory, 'model.safetensors'),
+            metadata={'format': 'pt'})
+  with open(os.path.join(directory, 'config.json'), 'w') as f:
+    json.dump(hf_config_dict(config), f, indent=2)
+
+
+@gin.configurable(module='interop')
+@dataclasses.dataclass(frozen=True)
+class HfNameMap:
+  """`flat params ('/'-joined names) -> HF tensors`, for export's hf_name_map_fn.
+
+  gin: `export.hf_name_map_fn = @interop.HfNameMap()` with
+  `interop.HfNameMap.config = @network.Config()`.
+  """
+  config: Config
+  separator: str = '/'
+
+  def __call__(self, flat):
+    params = flax.traverse_util.unflatten_dict(
+        {tuple(name.split(self.separator)): value for name, value in flat.items()})
+    return export_hf_state_dict(params, self.config)
 
 
 def load_hf_checkpoint(directory: str, **overrides):

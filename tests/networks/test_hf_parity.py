@@ -6,6 +6,7 @@ imported with `fovea_jax.interop`, and must give the same encoder states and
 logits to 1e-4, with an input length that is not a multiple of the local block
 (local_radius + 1) nor of the global block, and with padding.
 """
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,3 +113,28 @@ def test_fovea_encoder_warm_starts_from_longt5_with_every_weight(tmp_path):
   logits = jax.jit(lambda v: model.apply(v, enc, dec_in, targets,
                                          enable_dropout=False))({'params': params})
   assert np.all(np.isfinite(logits))
+
+
+def test_export_loads_in_transformers_with_the_same_logits(tmp_path):
+  """Our tree -> safetensors + config.json -> from_pretrained: same logits, with
+  an untied head (logits_dense != embedding) and through HfNameMap (export)."""
+  _hf_model('transient-global', tmp_path / 'source')
+  config, params, _ = interop.load_hf_checkpoint(str(tmp_path / 'source'))
+  rng = np.random.default_rng(1)
+  head = params['decoder']['logits_dense']
+  head['kernel'] = rng.normal(0, 0.3, head['kernel'].shape).astype(np.float32)
+  interop.save_hf_checkpoint(params, config, str(tmp_path / 'exported'))
+  flat = flax.traverse_util.flatten_dict(params, sep='/')  # as export sees it
+  mapped = interop.HfNameMap(config)(flat)
+  assert mapped.keys() == interop.export_hf_state_dict(params, config).keys()
+  hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(
+      str(tmp_path / 'exported')).eval()
+  enc, dec_in, targets = _inputs()
+  with torch.no_grad():
+    hf_logits = hf(input_ids=torch.tensor(enc),
+                   attention_mask=torch.tensor(enc > 0, dtype=torch.float32),
+                   decoder_input_ids=torch.tensor(dec_in)).logits.numpy()
+  model = networks.EncoderDecoder(config)
+  logits = jax.jit(lambda v: model.apply(v, enc, dec_in, targets,
+                                         enable_dropout=False))({'params': params})
+  assert np.abs(np.asarray(logits) - hf_logits).max() < 1e-4
