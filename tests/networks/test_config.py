@@ -1,4 +1,6 @@
 """network.Config from gin, scheme registry, and clear errors for bad settings."""
+import functools
+
 import gin
 import jax
 import jax.numpy as jnp
@@ -6,6 +8,7 @@ import pytest
 
 from fovea_jax import networks
 from fovea_jax.networks import schemes
+from tests.networks.configs import TINY_SCHEMES, tiny_config
 
 
 @pytest.fixture
@@ -89,3 +92,19 @@ def test_fma_learned_filters_are_bounded_by_max_length():
   with pytest.raises(ValueError, match='max_length=16'):
     jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, tokens[:, :4],
                    tokens[:, :4])
+
+
+@pytest.mark.parametrize('scheme', sorted(TINY_SCHEMES))
+def test_bfloat16_decoding_traces_for_every_scheme(scheme):
+  """bf16 compute: full pass and one cached step trace (dtype-consistent caches)
+  and keep float32 logits. Tracing only (eval_shape): no compile."""
+  model = networks.DecoderOnly(tiny_config(scheme, dtype='bfloat16'))
+  tokens = jnp.ones((2, 19), jnp.float32)
+  variables = jax.eval_shape(functools.partial(model.init, decode=True),
+                             jax.random.PRNGKey(0), tokens, tokens)
+  logits, mutated = jax.eval_shape(
+      lambda v: model.apply(v, tokens[:, :1], tokens[:, :1], decode=True,
+                            enable_dropout=False, mutable=['cache']), variables)
+  assert logits.shape == (2, 1, 40) and logits.dtype == jnp.float32
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), mutated['cache']) == (
+      jax.tree.map(lambda a: (a.shape, a.dtype), variables['cache']))
