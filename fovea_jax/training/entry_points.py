@@ -36,6 +36,14 @@ def _register_configurables() -> dict:
           'infer': infer_lib.infer, 'export': export_lib.export}
 
 
+def run_configured(name: str, gin_files, gin_bindings=(), search_paths=('.',)):
+  """Parses gin like the command line does, then runs `name` in-process."""
+  from fovea_jax.training import gin_utils  # pylint: disable=g-import-not-at-top
+  functions = _register_configurables()
+  gin_utils.parse_gin(list(gin_files), list(gin_bindings), search_paths)
+  return functions[name]()
+
+
 def main(name: str) -> None:
   distributed.initialize_from_env()
   from fovea_jax.training import gin_utils  # pylint: disable=g-import-not-at-top

@@ -12,10 +12,8 @@ LENGTHS = {'inputs': 64, 'targets': 16}
 
 def run(name, run_file, bindings, model_gin=STANDIN_MODEL_GIN):
   """Parses model + run file + bindings like the command line, then runs."""
-  functions = entry_points._register_configurables()  # pylint: disable=protected-access
   model_gin = [model_gin] if isinstance(model_gin, str) else list(model_gin)
-  gin_utils.parse_gin(model_gin + [run_file], bindings)
-  return functions[name]()
+  return entry_points.run_configured(name, model_gin + [run_file], bindings)
 
 
 def train_bindings(model_dir, steps, **extra):
