@@ -139,6 +139,17 @@ def _resolve(config: RestoreCheckpointConfig) -> tuple[str, Optional[int]]:
   return path, _manager(path, read_only=True).latest_step()
 
 
+def latest_in(directory: str, fallback_to_scratch: bool
+              ) -> RestoreCheckpointConfig:
+  """A full restore of the newest checkpoint in `directory`. Every field is
+  spelled out: RestoreCheckpointConfig is gin-configurable, and a run file's
+  bindings (finetune's strict=False) must not leak into internal restores."""
+  return RestoreCheckpointConfig(path=directory, mode='latest', dtype='float32',
+                                 strict=True,
+                                 fallback_to_scratch=fallback_to_scratch,
+                                 restore_dataset=True)
+
+
 def missing_checkpoint_error(config: RestoreCheckpointConfig) -> CheckpointError:
   return CheckpointError(
       f'No checkpoint found at {config.path} (mode={config.mode!r}). Point '

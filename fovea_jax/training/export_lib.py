@@ -7,6 +7,8 @@ Writes into `output_dir`:
 - `encode.jax_export` and `predict.jax_export`: `jax.export`-serialized StableHLO
   taking `(params_dict, encoder_input_tokens[batch, inputs_len] int32)` and
   returning the encoding, resp. the decoded token ids `[batch, targets_len]`;
+- `huggingface/`: config.json + model.safetensors in the Hugging Face LongT5 (or
+  T5) layout, when the network is fovea_jax.networks' EncoderDecoder;
 - `manifest.json`: shapes, dtypes, the step, and how to call them.
 Loading needs only jax, numpy and safetensors, not fovea_jax:
 
@@ -83,6 +85,24 @@ def export_functions(model: Any, flat_params: Mapping[str, np.ndarray],
   }
 
 
+def save_huggingface(model: Any, params: PyTree, output_dir: str
+                     ) -> Optional[dict]:
+  """`output_dir/huggingface/` in the HF LongT5 (or T5) layout, when the network
+  is fovea_jax.networks' EncoderDecoder; returns its manifest entry or None."""
+  network_config = getattr(model.module, 'config', None)
+  if network_config is None:
+    return None
+  # pylint: disable=g-import-not-at-top
+  from fovea_jax.interop import hf_longt5
+  hf_dir = os.path.join(output_dir, 'huggingface')
+  hf_longt5.save_hf_checkpoint(params, network_config, hf_dir)
+  return {'directory': 'huggingface',
+          'layout': hf_longt5.encoder_attention_type_of(network_config),
+          'note': ('LongT5ForConditionalGeneration.from_pretrained loads it; '
+                   'params with no LongT5 counterpart (FMA learned filters) '
+                   'are left out.')}
+
+
 def load_exported(export_dir: str) -> tuple[dict, dict]:
   """({name: Exported}, flat params) read back from an export directory."""
   with open(os.path.join(export_dir, 'manifest.json')) as f:
@@ -107,9 +127,7 @@ def export(*,
            batch_size: int = 1,
            params_dtype: str = 'float32',
            platforms: Optional[Sequence[str]] = None,
-           hf_name_map_fn: Optional[Callable[[Mapping[str, np.ndarray]],
-                                             Mapping[str, np.ndarray]]] = None
-           ) -> str:
+           huggingface: bool = True) -> str:
   """Exports the restored checkpoint; returns output_dir."""
   if 'inputs' not in task_feature_lengths or 'targets' not in task_feature_lengths:
     raise ValueError('export needs TASK_FEATURE_LENGTHS with both "inputs" and '
@@ -151,13 +169,10 @@ def export(*,
                 "'rb').read()); params = safetensors.numpy.load_file("
                 "'params.safetensors'); exported.call(params, tokens)"),
   }
-  if hf_name_map_fn is not None:
-    hf_dir = os.path.join(output_dir, 'huggingface')
-    os.makedirs(hf_dir, exist_ok=True)
-    safetensors.numpy.save_file(
-        {k: np.ascontiguousarray(v) for k, v in hf_name_map_fn(flat).items()},
-        os.path.join(hf_dir, 'model.safetensors'))
-    manifest['huggingface'] = 'huggingface/model.safetensors'
+  if huggingface:
+    hf_manifest = save_huggingface(model, unflatten_params(flat), output_dir)
+    if hf_manifest:
+      manifest['huggingface'] = hf_manifest
   with open(os.path.join(output_dir, 'manifest.json'), 'w') as f:
     json.dump(manifest, f, indent=2)
   return output_dir

@@ -21,6 +21,7 @@ from fovea_jax.training import model_inputs
 from fovea_jax.training import train_loop
 from fovea_jax.training import train_state as train_state_lib
 from fovea_jax.training import trainer as trainer_lib
+from fovea_jax.training import warm_start
 
 
 @gin.configurable('train', denylist=['step_callback'])
@@ -41,6 +42,7 @@ def train(*,
   if not model_dir:
     raise ValueError('MODEL_DIR is empty; set --gin.MODEL_DIR="/path/to/run".')
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
+  os.makedirs(model_dir, exist_ok=True)
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
   save_cfg = checkpoint_cfg.save or checkpoints.SaveCheckpointConfig()
   trainer = trainer_cls(model=model, mesh=partitioner.mesh,
@@ -53,7 +55,7 @@ def train(*,
                                    train_dataset_cfg.task_feature_lengths,
                                    trainer.contexts())
   # Fails fast on a missing checkpoint before any data is read.
-  restore_cfg = checkpoint_cfg.restore
+  restore_cfg = warm_start.resolve(checkpoint_cfg.restore, model, model_dir)
   if (restore_cfg is not None and restore_cfg.path and
       not restore_cfg.fallback_to_scratch and
       checkpoints.find_checkpoint(restore_cfg) is None):
@@ -65,7 +67,6 @@ def train(*,
   logging.info('Training %s on %s for %d steps in %s (mesh %s).',
                type(model).__name__, train_dataset_cfg.mixture_or_task_name,
                total_steps, model_dir, dict(partitioner.mesh.shape))
-  os.makedirs(model_dir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(model_dir, 'config.gin'), 'w') as f:
       f.write(gin.config_str())

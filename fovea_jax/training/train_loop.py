@@ -84,9 +84,8 @@ def restore_or_init(trainer: trainer_lib.Trainer,
   """(state, checkpoint meta): the run's own latest, a warm start, or fresh."""
   abstract, shardings, _ = trainer.state_layout(init_variables_fn)
   state, meta = checkpoints.restore(
-      checkpoints.RestoreCheckpointConfig(path=model_dir, mode='latest',
-                                          fallback_to_scratch=True),
-      abstract, shardings)
+      checkpoints.latest_in(model_dir, fallback_to_scratch=True), abstract,
+      shardings)
   if state is not None:
     logging.info('Resuming from %s at step %d.', model_dir, meta['step'])
     return state, meta
