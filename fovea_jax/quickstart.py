@@ -46,6 +46,7 @@ def main(argv):
   del argv
   # pylint: disable=g-import-not-at-top
   from fovea_jax.training import entry_points
+  entry_points.show_own_info_logs()
   workdir = os.path.abspath(_WORKDIR.value)
   model_dir = os.path.join(workdir, 'model')
   eval_dir = os.path.join(workdir, 'eval')
@@ -87,10 +88,13 @@ def main(argv):
   }
   with open(os.path.join(workdir, 'quickstart_summary.json'), 'w') as f:
     json.dump(summary, f, indent=2)
+  resumed = (f' (resumed from step {result.start_step} found in {model_dir})'
+             if result.start_step else '')
   print('\n'.join([
       '',
       f'fovea_jax quickstart finished in {total_seconds / 60:.1f} min '
-      f'({summary["train_steps"]} steps, final loss {summary["final_loss"]:.3f}).',
+      f'({summary["train_steps"]} steps, final loss {summary["final_loss"]:.3f})'
+      f'{resumed}.',
       f'ROUGE on {TASK} validation (F x 100): ' + ', '.join(
           f'{k} {v:.2f}' for k, v in sorted(rouge.items())),
       '',

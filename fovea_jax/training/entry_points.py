@@ -36,6 +36,21 @@ def _register_configurables() -> dict:
           'infer': infer_lib.infer, 'export': export_lib.export}
 
 
+def _own_or_important(record: logging.LogRecord) -> bool:
+  return (record.levelno >= logging.WARNING or record.name == 'root' or
+          record.name.startswith('fovea_jax'))
+
+
+def show_own_info_logs() -> None:
+  """INFO lines from fovea_jax; only warnings and errors from libraries (orbax
+  alone writes a dozen INFO lines per checkpoint)."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  logging.getLogger().setLevel(logging.INFO)
+  handler = absl_logging.get_absl_handler()
+  if _own_or_important not in handler.filters:
+    handler.addFilter(_own_or_important)
+
+
 def run_configured(name: str, gin_files, gin_bindings=(), search_paths=('.',)):
   """Parses gin like the command line does, then runs `name` in-process."""
   from fovea_jax.training import gin_utils  # pylint: disable=g-import-not-at-top
@@ -50,7 +65,7 @@ def main(name: str) -> None:
   functions = _register_configurables()
 
   def run():
-    logging.getLogger().setLevel(logging.INFO)
+    show_own_info_logs()
     result = functions[name]()
     if name == 'train':
       logging.info('Training finished at step %d.', int(result.state.step))

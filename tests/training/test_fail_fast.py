@@ -51,12 +51,17 @@ def test_missing_checkpoint_without_fallback(tmp_path):
 
 
 def test_lengths_the_attention_cannot_serve_fail_before_training(tmp_path):
-  # Files with dynamic registration are overridden by full module path.
-  fma = 'fovea_jax.networks.schemes.Fma'
-  bindings = gin_runs.train_bindings(tmp_path, 1) + [
-      f'{fma}.max_length = 32', f'{fma}.fine_len = 16', f'{fma}.rank = 4']
+  # FMA's learned downsampling has filters for inputs up to max_length only.
+  small_fma = tmp_path / 'small_fma.gin'
+  small_fma.write_text('\n'.join([
+      'from __gin__ import dynamic_registration',
+      'import fovea_jax.networks.schemes as schemes',
+      'schemes.Fma.max_length = 32', 'schemes.Fma.fine_len = 16',
+      'schemes.Fma.rank = 4']))
   with pytest.raises(ValueError, match=r"TASK_FEATURE_LENGTHS=.*'inputs': 64.*"
                      r'cannot be served.*max_length=32'):
-    gin_runs.run('train', 'runs/pretrain.gin', bindings,
-                 model_gin=['sizes/tiny.gin', 'attention/fma.gin'])
+    gin_runs.run('train', 'runs/pretrain.gin',
+                 gin_runs.train_bindings(tmp_path, 1),
+                 model_gin=['sizes/tiny.gin', 'attention/fma.gin',
+                            str(small_fma)])
   assert not os.path.exists(tmp_path / 'checkpoint_1')
