@@ -97,10 +97,11 @@ class _Config:
 
 
 def _query_positions(row, config):
-  """Token positions `[tile]` and validity of kernel query tile `row`."""
+  """Token positions `[tile, 1]` and validity of kernel query tile `row`."""
   tiling = config.tables.tiling
   block = lax.div(row, tiling.sub_tiles)
-  offset = lax.rem(row, tiling.sub_tiles) * tiling.tile + jnp.arange(tiling.tile)
+  offset = (lax.rem(row, tiling.sub_tiles) * tiling.tile +
+            lax.broadcasted_iota(jnp.int32, (tiling.tile, 1), 0))
   position = block * tiling.query_block + offset
   valid = (offset < tiling.query_block) & (position < config.layout.length)
   return position, valid
@@ -116,16 +117,18 @@ def _position_bias(rel, table_ref, head, pieces):
 
 def _masked_logits(q, k, entry_bias, lo, hi, entry_ok, position, query_ok, head,
                    table_ref, config):
-  """Scores `[tq, tk]` float32 of one tile; -inf where a pair may not attend."""
+  """Scores `[tq, tk]` float32 of one tile; -inf where a pair may not attend.
+
+  Query-side values are columns `[tq, 1]`, entry-side values rows `[1, tk]`.
+  """
   logits = lax.dot_general(q, k, (((1,), (1,)), ((), ())),
                            preferred_element_type=jnp.float32) * config.scale
-  logits = logits + entry_bias[None, :]
-  query_pos, lo, hi = position[:, None], lo[None, :], hi[None, :]
-  allowed = static_entry_mask(query_pos, lo, hi, config.layout)
-  allowed &= query_ok[:, None] & entry_ok[None, :]
+  logits = logits + entry_bias
+  allowed = static_entry_mask(position, lo, hi, config.layout)
+  allowed &= query_ok & entry_ok
   rel = None
   if config.bias_pieces is not None:
-    rel = relative_position_to_window(query_pos, lo, hi)
+    rel = relative_position_to_window(position, lo, hi)
     logits = logits + _position_bias(rel, table_ref, head, config.bias_pieces)
   return jnp.where(allowed, logits, common.MASKED), rel
 
@@ -148,34 +151,35 @@ def _forward_kernel(*refs, config: _Config):
   position, query_ok = _query_positions(row, config)
   q = r['q'][...]
   block_k = config.tables.block_k
+  entry_index = lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
   table_ref = r.get('table')
 
   def body(t, carry):
     acc, row_max, total = carry
     entries = pl.ds(r['start'][t], block_k)
     k, v = r['k'][entries, :], r['v'][entries, :]
-    entry_ok = jnp.arange(block_k) < r['len'][t]
-    logits, _ = _masked_logits(q, k, r['entry_bias'][entries], r['lo'][entries],
-                               r['hi'][entries], entry_ok, position, query_ok,
-                               head, table_ref, config)
-    new_max = jnp.maximum(row_max, jnp.max(logits, axis=1))
+    entry_ok = entry_index < r['len'][t]
+    logits, _ = _masked_logits(q, k, r['entry_bias'][:, entries],
+                               r['lo'][:, entries], r['hi'][:, entries], entry_ok,
+                               position, query_ok, head, table_ref, config)
+    new_max = jnp.maximum(row_max, jnp.max(logits, axis=1, keepdims=True))
     safe_max = jnp.where(new_max == common.MASKED, 0.0, new_max)
-    weights = jnp.exp(logits - safe_max[:, None])
+    weights = jnp.exp(logits - safe_max)
     correction = jnp.exp(row_max - safe_max)
-    total = correction * total + jnp.sum(weights, axis=1)
-    acc = correction[:, None] * acc + jnp.dot(
+    total = correction * total + jnp.sum(weights, axis=1, keepdims=True)
+    acc = correction * acc + jnp.dot(
         weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
     return acc, new_max, total
 
   tile = config.tables.tiling.tile
   init = (jnp.zeros((tile, q.shape[-1]), jnp.float32),
-          jnp.full((tile,), common.MASKED, jnp.float32),
-          jnp.zeros((tile,), jnp.float32))
+          jnp.full((tile, 1), common.MASKED, jnp.float32),
+          jnp.zeros((tile, 1), jnp.float32))
   acc, row_max, total = lax.fori_loop(r['row_ptr'][block], r['row_ptr'][block + 1],
                                       body, init)
   nonempty = total > 0
   norm = jnp.where(nonempty, total, 1.0)
-  r['out'][...] = (acc / norm[:, None]).astype(r['out'].dtype)
+  r['out'][...] = (acc / norm).astype(r['out'].dtype)
   # +inf marks rows with nothing to attend: the backward gives them zero weight.
   r['lse'][...] = jnp.where(nonempty, row_max + jnp.log(norm), jnp.inf)
 
@@ -196,21 +200,22 @@ def _dq_kernel(*refs, config: _Config):
   q, d_out = r['q'][...], r['d_out'][...]
   lse, delta = r['lse'][...], r['delta'][...]
   block_k = config.tables.block_k
+  entry_index = lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
   table_ref = r.get('table')
-  bucket_ids = jnp.arange(config.num_buckets_padded)
+  bucket_ids = lax.broadcasted_iota(jnp.int32, (1, config.num_buckets_padded), 1)
 
   def body(t, carry):
     dq, d_table = carry
     entries = pl.ds(r['start'][t], block_k)
     k, v = r['k'][entries, :], r['v'][entries, :]
-    entry_ok = jnp.arange(block_k) < r['len'][t]
-    logits, rel = _masked_logits(q, k, r['entry_bias'][entries], r['lo'][entries],
-                                 r['hi'][entries], entry_ok, position, query_ok,
-                                 head, table_ref, config)
-    weights = jnp.exp(logits - lse[:, None])
+    entry_ok = entry_index < r['len'][t]
+    logits, rel = _masked_logits(q, k, r['entry_bias'][:, entries],
+                                 r['lo'][:, entries], r['hi'][:, entries], entry_ok,
+                                 position, query_ok, head, table_ref, config)
+    weights = jnp.exp(logits - lse)
     d_weights = lax.dot_general(d_out, v, (((1,), (1,)), ((), ())),
                                 preferred_element_type=jnp.float32)
-    d_logits = weights * (d_weights - delta[:, None])
+    d_logits = weights * (d_weights - delta)
     dq = dq + jnp.dot(d_logits.astype(k.dtype), k,
                       preferred_element_type=jnp.float32)
     if has_bias:
@@ -225,7 +230,7 @@ def _dq_kernel(*refs, config: _Config):
     return dq, d_table
 
   init = (jnp.zeros(q.shape, jnp.float32),
-          jnp.zeros((config.num_buckets_padded,), jnp.float32))
+          jnp.zeros((1, config.num_buckets_padded), jnp.float32))
   dq, d_table = lax.fori_loop(r['row_ptr'][block], r['row_ptr'][block + 1], body,
                               init)
   r['dq'][...] = (dq * config.scale).astype(r['dq'].dtype)
@@ -248,7 +253,7 @@ def _dkv_kernel(*refs, config: _Config):
   k, v = r['k'][...], r['v'][...]
   entry_bias, lo, hi = r['entry_bias'][...], r['lo'][...], r['hi'][...]
   tiling = config.tables.tiling
-  entry_index = jnp.arange(k.shape[0])
+  entry_index = lax.broadcasted_iota(jnp.int32, (1, k.shape[0]), 1)
   table_ref = r.get('table')
 
   def body(t, carry):
@@ -261,17 +266,17 @@ def _dkv_kernel(*refs, config: _Config):
       rows = pl.ds(row * tiling.tile, tiling.tile)
       for group in range(config.groups):
         q, d_out = r['q'][group, rows, :], r['d_out'][group, rows, :]
-        lse, delta = r['lse'][group, rows], r['delta'][group, rows]
+        lse, delta = r['lse'][group, rows, :], r['delta'][group, rows, :]
         logits, _ = _masked_logits(q, k, entry_bias, lo, hi, entry_ok, position,
                                    query_ok, kv_head * config.groups + group,
                                    table_ref, config)
-        weights = jnp.exp(logits - lse[:, None])
+        weights = jnp.exp(logits - lse)
         dv = dv + lax.dot_general(weights.astype(d_out.dtype), d_out,
                                   (((0,), (0,)), ((), ())),
                                   preferred_element_type=jnp.float32)
         d_weights = lax.dot_general(d_out, v, (((1,), (1,)), ((), ())),
                                     preferred_element_type=jnp.float32)
-        d_logits = weights * (d_weights - delta[:, None])
+        d_logits = weights * (d_weights - delta)
         dk = dk + lax.dot_general(d_logits.astype(q.dtype), q,
                                   (((0,), (0,)), ((), ())),
                                   preferred_element_type=jnp.float32)
@@ -349,10 +354,17 @@ def _flat_major(x, config):
   return jnp.swapaxes(x, 1, 2)
 
 
-def _padded_entry_bias(entry_bias, config):
+def _entry_rows(entry_bias, config):
+  """Entry bias `[b, 1, flat_padded]` and windows lo, hi `[1, flat_padded]`.
+
+  Entry-side values are kept as rows so that they broadcast against `[tq, tk]`
+  scores without reshapes (and meet TPU's 2-D block rules).
+  """
   extra = config.tables.flat_padded - entry_bias.shape[1]
-  return jnp.pad(entry_bias.astype(jnp.float32), ((0, 0), (0, extra)),
-                 constant_values=common.MASKED)
+  entry_bias = jnp.pad(entry_bias.astype(jnp.float32), ((0, 0), (0, extra)),
+                       constant_values=common.MASKED)[:, None, :]
+  return (entry_bias, jnp.asarray(config.tables.entry_lo)[None],
+          jnp.asarray(config.tables.entry_hi)[None])
 
 
 def _bias_table(table, config):
@@ -363,11 +375,10 @@ def _bias_table(table, config):
   return jnp.pad(table, ((0, 0), (0, config.num_buckets_padded - table.shape[1])))
 
 
-def _row_specs(config, tile_shape):
-  """Specs of per-(batch, head, query tile) arrays in query-major order."""
-  index = (lambda b, h, i, *_: (b, h, i, 0)) if len(tile_shape) == 2 else (
-      lambda b, h, i, *_: (b, h, i))
-  return pl.BlockSpec((None, None) + tile_shape, index)
+def _row_spec(config, width):
+  """Spec of a `[b, heads, padded_length, width]` array, one query tile."""
+  return pl.BlockSpec((None, None, config.tables.tiling.tile, width),
+                      lambda b, h, i, *_: (b, h, i, 0))
 
 
 def _key_side_specs(config):
@@ -375,9 +386,9 @@ def _key_side_specs(config):
   flat, d, groups = (config.tables.flat_padded, config.padded_head_dim,
                      config.groups)
   kv = pl.BlockSpec((None, None, flat, d), lambda b, h, i, *_: (b, h // groups, 0, 0))
-  return [kv, kv, pl.BlockSpec((None, flat), lambda b, h, i, *_: (b, 0)),
-          pl.BlockSpec((flat,), lambda *_: (0,)),
-          pl.BlockSpec((flat,), lambda *_: (0,))]
+  window = pl.BlockSpec((1, flat), lambda *_: (0, 0))
+  return [kv, kv, pl.BlockSpec((None, 1, flat), lambda b, h, i, *_: (b, 0, 0)),
+          window, window]
 
 
 def _forward(q, k_flat, v_flat, entry_bias, table, config):
@@ -385,19 +396,16 @@ def _forward(q, k_flat, v_flat, entry_bias, table, config):
   b, heads = q.shape[0], q.shape[2]
   q_t = _query_major(q, config)
   grid = (b, heads, t.tiling.num_tiles)
-  row_len = t.tiling.tile
+  d = config.padded_head_dim
   out, lse = _pallas_call(
       _forward_kernel, config, grid=grid,
       index_tables=(t.fwd_row_ptr, t.fwd_start, t.fwd_len),
-      in_specs=[_row_specs(config, (row_len, config.padded_head_dim))] +
-      _key_side_specs(config),
+      in_specs=[_row_spec(config, d)] + _key_side_specs(config),
       inputs=[q_t, _flat_major(k_flat, config), _flat_major(v_flat, config),
-              _padded_entry_bias(entry_bias, config), jnp.asarray(t.entry_lo),
-              jnp.asarray(t.entry_hi)],
-      out_specs=[_row_specs(config, (row_len, config.padded_head_dim)),
-                 _row_specs(config, (row_len,))],
+              *_entry_rows(entry_bias, config)],
+      out_specs=[_row_spec(config, d), _row_spec(config, 1)],
       out_shape=[jax.ShapeDtypeStruct(q_t.shape, v_flat.dtype),
-                 jax.ShapeDtypeStruct(q_t.shape[:3], jnp.float32)],
+                 jax.ShapeDtypeStruct(q_t.shape[:3] + (1,), jnp.float32)],
       table=_bias_table(table, config), name='tree_attention_forward')
   return _from_query_major(out, q.shape[1], config), lse
 
@@ -411,49 +419,47 @@ def _backward(q, k_flat, v_flat, entry_bias, table, out, lse, d_out, config):
   # delta_i = sum_d dO_i * O_i: the softmax-Jacobian term shared by all keys.
   delta = _query_major(jnp.sum(d_out.astype(jnp.float32) *
                                out.astype(jnp.float32), axis=-1, keepdims=True),
-                       config)[..., 0]
+                       config)[..., :1]
   k_t, v_t = _flat_major(k_flat, config), _flat_major(v_flat, config)
-  eb_t = _padded_entry_bias(entry_bias, config)
-  lo, hi = jnp.asarray(t.entry_lo), jnp.asarray(t.entry_hi)
+  eb_t, lo, hi = _entry_rows(entry_bias, config)
   bias_table = _bias_table(table, config)
   d = config.padded_head_dim
-  row_len = t.tiling.tile
+  nbp = config.num_buckets_padded
 
-  out_specs = [_row_specs(config, (row_len, d))]
+  out_specs = [_row_spec(config, d)]
   out_shape = [jax.ShapeDtypeStruct(q_t.shape, q.dtype)]
-  if bias_table is not None:
-    out_specs.append(pl.BlockSpec((None, None, None, config.num_buckets_padded),
-                                  lambda b, h, i, *_: (b, h, i, 0)))
+  if bias_table is not None:  # per-program partial sums of the table gradient
+    out_specs.append(pl.BlockSpec((None, None, None, 1, nbp),
+                                  lambda b, h, i, *_: (b, h, i, 0, 0)))
     out_shape.append(jax.ShapeDtypeStruct(
-        (b, heads, t.tiling.num_tiles, config.num_buckets_padded), jnp.float32))
+        (b, heads, t.tiling.num_tiles, 1, nbp), jnp.float32))
   dq_outputs = _pallas_call(
       _dq_kernel, config, grid=(b, heads, t.tiling.num_tiles),
       index_tables=(t.fwd_row_ptr, t.fwd_start, t.fwd_len),
-      in_specs=[_row_specs(config, (row_len, d))] + _key_side_specs(config) + [
-          _row_specs(config, (row_len, d)), _row_specs(config, (row_len,)),
-          _row_specs(config, (row_len,))],
+      in_specs=[_row_spec(config, d)] + _key_side_specs(config) + [
+          _row_spec(config, d), _row_spec(config, 1), _row_spec(config, 1)],
       inputs=[q_t, k_t, v_t, eb_t, lo, hi, do_t, lse, delta],
       out_specs=out_specs, out_shape=out_shape, table=bias_table,
       name='tree_attention_dq')
   dq = _from_query_major(dq_outputs[0], q.shape[1], config)
   d_table = None
   if bias_table is not None:
-    d_table = dq_outputs[1].sum(axis=(0, 2))[:, :table.shape[0]].T
+    d_table = dq_outputs[1].sum(axis=(0, 2, 3))[:, :table.shape[0]].T
     d_table = d_table.astype(table.dtype)
 
   groups, bk = config.groups, t.block_k_dkv
   whole_rows = pl.BlockSpec((None, groups, t.tiling.padded_length, d),
                             lambda b, h, j, *_: (b, h, 0, 0))
-  whole_row_stats = pl.BlockSpec((None, groups, t.tiling.padded_length),
-                                 lambda b, h, j, *_: (b, h, 0))
+  whole_row_stats = pl.BlockSpec((None, groups, t.tiling.padded_length, 1),
+                                 lambda b, h, j, *_: (b, h, 0, 0))
   key_tile = pl.BlockSpec((None, None, bk, d), lambda b, h, j, *_: (b, h, j, 0))
-  entry_tile = pl.BlockSpec((bk,), lambda b, h, j, *_: (j,))
+  entry_tile = pl.BlockSpec((1, bk), lambda b, h, j, *_: (0, j))
   dk, dv = _pallas_call(
       _dkv_kernel, config, grid=(b, kv_heads, t.num_dkv_tiles),
       index_tables=(t.dkv_row_ptr, t.dkv_query_block, t.dkv_entry_lo,
                     t.dkv_entry_hi),
       in_specs=[whole_rows, key_tile, key_tile,
-                pl.BlockSpec((None, bk), lambda b, h, j, *_: (b, j)),
+                pl.BlockSpec((None, 1, bk), lambda b, h, j, *_: (b, 0, j)),
                 entry_tile, entry_tile, whole_rows, whole_row_stats,
                 whole_row_stats],
       inputs=[q_t, k_t, v_t, eb_t, lo, hi, do_t, lse, delta],
