@@ -89,7 +89,7 @@ class _Config:
   num_buckets_padded: int
   block_sizes: BlockSizes
   backend: str
-  interpret: bool
+  interpret: object  # bool, or pltpu.InterpretParams (TPU interpreter on CPU)
 
 
 # --------------------------------------------------------------------------------
@@ -323,16 +323,20 @@ def _pallas_call(kernel, config, *, grid, index_tables, in_specs, inputs, out_sp
                         name=name)(*index_tables, *inputs)
 
 
-def _query_major(x, config):
-  """`[b, n, heads, d]` -> `[b, heads, num_tiles * tile, d_pad]` in tile order."""
+def _query_major(x, config, width=None):
+  """`[b, n, heads, d]` -> `[b, heads, num_tiles * tile, width]` in tile order.
+
+  width: the padded head_dim by default; 1 for per-query statistics.
+  """
   tiling = config.tables.tiling
   b, n, heads, d = x.shape
+  width = width or config.padded_head_dim
   x = common.pad_length(x, tiling.num_query_blocks * tiling.query_block)
   x = x.reshape(b, tiling.num_query_blocks, tiling.query_block, heads, d)
   x = jnp.pad(x, ((0, 0), (0, 0),
                   (0, tiling.sub_tiles * tiling.tile - tiling.query_block),
-                  (0, 0), (0, config.padded_head_dim - d)))
-  x = x.reshape(b, tiling.padded_length, heads, config.padded_head_dim)
+                  (0, 0), (0, width - d)))
+  x = x.reshape(b, tiling.padded_length, heads, width)
   return jnp.swapaxes(x, 1, 2)
 
 
@@ -419,7 +423,7 @@ def _backward(q, k_flat, v_flat, entry_bias, table, out, lse, d_out, config):
   # delta_i = sum_d dO_i * O_i: the softmax-Jacobian term shared by all keys.
   delta = _query_major(jnp.sum(d_out.astype(jnp.float32) *
                                out.astype(jnp.float32), axis=-1, keepdims=True),
-                       config)[..., :1]
+                       config, width=1)
   k_t, v_t = _flat_major(k_flat, config), _flat_major(v_flat, config)
   eb_t, lo, hi = _entry_rows(entry_bias, config)
   bias_table = _bias_table(table, config)
@@ -538,8 +542,9 @@ def tree_level_attention_pallas(q, k_flat, v_flat, entry_bias, layout: TreeLayou
   k_flat, v_flat: `[b, flat, kv_heads, d]`; entry_bias `[b, flat]` float32 (-inf =
   masked entry). Differentiable in q, k_flat, v_flat and position_bias.table.
   block_sizes: `BlockSizes` (default per backend). interpret: run the kernels in
-  Pallas' interpreter (default: on CPU). backend: 'gpu' (Triton lowering) or
-  'tpu' (Mosaic); default the JAX backend ('gpu' formatting on CPU).
+  Pallas' interpreter (default: on CPU); with backend='tpu' a
+  `pltpu.InterpretParams()` selects the stricter TPU interpreter. backend: 'gpu'
+  (Triton lowering) or 'tpu' (Mosaic); default the JAX backend ('gpu' on CPU).
   """
   _check_inputs(q, k_flat, v_flat, entry_bias, layout)
   common.check_position_bias(position_bias, q.shape[2])
@@ -556,8 +561,10 @@ def tree_level_attention_pallas(q, k_flat, v_flat, entry_bias, layout: TreeLayou
     table = position_bias.table
     bias_spec = (position_bias.num_buckets, position_bias.max_distance,
                  position_bias.bidirectional)
+  if not isinstance(interpret, pltpu.InterpretParams):
+    interpret = bool(interpret)
   config = _config(layout, float(scale), q.shape[2] // k_flat.shape[2], q.shape[3],
-                   bias_spec, block_sizes, backend, bool(interpret))
+                   bias_spec, block_sizes, backend, interpret)
   entry_bias = lax.stop_gradient(entry_bias)
   return _tree_attention(q, k_flat, v_flat, entry_bias, table, config)
 
