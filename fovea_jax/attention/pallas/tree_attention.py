@@ -509,6 +509,12 @@ def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
     lookup = common.RelativePositionBias(
         None, num_buckets, max_distance, bidirectional).bucket_lookup_table()
     pieces = tables_lib.bias_pieces(tuple(int(x) for x in lookup), max_distance)
+    if any(not 0 <= bucket < num_buckets for _, _, bucket in pieces):
+      exact = num_buckets // (4 if bidirectional else 2)
+      raise ValueError(
+          f'position_bias with num_buckets={num_buckets}, max_distance='
+          f'{max_distance}, bidirectional={bidirectional} gives out-of-range T5 '
+          f'buckets: max_distance must exceed the exact range {exact}.')
     num_buckets_padded = tables_lib.next_power_of_2(num_buckets)
   return _Config(layout, tables, scale, groups, head_dim,
                  max(16, tables_lib.next_power_of_2(head_dim)), pieces,
@@ -580,8 +586,8 @@ def tree_level_attention_reference(q, k_flat, v_flat, entry_bias, layout, *, sca
   attended = attended[block_of_query]                       # [n, flat]
   lo, hi = layout.entry_lo_hi
   query_pos = np.arange(layout.length)[:, None]
-  allowed = attended & np.asarray(static_entry_mask(query_pos, lo[None], hi[None],
-                                                    layout))
+  allowed = jnp.asarray(attended) & static_entry_mask(
+      jnp.asarray(query_pos), jnp.asarray(lo[None]), jnp.asarray(hi[None]), layout)
   bias = jnp.where(allowed[None, None], entry_bias[:, None, None, :],
                    common.MASKED)                            # [b, 1, n, flat]
   if position_bias is not None:
