@@ -56,11 +56,17 @@ class Case:
     return self.name
 
 
-def _fovea(**options):
+def _with_position_bias(function, **options):
+  """A scheme taking position_bias (fovea, local, dense) as a Case.attend."""
   def attend(q, k, v, key_mask, pb, extra, impl):
-    return attention.fovea_attention(q, k, v, key_mask=key_mask, position_bias=pb,
-                                     implementation=impl, **options)
+    return function(q, k, v, key_mask=key_mask, position_bias=pb,
+                    implementation=impl, **options)
   return attend
+
+
+_fovea = functools.partial(_with_position_bias, attention.fovea_attention)
+_local = functools.partial(_with_position_bias, attention.local_attention)
+_dense = functools.partial(_with_position_bias, attention.dot_product_attention)
 
 
 def _fma(**options):
@@ -81,21 +87,6 @@ def _fma_levels(length, fine_len, rank):
     make = lambda: tuple(jnp.asarray(rng.normal(size=s), k.dtype) for s in shapes)
     return make(), make()
   return extra
-
-
-def _local(**options):
-  def attend(q, k, v, key_mask, pb, extra, impl):
-    return attention.local_attention(q, k, v, key_mask=key_mask, position_bias=pb,
-                                     implementation=impl, **options)
-  return attend
-
-
-def _dense(**options):
-  def attend(q, k, v, key_mask, pb, extra, impl):
-    return attention.dot_product_attention(q, k, v, key_mask=key_mask,
-                                           position_bias=pb, implementation=impl,
-                                           **options)
-  return attend
 
 
 CASES = [
