@@ -28,12 +28,16 @@ from tests.attention import helpers
 ACCELERATOR = jax.default_backend() in ('gpu', 'tpu')
 
 # (atol, rtol) against the float32 oracle run on the same (rounded) inputs.
-# bf16: pooled means and the kernels' matmul operands are rounded to bf16.
+# float32 in interpret mode agrees to rounding (observed <= 1e-6). Compiled on a
+# GPU, float32 dots may run as TF32 (jax's default matmul precision there).
+# bf16: pooled means and the kernels' matmul operands are rounded to bf16
+# (observed <= 1.2e-2 on the cases below).
+_F32 = 2e-3 if ACCELERATOR else 1e-4
 TOLERANCES = {
-    jnp.float32: dict(out=2e-5, dq=1e-4, dk=1e-4, dv=1e-4, dtable=1e-4,
-                      dextra=1e-4),
-    jnp.bfloat16: dict(out=2e-2, dq=6e-2, dk=6e-2, dv=3e-2, dtable=1e-1,
-                       dextra=6e-2),
+    jnp.float32: dict(out=_F32 / 5, dq=_F32, dk=_F32, dv=_F32, dtable=_F32,
+                      dextra=_F32),
+    jnp.bfloat16: dict(out=2e-2, dq=4e-2, dk=4e-2, dv=3e-2, dtable=5e-2,
+                       dextra=4e-2),
 }
 GRAD_NAMES = ('dq', 'dk', 'dv', 'dtable', 'dextra')
 
@@ -229,9 +233,9 @@ class TestEngine:
                    tree_attention_xla.tree_level_attention_xla):
       (_, want), want_grads = self._engine_grads(engine, layout, q, k_flat, v_flat,
                                                  entry_bias, pb)
-      np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
+      np.testing.assert_allclose(got, want, atol=_F32 / 5, rtol=_F32 / 5)
       for a, b in zip(grads, want_grads):
-        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(a, b, atol=_F32, rtol=_F32)
 
   def test_tpu_formatted_kernels_in_the_tpu_interpreter(self):
     # Scalar prefetch, SMEM bias table and Mosaic's block rules, checked on CPU by
@@ -248,9 +252,9 @@ class TestEngine:
     (_, want), want_grads = self._engine_grads(
         kernel.tree_level_attention_reference, layout, q, k_flat, v_flat,
         entry_bias, pb)
-    np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(got, want, atol=_F32 / 5, rtol=_F32 / 5)
     for a, b in zip(grads, want_grads):
-      np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+      np.testing.assert_allclose(a, b, atol=_F32, rtol=_F32)
 
 
 class TestEngineCompiled(TestEngine):
@@ -277,6 +281,10 @@ def test_bad_inputs_raise_clear_errors():
                                        scale=1.0, backend='cuda')
   with pytest.raises(ValueError, match='power of two'):
     kernel.BlockSizes(block_q=48)
+  with pytest.raises(ValueError, match='at least 16'):
+    kernel.tree_level_attention_pallas(
+        q, k_flat, v_flat, entry_bias, layout, scale=1.0, backend='gpu',
+        interpret=False, block_sizes=kernel.BlockSizes(16, 8, 16))
 
 
 

@@ -500,7 +500,11 @@ _tree_attention.defvjp(_tree_attention_fwd, _tree_attention_bwd)
 @functools.lru_cache(maxsize=256)
 def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
             interpret):
-  min_tile = _MIN_QUERY_TILE.get(backend, 8)
+  min_tile = _MIN_QUERY_TILE[backend]
+  if backend == 'gpu' and not interpret and min(
+      block_sizes.block_k, block_sizes.block_k_dkv) < 16:
+    raise ValueError(f'Triton dots need key tiles of at least 16 entries; got '
+                     f'{block_sizes}.')
   tables = tables_lib.tile_tables(layout, block_sizes.block_q, block_sizes.block_k,
                                   block_sizes.block_k_dkv, min_tile)
   pieces, num_buckets_padded = None, 1
