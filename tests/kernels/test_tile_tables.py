@@ -38,6 +38,13 @@ def test_forward_and_transposed_tables_cover_the_layout(name, block_k, block_k_d
       assert t.fwd_start[i] + block_k <= t.flat_padded  # loads stay in the buffer
       forward += [(block, int(t.fwd_start[i]) + j) for j in range(t.fwd_len[i])]
   assert len(forward) == len(set(forward)) and set(forward) == expected
+  # Per-tile entry windows: the layout's inside the valid length, empty beyond.
+  lo, hi = layout.entry_lo_hi
+  used = np.arange(block_k)[None, :] < t.fwd_len[:, None]
+  inside = np.minimum(t.fwd_entries, lo.size - 1)
+  np.testing.assert_array_equal(t.fwd_lo[used], lo[inside][used])
+  np.testing.assert_array_equal(t.fwd_hi[used], hi[inside][used])
+  assert np.all(t.fwd_lo[~used] > t.fwd_hi[~used])
 
   transposed = []
   assert t.num_dkv_tiles * block_k_dkv == t.flat_padded

@@ -5,7 +5,10 @@ need that as small int32 tables, built here with numpy at trace time (never from
 dense mask) and cached per (layout, tile sizes):
 
 * forward / dq: for each layout query block, its spans cut into key tiles of
-  `block_k` entries, `(flat start, valid length)`, in CSR form (`row_ptr`).
+  `block_k` entries, `(flat start, valid length)`, in CSR form (`row_ptr`), and
+  every tile's entry windows `[lo, hi]` as a row (entries past the valid length
+  get lo > hi, i.e. never attended), so kernels read them with a row index
+  instead of unaligned lane slices (which Mosaic cannot do).
 * dk / dv: the transposed table. The flat buffer is cut into *aligned* key tiles of
   `block_k_dkv` entries so that every program owns (and writes) one disjoint tile;
   for each tile it lists the query blocks that use it and which entries of the
@@ -59,6 +62,9 @@ class TileTables:
   fwd_row_ptr: np.ndarray     # [num_query_blocks + 1]
   fwd_start: np.ndarray       # [num_fwd_tiles] flat offset of the tile
   fwd_len: np.ndarray         # [num_fwd_tiles] valid entries from the start
+  fwd_entries: np.ndarray     # [num_fwd_tiles, block_k] flat index of each entry
+  fwd_lo: np.ndarray          # [num_fwd_tiles, block_k] entry windows, masked
+  fwd_hi: np.ndarray          #   entries (past the valid length) have lo > hi
   dkv_row_ptr: np.ndarray     # [num_dkv_tiles + 1]
   dkv_query_block: np.ndarray  # [num_dkv_items] layout query block
   dkv_entry_lo: np.ndarray    # [num_dkv_items] first used entry inside the tile
@@ -122,13 +128,18 @@ def tile_tables(layout: TreeLayout, block_q: int, block_k: int, block_k_dkv: int
   # Whole dk/dv tiles, plus room for an unaligned forward tile at the very end.
   flat_padded = (-(-layout.flat_size // widest) + 1) * widest
   fwd_row_ptr, fwd_start, fwd_len = _forward_tiles(layout, block_k)
+  fwd_start, fwd_len = _nonempty(fwd_start), _nonempty(fwd_len)
   dkv = _transposed_tiles(layout, block_k_dkv, flat_padded // block_k_dkv)
   lo, hi = layout.entry_lo_hi
   entry_lo = np.ones(flat_padded, np.int32)
   entry_hi = np.zeros(flat_padded, np.int32)
   entry_lo[:lo.size], entry_hi[:hi.size] = lo, hi
+  fwd_entries = fwd_start[:, None] + np.arange(block_k, dtype=np.int32)
+  used = np.arange(block_k)[None, :] < fwd_len[:, None]
+  fwd_lo = np.where(used, entry_lo[fwd_entries], 1).astype(np.int32)
+  fwd_hi = np.where(used, entry_hi[fwd_entries], 0).astype(np.int32)
   return TileTables(tiling, block_k, block_k_dkv, flat_padded, fwd_row_ptr,
-                    _nonempty(fwd_start), _nonempty(fwd_len), dkv[0],
+                    fwd_start, fwd_len, fwd_entries, fwd_lo, fwd_hi, dkv[0],
                     _nonempty(dkv[1]), _nonempty(dkv[2]), _nonempty(dkv[3]),
                     entry_lo, entry_hi)
 

@@ -124,8 +124,9 @@ def _masked_logits(q, k, entry_bias, lo, hi, entry_ok, position, query_ok, head,
   logits = lax.dot_general(q, k, (((1,), (1,)), ((), ())),
                            preferred_element_type=jnp.float32) * config.scale
   logits = logits + entry_bias
-  allowed = static_entry_mask(position, lo, hi, config.layout)
-  allowed &= query_ok & entry_ok
+  allowed = static_entry_mask(position, lo, hi, config.layout) & query_ok
+  if entry_ok is not None:
+    allowed &= entry_ok
   rel = None
   if config.bias_pieces is not None:
     rel = relative_position_to_window(position, lo, hi)
@@ -137,13 +138,21 @@ def _split_refs(refs, names):
   return dict(zip(names, refs))
 
 
+def _forward_tile(r, t, block_k):
+  """K, V `[tk, d]` and entry bias, lo, hi `[1, tk]` of forward key tile `t`."""
+  entries = pl.ds(r['start'][t], block_k)
+  row = pl.ds(t, 1)
+  return (r['k'][entries, :], r['v'][entries, :], r['entry_bias'][row, :],
+          r['lo'][row, :], r['hi'][row, :])
+
+
 # --------------------------------------------------------------------------------
 # Forward.
 
 
 def _forward_kernel(*refs, config: _Config):
   has_bias = config.bias_pieces is not None
-  names = ['row_ptr', 'start', 'len'] + ['table'] * has_bias + [
+  names = ['row_ptr', 'start'] + ['table'] * has_bias + [
       'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'out', 'lse']
   r = _split_refs(refs, names)
   head, row = pl.program_id(1), pl.program_id(2)
@@ -151,17 +160,13 @@ def _forward_kernel(*refs, config: _Config):
   position, query_ok = _query_positions(row, config)
   q = r['q'][...]
   block_k = config.tables.block_k
-  entry_index = lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
   table_ref = r.get('table')
 
   def body(t, carry):
     acc, row_max, total = carry
-    entries = pl.ds(r['start'][t], block_k)
-    k, v = r['k'][entries, :], r['v'][entries, :]
-    entry_ok = entry_index < r['len'][t]
-    logits, _ = _masked_logits(q, k, r['entry_bias'][:, entries],
-                               r['lo'][:, entries], r['hi'][:, entries], entry_ok,
-                               position, query_ok, head, table_ref, config)
+    k, v, entry_bias, lo, hi = _forward_tile(r, t, block_k)
+    logits, _ = _masked_logits(q, k, entry_bias, lo, hi, None, position, query_ok,
+                               head, table_ref, config)
     new_max = jnp.maximum(row_max, jnp.max(logits, axis=1, keepdims=True))
     safe_max = jnp.where(new_max == common.MASKED, 0.0, new_max)
     weights = jnp.exp(logits - safe_max)
@@ -190,7 +195,7 @@ def _forward_kernel(*refs, config: _Config):
 
 def _dq_kernel(*refs, config: _Config):
   has_bias = config.bias_pieces is not None
-  names = (['row_ptr', 'start', 'len'] + ['table'] * has_bias +
+  names = (['row_ptr', 'start'] + ['table'] * has_bias +
            ['q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta', 'dq']
            + ['d_table'] * has_bias)
   r = _split_refs(refs, names)
@@ -200,18 +205,14 @@ def _dq_kernel(*refs, config: _Config):
   q, d_out = r['q'][...], r['d_out'][...]
   lse, delta = r['lse'][...], r['delta'][...]
   block_k = config.tables.block_k
-  entry_index = lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
   table_ref = r.get('table')
   bucket_ids = lax.broadcasted_iota(jnp.int32, (1, config.num_buckets_padded), 1)
 
   def body(t, carry):
     dq, d_table = carry
-    entries = pl.ds(r['start'][t], block_k)
-    k, v = r['k'][entries, :], r['v'][entries, :]
-    entry_ok = entry_index < r['len'][t]
-    logits, rel = _masked_logits(q, k, r['entry_bias'][:, entries],
-                                 r['lo'][:, entries], r['hi'][:, entries], entry_ok,
-                                 position, query_ok, head, table_ref, config)
+    k, v, entry_bias, lo, hi = _forward_tile(r, t, block_k)
+    logits, rel = _masked_logits(q, k, entry_bias, lo, hi, None, position,
+                                 query_ok, head, table_ref, config)
     weights = jnp.exp(logits - lse)
     d_weights = lax.dot_general(d_out, v, (((1,), (1,)), ((), ())),
                                 preferred_element_type=jnp.float32)
@@ -386,13 +387,21 @@ def _row_spec(config, width):
 
 
 def _key_side_specs(config):
-  """Whole flat K/V (of the head's kv group), entry bias and entry windows."""
-  flat, d, groups = (config.tables.flat_padded, config.padded_head_dim,
-                     config.groups)
+  """Whole flat K/V (of the head's kv group) and per-forward-tile entry rows."""
+  t = config.tables
+  flat, d, groups = t.flat_padded, config.padded_head_dim, config.groups
+  tiles = t.fwd_entries.shape
   kv = pl.BlockSpec((None, None, flat, d), lambda b, h, i, *_: (b, h // groups, 0, 0))
-  window = pl.BlockSpec((1, flat), lambda *_: (0, 0))
-  return [kv, kv, pl.BlockSpec((None, 1, flat), lambda b, h, i, *_: (b, 0, 0)),
+  window = pl.BlockSpec(tiles, lambda *_: (0, 0))
+  return [kv, kv, pl.BlockSpec((None,) + tiles, lambda b, h, i, *_: (b, 0, 0)),
           window, window]
+
+
+def _forward_tile_inputs(k_t, v_t, entry_bias_rows, config):
+  """Inputs matching `_key_side_specs`: entry bias gathered per forward tile."""
+  t = config.tables
+  tile_bias = jnp.take(entry_bias_rows[:, 0], jnp.asarray(t.fwd_entries), axis=1)
+  return [k_t, v_t, tile_bias, jnp.asarray(t.fwd_lo), jnp.asarray(t.fwd_hi)]
 
 
 def _forward(q, k_flat, v_flat, entry_bias, table, config):
@@ -403,10 +412,11 @@ def _forward(q, k_flat, v_flat, entry_bias, table, config):
   d = config.padded_head_dim
   out, lse = _pallas_call(
       _forward_kernel, config, grid=grid,
-      index_tables=(t.fwd_row_ptr, t.fwd_start, t.fwd_len),
+      index_tables=(t.fwd_row_ptr, t.fwd_start),
       in_specs=[_row_spec(config, d)] + _key_side_specs(config),
-      inputs=[q_t, _flat_major(k_flat, config), _flat_major(v_flat, config),
-              *_entry_rows(entry_bias, config)],
+      inputs=[q_t] + _forward_tile_inputs(
+          _flat_major(k_flat, config), _flat_major(v_flat, config),
+          _entry_rows(entry_bias, config)[0], config),
       out_specs=[_row_spec(config, d), _row_spec(config, 1)],
       out_shape=[jax.ShapeDtypeStruct(q_t.shape, v_flat.dtype),
                  jax.ShapeDtypeStruct(q_t.shape[:3] + (1,), jnp.float32)],
@@ -439,10 +449,11 @@ def _backward(q, k_flat, v_flat, entry_bias, table, out, lse, d_out, config):
         (b, heads, t.tiling.num_tiles, 1, nbp), jnp.float32))
   dq_outputs = _pallas_call(
       _dq_kernel, config, grid=(b, heads, t.tiling.num_tiles),
-      index_tables=(t.fwd_row_ptr, t.fwd_start, t.fwd_len),
+      index_tables=(t.fwd_row_ptr, t.fwd_start),
       in_specs=[_row_spec(config, d)] + _key_side_specs(config) + [
           _row_spec(config, d), _row_spec(config, 1), _row_spec(config, 1)],
-      inputs=[q_t, k_t, v_t, eb_t, lo, hi, do_t, lse, delta],
+      inputs=[q_t] + _forward_tile_inputs(k_t, v_t, eb_t, config) +
+      [do_t, lse, delta],
       out_specs=out_specs, out_shape=out_shape, table=bias_table,
       name='tree_attention_dq')
   dq = _from_query_major(dq_outputs[0], q.shape[1], config)
