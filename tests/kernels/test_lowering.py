@@ -96,3 +96,16 @@ def test_tpu_forward_exports_as_a_stable_artifact():
     exported = jax.export.export(jax.jit(forward), platforms=['tpu'])(q, q, q)
   assert exported.platforms == ('tpu',)
   assert exported.mlir_module().count('custom_call @tpu_custom_call') == 1
+
+
+def test_tpu_rejects_lengths_whose_resident_kv_exceeds_vmem():
+  # The TPU kernels keep a head's flat K/V in VMEM; beyond that a clear error
+  # names the fix instead of a Mosaic allocation failure on the device.
+  layout = attention.fovea_layout(1 << 19, block_len=128)
+  q = jax.ShapeDtypeStruct((1, layout.length, 1, 128), jnp.float32)
+  k = jax.ShapeDtypeStruct((1, layout.flat_size, 1, 128), jnp.float32)
+  bias = jax.ShapeDtypeStruct((1, layout.flat_size), jnp.float32)
+  forward = functools.partial(kernel.tree_level_attention_pallas, layout=layout,
+                              scale=1.0, interpret=False, backend='tpu')
+  with _tpu_mesh(), pytest.raises(ValueError, match='implementation="xla"'):
+    jax.jit(forward).trace(q, k, k, bias)

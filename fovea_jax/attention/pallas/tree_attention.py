@@ -90,6 +90,7 @@ class _Config:
   block_sizes: BlockSizes
   backend: str
   interpret: object  # bool, or pltpu.InterpretParams (TPU interpreter on CPU)
+  vmem_limit_bytes: Optional[int] = None  # TPU: raised when residency needs it
 
 
 # --------------------------------------------------------------------------------
@@ -264,7 +265,7 @@ def _dkv_kernel(*refs, config: _Config):
     for sub in range(tiling.sub_tiles):
       row = first_row + sub
       position, query_ok = _query_positions(row, config)
-      rows = pl.ds(row * tiling.tile, tiling.tile)
+      rows = pl.ds(pl.multiple_of(row * tiling.tile, tiling.tile), tiling.tile)
       for group in range(config.groups):
         q, d_out = r['q'][group, rows, :], r['d_out'][group, rows, :]
         lse, delta = r['lse'][group, rows, :], r['delta'][group, rows, :]
@@ -307,7 +308,8 @@ def _pallas_call(kernel, config, *, grid, index_tables, in_specs, inputs, out_sp
     grid_spec = pltpu.PrefetchScalarGridSpec(
         num_scalar_prefetch=len(index_tables), grid=grid, in_specs=in_specs,
         out_specs=out_specs)
-    params = pltpu.CompilerParams(dimension_semantics=('parallel',) * len(grid))
+    params = pltpu.CompilerParams(dimension_semantics=('parallel',) * len(grid),
+                                  vmem_limit_bytes=config.vmem_limit_bytes)
     return pl.pallas_call(kernel, grid_spec=grid_spec, out_shape=out_shape,
                           compiler_params=params, interpret=config.interpret,
                           name=name)(*index_tables, *inputs)
@@ -510,7 +512,7 @@ _tree_attention.defvjp(_tree_attention_fwd, _tree_attention_bwd)
 
 @functools.lru_cache(maxsize=256)
 def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
-            interpret):
+            interpret, itemsize):
   min_tile = _MIN_QUERY_TILE[backend]
   if backend == 'gpu' and not interpret and min(
       block_sizes.block_k, block_sizes.block_k_dkv) < 16:
@@ -531,9 +533,47 @@ def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
           f'{max_distance}, bidirectional={bidirectional} gives out-of-range T5 '
           f'buckets: max_distance must exceed the exact range {exact}.')
     num_buckets_padded = tables_lib.next_power_of_2(num_buckets)
-  return _Config(layout, tables, scale, groups, head_dim,
-                 max(16, tables_lib.next_power_of_2(head_dim)), pieces,
-                 num_buckets_padded, block_sizes, backend, interpret)
+  padded_head_dim = max(16, tables_lib.next_power_of_2(head_dim))
+  vmem_limit = None
+  if backend == 'tpu' and interpret is False:
+    vmem_limit = _tpu_vmem_limit(tables, groups, padded_head_dim, itemsize)
+  return _Config(layout, tables, scale, groups, head_dim, padded_head_dim, pieces,
+                 num_buckets_padded, block_sizes, backend, interpret, vmem_limit)
+
+
+def _round_up(x, multiple):
+  return -(-x // multiple) * multiple
+
+
+def tpu_vmem_bytes(tables, groups, padded_head_dim, itemsize) -> int:
+  """VMEM the TPU kernels keep resident (double-buffered, (8, 128)-tiled).
+
+  The forward and dq programs hold the flat K/V of one kv head; the dk/dv
+  programs hold q, dO and the row statistics of one kv group. That caps the
+  sequence length on TPU (a tile-pipelined TPU variant would lift it).
+  """
+  def tiled(rows, cols, size):
+    return _round_up(rows, 8) * _round_up(cols, 128) * size
+  tiles, block_k = tables.fwd_entries.shape
+  forward = 2 * (2 * tiled(tables.flat_padded, padded_head_dim, itemsize) +
+                 3 * tiled(tiles, block_k, 4))
+  rows = tables.tiling.padded_length
+  dkv = 2 * groups * (2 * tiled(rows, padded_head_dim, itemsize) +
+                      2 * tiled(rows, 1, 4))
+  return max(forward, dkv)
+
+
+def _tpu_vmem_limit(tables, groups, padded_head_dim, itemsize):
+  """The vmem_limit_bytes to compile with; a clear error when it cannot fit."""
+  needed = tpu_vmem_bytes(tables, groups, padded_head_dim, itemsize)
+  capacity = pltpu.get_tpu_info().vmem_capacity_bytes
+  if needed > 0.9 * capacity:
+    raise ValueError(
+        f'the TPU Pallas tree-attention kernels keep the flat K/V of a head in '
+        f'VMEM: this call needs {needed / 2**20:.0f} MiB of '
+        f'{capacity / 2**20:.0f} MiB (sequence length {tables.tiling.padded_length}'
+        f'). Use implementation="xla" for this length on TPU.')
+  return int(min(0.9 * capacity, max(needed + (8 << 20), 32 << 20)))
 
 
 def _check_inputs(q, k_flat, v_flat, entry_bias, layout):
@@ -585,7 +625,8 @@ def tree_level_attention_pallas(q, k_flat, v_flat, entry_bias, layout: TreeLayou
   if not isinstance(interpret, pltpu.InterpretParams):
     interpret = bool(interpret)
   config = _config(layout, float(scale), q.shape[2] // k_flat.shape[2], q.shape[3],
-                   bias_spec, block_sizes, backend, interpret)
+                   bias_spec, block_sizes, backend, interpret,
+                   max(q.dtype.itemsize, k_flat.dtype.itemsize))
   entry_bias = lax.stop_gradient(entry_bias)
   return _tree_attention(q, k_flat, v_flat, entry_bias, table, config)
 
