@@ -31,6 +31,9 @@ def test_forward_and_transposed_tables_cover_the_layout(name, block_k, block_k_d
   t = tile_tables.tile_tables(layout, 16, block_k, block_k_dkv, 8)
   expected = layout_pairs(layout)
 
+  # No wasted tiles: each span takes exactly ceil(span / block_k) key tiles.
+  assert t.fwd_row_ptr[-1] == sum(-(-int(n) // block_k)
+                                  for n in layout.span_len.ravel())
   forward = []
   for block in range(layout.num_query_blocks):
     for i in range(t.fwd_row_ptr[block], t.fwd_row_ptr[block + 1]):
