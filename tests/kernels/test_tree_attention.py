@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from fovea_jax import attention
-from fovea_jax.attention import dense
 from fovea_jax.attention import pyramid
 from fovea_jax.attention import registry
 from fovea_jax.attention import tree_attention_xla

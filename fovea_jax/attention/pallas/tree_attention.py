@@ -393,7 +393,8 @@ def _key_side_specs(config):
   t = config.tables
   flat, d, groups = t.flat_padded, config.padded_head_dim, config.groups
   tiles = t.fwd_entries.shape
-  kv = pl.BlockSpec((None, None, flat, d), lambda b, h, i, *_: (b, h // groups, 0, 0))
+  kv = pl.BlockSpec((None, None, flat, d),
+                    lambda b, h, i, *_: (b, h // groups, 0, 0))
   window = pl.BlockSpec(tiles, lambda *_: (0, 0))
   return [kv, kv, pl.BlockSpec((None,) + tiles, lambda b, h, i, *_: (b, 0, 0)),
           window, window]
@@ -648,5 +649,6 @@ def tree_level_attention_reference(q, k_flat, v_flat, entry_bias, layout, *, sca
                    common.MASKED)                            # [b, 1, n, flat]
   if position_bias is not None:
     rel = relative_position_to_window(query_pos, lo[None], hi[None])
-    bias = bias + jnp.transpose(position_bias.bias(jnp.asarray(rel)), (2, 0, 1))[None]
+    values = position_bias.bias(jnp.asarray(rel))           # [n, flat, heads]
+    bias = bias + jnp.transpose(values, (2, 0, 1))[None]
   return common.masked_dense_attention(q, k_flat, v_flat, bias, scale)
