@@ -34,6 +34,7 @@ import numpy as np
 
 from fovea_jax.attention import common
 from fovea_jax.attention.layout import TreeLayout
+from fovea_jax.attention.pallas import sharding
 from fovea_jax.attention.pallas import tile_tables as tables_lib
 from fovea_jax.attention.tree_attention_xla import relative_position_to_window
 from fovea_jax.attention.tree_attention_xla import static_entry_mask
@@ -629,6 +630,11 @@ def tree_level_attention_pallas(q, k_flat, v_flat, entry_bias, layout: TreeLayou
                    bias_spec, block_sizes, backend, interpret,
                    max(q.dtype.itemsize, k_flat.dtype.itemsize))
   entry_bias = lax.stop_gradient(entry_bias)
+  attend = functools.partial(_call_tree_attention, config=config)
+  return sharding.per_shard(attend, q, k_flat, v_flat, entry_bias, table)
+
+
+def _call_tree_attention(q, k_flat, v_flat, entry_bias, table, *, config):
   return _tree_attention(q, k_flat, v_flat, entry_bias, table, config)
 
 
