@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from fovea_jax import attention
 from fovea_jax.sharding.axis_names import DATA
@@ -9,9 +10,11 @@ from fovea_jax.sharding.axis_names import MODEL
 from tests.attention import helpers
 
 
-def test_sharded_batch_and_heads_match_the_unsharded_oracle():
+# kv_heads=1 cannot split over model=2: batch is split alone, heads replicated.
+@pytest.mark.parametrize('kv_heads', [2, 1])
+def test_sharded_batch_and_heads_match_the_unsharded_oracle(kv_heads):
   q, k, v, key_mask, pb = helpers.random_inputs(
-      7, batch=4, length=24, heads=4, kv_heads=2, head_dim=16)
+      7, batch=4, length=24, heads=4, kv_heads=kv_heads, head_dim=16)
   pb = attention.RelativePositionBias(pb.table[:8], num_buckets=8, max_distance=20)
 
   def fn(implementation):
