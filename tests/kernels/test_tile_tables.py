@@ -25,25 +25,33 @@ def layout_pairs(layout):
 
 
 @pytest.mark.parametrize('name', sorted(LAYOUTS))
-@pytest.mark.parametrize('block_k,block_k_dkv', [(8, 16), (32, 8)])
-def test_forward_and_transposed_tables_cover_the_layout(name, block_k, block_k_dkv):
+@pytest.mark.parametrize('block_k,block_k_dkv,align', [(8, 16, 1), (32, 8, 1),
+                                                       (16, 16, 16)])
+def test_forward_and_transposed_tables_cover_the_layout(name, block_k, block_k_dkv,
+                                                        align):
   layout = LAYOUTS[name]()
-  t = tile_tables.tile_tables(layout, 16, block_k, block_k_dkv, 8)
+  t = tile_tables.tile_tables(layout, 16, block_k, block_k_dkv, 8, align)
   expected = layout_pairs(layout)
 
-  # No wasted tiles: each span takes exactly ceil(span / block_k) key tiles.
-  assert t.fwd_row_ptr[-1] == sum(-(-int(n) // block_k)
-                                  for n in layout.span_len.ravel())
+  # No wasted tiles: each span takes ceil(span / block_k) key tiles (aligned
+  # starts: at most one more).
+  minimal = sum(-(-int(n) // block_k) for n in layout.span_len.ravel())
+  spans = np.count_nonzero(layout.span_len)
+  assert minimal <= t.fwd_row_ptr[-1] <= minimal + (spans if align > 1 else 0)
+  assert np.all(t.fwd_start % align == 0)
   forward = []
   for block in range(layout.num_query_blocks):
     for i in range(t.fwd_row_ptr[block], t.fwd_row_ptr[block + 1]):
-      assert 1 <= t.fwd_len[i] <= block_k
+      assert 0 <= t.fwd_used_lo[i] < t.fwd_used_hi[i] <= block_k
       assert t.fwd_start[i] + block_k <= t.flat_padded  # loads stay in the buffer
-      forward += [(block, int(t.fwd_start[i]) + j) for j in range(t.fwd_len[i])]
+      forward += [(block, int(t.fwd_start[i]) + j)
+                  for j in range(t.fwd_used_lo[i], t.fwd_used_hi[i])]
   assert len(forward) == len(set(forward)) and set(forward) == expected
-  # Per-tile entry windows: the layout's inside the valid length, empty beyond.
+  # Per-tile entry windows: the layout's on used entries, empty elsewhere.
   lo, hi = layout.entry_lo_hi
-  used = np.arange(block_k)[None, :] < t.fwd_len[:, None]
+  offsets = np.arange(block_k)[None, :]
+  used = ((offsets >= t.fwd_used_lo[:, None]) &
+          (offsets < t.fwd_used_hi[:, None]))
   inside = np.minimum(t.fwd_entries, lo.size - 1)
   np.testing.assert_array_equal(t.fwd_lo[used], lo[inside][used])
   np.testing.assert_array_equal(t.fwd_hi[used], hi[inside][used])

@@ -5,10 +5,12 @@ need that as small int32 tables, built here with numpy at trace time (never from
 dense mask) and cached per (layout, tile sizes):
 
 * forward / dq: for each layout query block, its spans cut into key tiles of
-  `block_k` entries, `(flat start, valid length)`, in CSR form (`row_ptr`), and
-  every tile's entry windows `[lo, hi]` as a row (entries past the valid length
-  get lo > hi, i.e. never attended), so kernels read them with a row index
-  instead of unaligned lane slices (which Mosaic cannot do).
+  `block_k` entries, `(flat start, used entries [used_lo, used_hi))`, in CSR form
+  (`row_ptr`), and every tile's entry windows `[lo, hi]` as a row (unused
+  entries get lo > hi, i.e. never attended), so kernels read them with a row
+  index instead of unaligned lane slices (which Mosaic cannot do). With
+  `align > 1` (TPU) tile starts are rounded down to a multiple of `align` so
+  K/V loads start on a sublane-tile boundary; the extra entries are unused.
 * dk / dv: the transposed table. The flat buffer is cut into *aligned* key tiles of
   `block_k_dkv` entries so that every program owns (and writes) one disjoint tile;
   for each tile it lists the query blocks that use it and which entries of the
@@ -60,8 +62,10 @@ class TileTables:
   block_k_dkv: int
   flat_padded: int            # flat buffer padded so no tile load leaves it
   fwd_row_ptr: np.ndarray     # [num_query_blocks + 1]
+  align: int                  # fwd_start is a multiple of this
   fwd_start: np.ndarray       # [num_fwd_tiles] flat offset of the tile
-  fwd_len: np.ndarray         # [num_fwd_tiles] valid entries from the start
+  fwd_used_lo: np.ndarray     # [num_fwd_tiles] first used entry of the tile
+  fwd_used_hi: np.ndarray     # [num_fwd_tiles] one past the last used entry
   fwd_entries: np.ndarray     # [num_fwd_tiles, block_k] flat index of each entry
   fwd_lo: np.ndarray          # [num_fwd_tiles, block_k] entry windows, masked
   fwd_hi: np.ndarray          #   entries (past the valid length) have lo > hi
@@ -82,16 +86,18 @@ def _nonempty(array):
   return array if array.size else np.zeros(1, np.int32)
 
 
-def _forward_tiles(layout, block_k):
-  row_ptr, starts, lengths = [0], [], []
+def _forward_tiles(layout, block_k, align):
+  row_ptr, starts, used_lo, used_hi = [0], [], [], []
   for block in range(layout.num_query_blocks):
     for start, n in zip(layout.span_start[block], layout.span_len[block]):
-      for offset in range(0, int(n), block_k):
-        starts.append(int(start) + offset)
-        lengths.append(min(block_k, int(n) - offset))
+      start, end = int(start), int(start) + int(n)
+      for tile_start in range(start - start % align, end, block_k):
+        starts.append(tile_start)
+        used_lo.append(max(start - tile_start, 0))
+        used_hi.append(min(end - tile_start, block_k))
     row_ptr.append(len(starts))
-  return (np.asarray(row_ptr, np.int32), np.asarray(starts, np.int32),
-          np.asarray(lengths, np.int32))
+  return (np.asarray(row_ptr, np.int32),
+          *(_nonempty(np.asarray(x, np.int32)) for x in (starts, used_lo, used_hi)))
 
 
 def _transposed_tiles(layout, block_k, num_tiles):
@@ -121,25 +127,26 @@ def query_tiling(layout: TreeLayout, block_q: int, min_tile: int) -> QueryTiling
 
 @functools.lru_cache(maxsize=64)
 def tile_tables(layout: TreeLayout, block_q: int, block_k: int, block_k_dkv: int,
-                min_tile: int) -> TileTables:
+                min_tile: int, align: int = 1) -> TileTables:
   """The cached tables of `layout` for these tile sizes."""
   tiling = query_tiling(layout, block_q, min_tile)
   widest = max(block_k, block_k_dkv)
   # Whole dk/dv tiles, plus room for an unaligned forward tile at the very end.
   flat_padded = (-(-layout.flat_size // widest) + 1) * widest
-  fwd_row_ptr, fwd_start, fwd_len = _forward_tiles(layout, block_k)
-  fwd_start, fwd_len = _nonempty(fwd_start), _nonempty(fwd_len)
+  fwd_row_ptr, fwd_start, used_lo, used_hi = _forward_tiles(layout, block_k,
+                                                            align)
   dkv = _transposed_tiles(layout, block_k_dkv, flat_padded // block_k_dkv)
   lo, hi = layout.entry_lo_hi
   entry_lo = np.ones(flat_padded, np.int32)
   entry_hi = np.zeros(flat_padded, np.int32)
   entry_lo[:lo.size], entry_hi[:hi.size] = lo, hi
   fwd_entries = fwd_start[:, None] + np.arange(block_k, dtype=np.int32)
-  used = np.arange(block_k)[None, :] < fwd_len[:, None]
+  offsets = np.arange(block_k)[None, :]
+  used = (offsets >= used_lo[:, None]) & (offsets < used_hi[:, None])
   fwd_lo = np.where(used, entry_lo[fwd_entries], 1).astype(np.int32)
   fwd_hi = np.where(used, entry_hi[fwd_entries], 0).astype(np.int32)
-  return TileTables(tiling, block_k, block_k_dkv, flat_padded, fwd_row_ptr,
-                    fwd_start, fwd_len, fwd_entries, fwd_lo, fwd_hi, dkv[0],
+  return TileTables(tiling, block_k, block_k_dkv, flat_padded, fwd_row_ptr, align,
+                    fwd_start, used_lo, used_hi, fwd_entries, fwd_lo, fwd_hi, dkv[0],
                     _nonempty(dkv[1]), _nonempty(dkv[2]), _nonempty(dkv[3]),
                     entry_lo, entry_hi)
 

@@ -140,9 +140,12 @@ def _split_refs(refs, names):
   return dict(zip(names, refs))
 
 
-def _forward_tile(r, t, block_k):
+def _forward_tile(r, t, tables):
   """K, V `[tk, d]` and entry bias, lo, hi `[1, tk]` of forward key tile `t`."""
-  entries = pl.ds(r['start'][t], block_k)
+  start = r['start'][t]
+  if tables.align > 1:
+    start = pl.multiple_of(start, tables.align)
+  entries = pl.ds(start, tables.block_k)
   row = pl.ds(t, 1)
   return (r['k'][entries, :], r['v'][entries, :], r['entry_bias'][row, :],
           r['lo'][row, :], r['hi'][row, :])
@@ -161,12 +164,11 @@ def _forward_kernel(*refs, config: _Config):
   block = lax.div(row, config.tables.tiling.sub_tiles)
   position, query_ok = _query_positions(row, config)
   q = r['q'][...]
-  block_k = config.tables.block_k
   table_ref = r.get('table')
 
   def body(t, carry):
     acc, row_max, total = carry
-    k, v, entry_bias, lo, hi = _forward_tile(r, t, block_k)
+    k, v, entry_bias, lo, hi = _forward_tile(r, t, config.tables)
     logits, _ = _masked_logits(q, k, entry_bias, lo, hi, None, position, query_ok,
                                head, table_ref, config)
     new_max = jnp.maximum(row_max, jnp.max(logits, axis=1, keepdims=True))
@@ -206,13 +208,12 @@ def _dq_kernel(*refs, config: _Config):
   position, query_ok = _query_positions(row, config)
   q, d_out = r['q'][...], r['d_out'][...]
   lse, delta = r['lse'][...], r['delta'][...]
-  block_k = config.tables.block_k
   table_ref = r.get('table')
   bucket_ids = lax.broadcasted_iota(jnp.int32, (1, config.num_buckets_padded), 1)
 
   def body(t, carry):
     dq, d_table = carry
-    k, v, entry_bias, lo, hi = _forward_tile(r, t, block_k)
+    k, v, entry_bias, lo, hi = _forward_tile(r, t, config.tables)
     logits, rel = _masked_logits(q, k, entry_bias, lo, hi, None, position,
                                  query_ok, head, table_ref, config)
     weights = jnp.exp(logits - lse)
@@ -520,8 +521,10 @@ def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
       block_sizes.block_k, block_sizes.block_k_dkv) < 16:
     raise ValueError(f'Triton dots need key tiles of at least 16 entries; got '
                      f'{block_sizes}.')
+  # TPU: K/V tiles start on a (16, 128) sublane tile, which fits bf16 and f32.
+  align = 16 if backend == 'tpu' else 1
   tables = tables_lib.tile_tables(layout, block_sizes.block_q, block_sizes.block_k,
-                                  block_sizes.block_k_dkv, min_tile)
+                                  block_sizes.block_k_dkv, min_tile, align)
   pieces, num_buckets_padded = None, 1
   if bias_spec is not None:
     num_buckets, max_distance, bidirectional = bias_spec
