@@ -290,6 +290,6 @@ def test_position_bias_with_degenerate_buckets_is_rejected():
   layout, q, k_flat, v_flat, entry_bias, pb = _fovea_flat(length=20, batch=1)
   bad = attention.RelativePositionBias(pb.table, num_buckets=8, max_distance=4,
                                        bidirectional=False)
-  with pytest.raises(ValueError, match='max_distance must exceed'):
+  with pytest.raises(ValueError, match='max_distance'):
     kernel.tree_level_attention_pallas(q, k_flat, v_flat, entry_bias, layout,
                                        scale=1.0, position_bias=bad)

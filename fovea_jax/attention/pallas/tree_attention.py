@@ -531,12 +531,6 @@ def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
     lookup = common.RelativePositionBias(
         None, num_buckets, max_distance, bidirectional).bucket_lookup_table()
     pieces = tables_lib.bias_pieces(tuple(int(x) for x in lookup), max_distance)
-    if any(not 0 <= bucket < num_buckets for _, _, bucket in pieces):
-      exact = num_buckets // (4 if bidirectional else 2)
-      raise ValueError(
-          f'position_bias with num_buckets={num_buckets}, max_distance='
-          f'{max_distance}, bidirectional={bidirectional} gives out-of-range T5 '
-          f'buckets: max_distance must exceed the exact range {exact}.')
     num_buckets_padded = tables_lib.next_power_of_2(num_buckets)
   padded_head_dim = max(16, tables_lib.next_power_of_2(head_dim))
   vmem_limit = None
