@@ -16,6 +16,10 @@ TINY_SCHEMES = {
     'longt5_tglobal': networks.schemes.LongT5TransientGlobal(
         local_radius=3, global_block_size=4),
     'fovea': networks.schemes.Fovea(block_len=4),
+    # Every other fovea option: two nodes per band, nodes cut at the edges
+    # dropped, log-count weights, levels capped at 1 (further level-1 nodes).
+    'fovea_options': networks.schemes.Fovea(block_len=2, wing=2, edge='drop',
+                                            coarse_weight='count', max_level=1),
     'fma': networks.schemes.Fma(fine_len=4, rank=2, max_length=32),
     'fma_learned': networks.schemes.Fma(fine_len=4, rank=2,
                                         downsample='grouped_conv', max_length=32),

@@ -47,6 +47,11 @@ def test_every_scheme_encodes_and_ignores_padding(scheme):
   padded, unpadded = jax.jit(lambda v: (
       _encode(model, v, enc[1:]), _encode(model, v, enc[1:, :REAL])))(variables)
   assert padded.shape == (1, ENC_LEN, 16) and np.all(np.isfinite(padded))
+  if getattr(TINY_SCHEMES[scheme], 'edge', None) == 'drop':
+    # By design (the authors' code): nodes cut by the sequence end are dropped,
+    # so where the end is, padding included, changes what a query sees.
+    assert not np.allclose(padded[:, :REAL], unpadded, atol=1e-5)
+    return
   np.testing.assert_allclose(padded[:, :REAL], unpadded, atol=1e-5)
 
 
