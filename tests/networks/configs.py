@@ -49,7 +49,8 @@ def replace(config, **changes):
 def random_variables(model, *init_args, seed=0, **init_kwargs):
   """Variables shaped as `model.init` makes them, filled from numpy at random.
 
-  Compiling `init` costs seconds per configuration on a loaded CPU; tests that
+  Compiling `init` costs seconds per configuration on a loaded CPU (and so does
+  every eager jnp op on a new shape: test data is numpy); tests that
   need some weights, not T5's initial ones, take these. Random (not mean-valued)
   FMA filters and norm scales also make every parameter matter.
   """
@@ -57,5 +58,5 @@ def random_variables(model, *init_args, seed=0, **init_kwargs):
                           jax.random.PRNGKey(0), *init_args)
   rng = np.random.default_rng(seed)
   return jax.tree.map(
-      lambda s: jnp.asarray(rng.normal(0.0, 0.5, s.shape), s.dtype),
+      lambda s: np.asarray(rng.normal(0.0, 0.5, s.shape), s.dtype),
       {'params': shapes['params']})

@@ -70,11 +70,11 @@ def test_imported_longt5_matches_transformers(attention_type, tmp_path):
   hf_encoded = out.encoder_last_hidden_state.numpy()
 
   model = networks.EncoderDecoder(config)
-  variables = {'params': jax.tree.map(jnp.asarray, params)}
+  variables = {'params': params}
   # The imported tree must be exactly the tree our model creates.
   created = jax.eval_shape(lambda: model.init(
-      jax.random.PRNGKey(0), jnp.ones((1, 8)), jnp.ones((1, 4)),
-      jnp.ones((1, 4))))['params']
+      jax.random.PRNGKey(0), np.ones((1, 8)), np.ones((1, 4)),
+      np.ones((1, 4))))['params']
   assert jax.tree.map(lambda a: a.shape, created) == jax.tree.map(
       lambda a: a.shape, variables['params'])
   encoded, logits = jax.jit(lambda v: (
