@@ -1,9 +1,7 @@
 """Tiny network configurations shared by the network tests."""
-import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fovea_jax import networks
@@ -40,10 +38,6 @@ def tiny_config(scheme='dense', **overrides):
                  attention=TINY_SCHEMES.get(scheme, scheme))
   options.update(overrides)
   return networks.Config(**options)
-
-
-def replace(config, **changes):
-  return dataclasses.replace(config, **changes)
 
 
 def random_variables(model, *init_args, seed=0, **init_kwargs):

@@ -8,7 +8,6 @@ logits to 1e-4, with an input length that is not a multiple of the local block
 """
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

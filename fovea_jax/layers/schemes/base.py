@@ -8,7 +8,7 @@ pyramid it keeps. Every cache leaf except `cache_index` is batch-major so beam
 search can expand it.
 """
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
