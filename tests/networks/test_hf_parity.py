@@ -99,10 +99,11 @@ def test_imported_longt5_matches_transformers(attention_type, tmp_path):
 
 
 def test_fovea_encoder_warm_starts_from_longt5_with_every_weight(tmp_path):
-  _hf_model('local', tmp_path)
-  local_config, local_params, _ = interop.load_hf_checkpoint(str(tmp_path))
+  _hf_model('local', tmp_path / 'local')
+  local_config, local_params, _ = interop.load_hf_checkpoint(
+      str(tmp_path / 'local'))
   fovea = networks.schemes.Fovea(block_len=4)
-  config, params, unused = interop.load_hf_checkpoint(str(tmp_path),
+  config, params, unused = interop.load_hf_checkpoint(str(tmp_path / 'local'),
                                                       attention=fovea)
   assert unused == []
   assert config.attention == fovea
@@ -112,6 +113,15 @@ def test_fovea_encoder_warm_starts_from_longt5_with_every_weight(tmp_path):
   logits = jax.jit(lambda v: model.apply(v, enc, dec_in, targets,
                                          enable_dropout=False))({'params': params})
   assert np.all(np.isfinite(logits))
+  # From a transient-global checkpoint, only TGlobal's own extras stay unused.
+  _hf_model('transient-global', tmp_path / 'tglobal')
+  _, params, unused = interop.load_hf_checkpoint(str(tmp_path / 'tglobal'),
+                                                 attention=fovea)
+  assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, local_params)
+  prefix = 'encoder.block.{}.layer.0.TransientGlobalSelfAttention.'
+  assert sorted(unused) == sorted(
+      [prefix.format(0) + 'global_relative_attention_bias.weight'] +
+      [prefix.format(i) + 'global_input_layer_norm.weight' for i in (0, 1)])
 
 
 def test_export_loads_in_transformers_with_the_same_logits(tmp_path):
