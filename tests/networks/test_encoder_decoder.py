@@ -1,5 +1,5 @@
 """Encoder-decoder: every scheme runs and ignores padding; cached decoding;
-packing; logical axes on every parameter; T5X-style init."""
+packing; logical axes on every parameter; T5 init scales."""
 import functools
 
 import jax
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax.linen import partitioning as nn_partitioning
 
+from fovea_jax import layers
 from fovea_jax import networks
 from tests.networks.configs import TINY_SCHEMES, random_variables, tiny_config
 
@@ -102,15 +103,11 @@ def test_packing_separates_examples_and_sparse_schemes_refuse_it():
                      variables)
 
 
-def test_init_gives_logical_axes_and_t5_scales():
-  """Real init: every param named by logical axes; T5's init scales; learned FMA
-  filters start as window means."""
-  model = networks.EncoderDecoder(tiny_config(
-      'fma_learned', emb_dim=64, num_heads=4, head_dim=16, num_encoder_layers=1,
-      num_decoder_layers=1))
+def test_every_param_has_logical_axes():
+  model = networks.EncoderDecoder(tiny_config('fma_learned'))
   ones = np.ones((2, ENC_LEN), np.float32)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), ones, ones[:, :4],
-                                  ones[:, :4])
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), ones,
+                             ones[:, :4], ones[:, :4])
   axes = nn_partitioning.get_axis_names(variables['params_axes'])
   named = dict(jax.tree_util.tree_leaves_with_path(
       axes, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)))
@@ -119,12 +116,21 @@ def test_init_gives_logical_axes_and_t5_scales():
   for path, leaf in params:
     assert len(named[path]) == leaf.ndim, path
     assert all(isinstance(a, str) for a in named[path]), path
-  attention = variables['params']['encoder']['layers_0']['attention']
-  # Query std: 1/sqrt(emb * head_dim) (T5 folds 1/sqrt(d) into the query).
-  np.testing.assert_allclose(np.std(attention['query']['kernel']),
+
+
+def test_attention_init_scales_and_mean_valued_fma_filters():
+  """T5 init (one attention layer, compiled): query std 1/sqrt(emb * head_dim)
+  (1/sqrt(d) folded in), key 1/sqrt(emb); learned FMA filters start as means."""
+  layer = layers.MultiHeadAttention(
+      num_heads=4, head_dim=16,
+      scheme_factory=TINY_SCHEMES['fma_learned'].module_factory(causal=False))
+  x = np.ones((1, 8, 64), np.float32)
+  params = jax.jit(lambda key: layer.init(key, x, x))(
+      jax.random.PRNGKey(0))['params']
+  np.testing.assert_allclose(np.std(params['query']['kernel']),
                              1 / np.sqrt(64 * 16), rtol=0.1)
-  np.testing.assert_allclose(np.std(attention['key']['kernel']), 1 / np.sqrt(64),
+  np.testing.assert_allclose(np.std(params['key']['kernel']), 1 / np.sqrt(64),
                              rtol=0.1)
-  filters = attention['scheme']['key_filter_1']      # [group 4, head_dim, rank 2]
+  filters = params['scheme']['key_filter_1']      # [group 4, head_dim, rank 2]
   np.testing.assert_array_equal(filters[:, 0, :],
                                 [[.5, 0], [.5, 0], [0, .5], [0, .5]])
