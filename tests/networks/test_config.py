@@ -60,7 +60,8 @@ def test_gin_builds_a_fovea_lm_and_a_tglobal_encoder_decoder(clean_gin):
 def test_masformer_schedule():
   spec = schemes.MASFormer(num_full=2, local='block', block_len=8)
   assert spec.dense_layers(6) == (0, 1)
-  assert schemes.MASFormer(full_layers=(5, 2)).dense_layers(6) == (2, 5)
+  assert schemes.MASFormer(full_layers=[5, 2]).dense_layers(6) == (2, 5)
+  assert hash(schemes.MASFormer(full_layers=[5, 2]))  # lists from gin are fine
   dense_layer = spec.layer_factory(1, 6, causal=True)
   local_layer = spec.layer_factory(2, 6, causal=True)
   assert dense_layer.func.__name__ == 'DenseScheme'
