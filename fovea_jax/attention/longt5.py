@@ -1,0 +1,172 @@
+"""LongT5 transient-global attention (Guo et al. 2022), blockwise.
+
+Two pieces, matching Hugging Face `transformers`' LongT5 exactly (its
+`modeling_longt5.py` is the oracle, tests/attention/test_longt5.py):
+- `global_aggregates`: which global group every token belongs to and the sum of
+  the hidden states of each group of `global_block_size` tokens (the layer then
+  RMS-normalises the sums and projects them with its own K/V projections);
+- `transient_global_attention`: local attention over blocks of `local_radius + 1`
+  (each query sees keys with |i - j| <= local_radius) joined in one softmax with
+  every global token, which carries a side relative-position bias over group
+  positions.
+Scores are computed per query block against 3 local blocks plus the global
+tokens: memory O(length * (3 * block + length / global_block_size)), never an
+[length, length] array.
+
+Causal variant (not in LongT5; for decoder-only LMs): query i sees local keys
+i - local_radius <= j <= i and the global tokens of groups that end at or before i
+(no orphan merging), with unidirectional buckets.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from fovea_jax.attention import common
+
+
+def global_block_ids(key_mask, global_block_size, *, causal=False):
+  """Group id of every token and validity of every global token.
+
+  key_mask: [batch, length] bool. Returns `block_ids [batch, length]` int32 (-1 for
+  padding) and `global_valid [batch, length // global_block_size]` bool.
+  Bidirectional (LongT5): tokens after the last full group ("orphans") join the
+  last full group, and global g is valid iff some token belongs to a group >= g.
+  Causal: plain `i // global_block_size`; a group is valid when all its tokens are.
+  """
+  common.check_positive_int('global_block_size', global_block_size)
+  batch, length = key_mask.shape
+  key_mask = key_mask.astype(bool)
+  num_globals = length // global_block_size
+  position = jnp.arange(length)
+  ids = jnp.where(key_mask, (position // global_block_size)[None], -1)
+  if causal:
+    grouped = key_mask[:, :num_globals * global_block_size].reshape(
+        batch, num_globals, global_block_size)
+    return ids.astype(jnp.int32), grouped.all(-1)
+  block_ends = (position % global_block_size) == global_block_size - 1
+  full_blocks = jnp.sum(block_ends[None] & (ids >= 0), axis=-1,
+                        keepdims=True) - 1
+  ids = jnp.where(ids < full_blocks, ids, full_blocks)
+  global_valid = jnp.arange(num_globals)[None] <= jnp.max(ids, axis=-1,
+                                                         keepdims=True)
+  return ids.astype(jnp.int32), global_valid
+
+
+def global_aggregates(hidden, block_ids, num_globals):
+  """Sum of `hidden [batch, length, d]` over each group: [batch, num_globals, d]."""
+  one_hot = (block_ids[..., None] == jnp.arange(num_globals)).astype(hidden.dtype)
+  return jnp.einsum('bnd,bng->bgd', hidden, one_hot)
+
+
+def _blocks(x, block, num_blocks):
+  """[batch, length, ...] -> [batch, num_blocks, block, ...], zero padded."""
+  x = common.pad_length(x, num_blocks * block)
+  return x.reshape(x.shape[0], num_blocks, block, *x.shape[2:])
+
+
+def _three_blocks(x):
+  """[batch, nb, block, ...] -> [batch, nb, 3*block, ...]: previous, own, next."""
+  widths = [(0, 0), (1, 1)] + [(0, 0)] * (x.ndim - 2)
+  padded = jnp.pad(x, widths)
+  nb = x.shape[1]
+  return jnp.concatenate([padded[:, i:i + nb] for i in range(3)], axis=2)
+
+
+def transient_global_attention(q, k, v, side_k, side_v, *, block_ids,
+                               global_valid, local_radius, global_block_size,
+                               causal=False, scale=1.0, key_mask=None,
+                               position_bias=None, side_position_bias=None):
+  """Local + global attention, one softmax per query.
+
+  q: [batch, length, heads, d]; k, v: [batch, length, kv_heads, d]; side_k,
+  side_v: [batch, num_globals, kv_heads, d] (projected global tokens); block_ids,
+  global_valid from `global_block_ids`. position_bias is the local T5 bias,
+  side_position_bias the bias of `global position - own group id`.
+  """
+  groups = common.check_qkv(q, k, v, same_length=True)
+  common.check_positive_int('local_radius', local_radius)
+  key_mask = common.check_key_mask(key_mask, k)
+  batch, length, heads, _ = q.shape
+  num_globals = side_k.shape[1]
+  block = local_radius + 1
+  nb = -(-length // block)
+  valid = common.valid_keys(key_mask, batch, length, length)
+
+  q_b = _blocks(q.astype(jnp.float32), block, nb)        # [b, nb, blk, h, d]
+  k_3 = _three_blocks(_blocks(k.astype(jnp.float32), block, nb))
+  v_3 = _three_blocks(_blocks(v.astype(jnp.float32), block, nb))
+  valid_3 = _three_blocks(_blocks(valid, block, nb))      # [b, nb, 3blk]
+  k_3, v_3 = (jnp.repeat(x, groups, axis=3) for x in (k_3, v_3))
+  local_logits = jnp.einsum('bnqhd,bnkhd->bnhqk', q_b, k_3) * scale
+
+  # Relative position of key slot c to query slot r inside the 3-block window.
+  rel = np.arange(3 * block)[None, :] - (np.arange(block) + block)[:, None]
+  allowed = (np.abs(rel) <= local_radius) & ((rel <= 0) if causal else True)
+  local_bias = jnp.where(allowed[None, None] & valid_3[:, :, None, :], 0.0,
+                         common.MASKED)[:, :, None]       # [b, nb, 1, blk, 3blk]
+  if position_bias is not None:
+    local_bias = local_bias + jnp.transpose(
+        position_bias.bias(jnp.asarray(rel)), (2, 0, 1))[None, None]
+
+  side_k, side_v = (jnp.repeat(x.astype(jnp.float32), groups, axis=2)
+                    for x in (side_k, side_v))
+  side_logits = jnp.einsum('bnqhd,bghd->bnhqg', q_b, side_k) * scale
+  position = jnp.arange(length)
+  if causal:
+    own_group = jnp.broadcast_to(position // global_block_size, (batch, length))
+    seen = ((jnp.arange(num_globals) + 1) * global_block_size - 1)[None, None] <= (
+        position[None, :, None])
+    side_allowed = seen & global_valid[:, None, :]
+  else:
+    own_group = block_ids
+    # A real token sees the valid globals (Hugging Face: mask == segment id).
+    side_allowed = valid[:, :, None] == global_valid[:, None, :]
+  side_bias = jnp.where(side_allowed, 0.0, common.MASKED)[..., None]  # [b, n, g, 1]
+  if side_position_bias is not None:
+    side_rel = jnp.arange(num_globals)[None, None, :] - own_group[:, :, None]
+    side_bias = side_bias + side_position_bias.bias(side_rel)
+  side_bias = jnp.transpose(_blocks(side_bias, block, nb), (0, 1, 4, 2, 3))
+
+  logits = jnp.concatenate([local_logits + local_bias, side_logits + side_bias],
+                           axis=-1)
+  weights = common.safe_softmax_weights(logits)
+  local_w, side_w = weights[..., :3 * block], weights[..., 3 * block:]
+  out = (jnp.einsum('bnhqk,bnkhd->bnqhd', local_w, v_3) +
+         jnp.einsum('bnhqg,bghd->bnqhd', side_w, side_v))
+  out = out.reshape(batch, nb * block, heads, -1)[:, :length]
+  return out.astype(v.dtype)
+
+
+def transient_global_step(q, keys, values, side_k, side_v, *, index,
+                          local_radius, global_block_size, position_bias=None,
+                          side_position_bias=None, scale=1.0):
+  """Causal TGlobal for one decoded query at `index` against cached keys.
+
+  keys/values: [batch, max_len, kv_heads, d] (valid up to index; the window
+  [index - local_radius, index] is read); side_k/v: the
+  cached projected global tokens, of which groups ending at or before index are
+  complete.
+  """
+  # Only the window is read: O(local_radius + globals) work per token.
+  positions = index - local_radius + jnp.arange(local_radius + 1)
+  safe = jnp.clip(positions, 0, keys.shape[1] - 1)
+  keys, values = jnp.take(keys, safe, axis=1), jnp.take(values, safe, axis=1)
+  heads = q.shape[2]
+  local_allowed = (positions >= 0) & (positions <= index)
+  local_bias = jnp.where(local_allowed, 0.0, common.MASKED)[None, :]  # [1, K]
+  if position_bias is not None:
+    local_bias = local_bias + jnp.transpose(position_bias.bias(positions - index))
+  num_globals = side_k.shape[1]
+  ends = (jnp.arange(num_globals) + 1) * global_block_size - 1
+  side_bias = jnp.where(ends <= index, 0.0, common.MASKED)[None, :]  # [1, G]
+  if side_position_bias is not None:
+    side_rel = jnp.arange(num_globals) - index // global_block_size
+    side_bias = side_bias + jnp.transpose(side_position_bias.bias(side_rel))
+  bias = jnp.concatenate(
+      [jnp.broadcast_to(local_bias, (heads, keys.shape[1])),
+       jnp.broadcast_to(side_bias, (heads, num_globals))], axis=-1)
+  bank_k = jnp.concatenate([keys, side_k.astype(keys.dtype)], axis=1)
+  bank_v = jnp.concatenate([values, side_v.astype(values.dtype)], axis=1)
+  return common.masked_dense_attention(q, bank_k, bank_v, bias[None, :, None, :],
+                                       scale)

@@ -1,0 +1,126 @@
+"""What every attention-scheme module receives, and the KV cache they share.
+
+A scheme module (dense, local, fovea, ...) is called by `MultiHeadAttention` as
+`scheme(query, key, value, inputs)` with projected `[batch, length, heads, head_dim]`
+arrays and an `AttentionInputs` bundle. In decode mode it owns its cache: the
+common `cached_key`, `cached_value`, `cache_index` (made here) plus any pooled
+pyramid it keeps. Every cache leaf except `cache_index` is batch-major so beam
+search can expand it.
+"""
+import dataclasses
+from typing import Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen import partitioning as nn_partitioning
+
+from fovea_jax import attention
+from fovea_jax.attention import common as attention_common
+from fovea_jax.sharding import axis_names as ax
+
+# [batch, length, kv_heads, head_dim] cached keys and values.
+CACHE_KV_AXES = (ax.CACHE_BATCH, ax.CACHE_LENGTH, ax.CACHE_HEADS, ax.CACHE_KV)
+MASKED = attention_common.MASKED
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionInputs:
+  """Everything besides q, k, v that a scheme may need.
+
+  key_mask: [batch, kv_len] bool, True = real token.
+  position_bias: the stack's shared T5 bias (None: no bias, e.g. cross-attention).
+  side_position_bias: LongT5 transient-global's second table (group positions).
+  inputs: the hidden states k and v were projected from (transient-global sums
+    them into global tokens); project_kv maps such states to (key, value) with the
+    layer's own projections.
+  decode: one-token incremental decoding against the cache (self-attention only).
+  bidirectional_prefix: [batch, length] bool, prefix-LM inputs (T5X's
+    decoder_causal_attention): positions marked True also see each other.
+  """
+  key_mask: Optional[jax.Array] = None
+  position_bias: Optional[attention.RelativePositionBias] = None
+  side_position_bias: Optional[attention.RelativePositionBias] = None
+  q_segment_ids: Optional[jax.Array] = None
+  kv_segment_ids: Optional[jax.Array] = None
+  inputs: Optional[jax.Array] = None
+  project_kv: Optional[Callable[[jax.Array], tuple]] = None
+  decode: bool = False
+  implementation: Optional[str] = None
+  bidirectional_prefix: Optional[jax.Array] = None
+
+
+def reject_packing(scheme_name: str, inputs: AttentionInputs):
+  """Sparse schemes cannot separate packed examples or open a bidirectional
+  prefix; say so instead of leaking or silently ignoring it."""
+  if inputs.q_segment_ids is not None or inputs.kv_segment_ids is not None:
+    raise ValueError(
+        f'attention scheme {scheme_name!r} does not support packed examples '
+        '(segment ids); use the dense scheme or turn packing off '
+        '(DatasetConfig.pack = False).')
+  if inputs.bidirectional_prefix is not None:
+    raise ValueError(
+        f'attention scheme {scheme_name!r} does not support prefix-LM inputs '
+        '(decoder_causal_attention); use the dense scheme or set '
+        'DecoderOnlyModel.inputs_bidirectional_attention = False.')
+
+
+@dataclasses.dataclass
+class KVCache:
+  """The common cache of one self-attention layer, after this step's update."""
+  key: jax.Array    # [batch, max_length, kv_heads, head_dim]
+  value: jax.Array
+  index: jax.Array  # int32 scalar: position of the token being decoded
+
+
+def kv_cache_step(module: nn.Module, key, value) -> Optional[KVCache]:
+  """Declares the cache; on later calls writes this token's key/value into it.
+
+  Returns None on the first (shape-setting) call, when `key` spans the whole
+  decode length, and the updated cache on every one-token call after that.
+  """
+  initialized = module.has_variable('cache', 'cached_key')
+  cached_key = nn_partitioning.variable_with_axes(
+      'cache', 'cached_key', jnp.zeros, key.shape, key.dtype, axes=CACHE_KV_AXES)
+  cached_value = nn_partitioning.variable_with_axes(
+      'cache', 'cached_value', jnp.zeros, value.shape, value.dtype,
+      axes=CACHE_KV_AXES)
+  cache_index = nn_partitioning.variable_with_axes(
+      'cache', 'cache_index', lambda: jnp.array(0, jnp.int32), axes=())
+  if not initialized:
+    return None
+  if key.shape[1] != 1:
+    raise ValueError(f'decode=True expects one token per row after the cache is '
+                     f'initialised, got length {key.shape[1]}.')
+  index = cache_index.value
+  cached_key.value = jax.lax.dynamic_update_slice(
+      cached_key.value, key.astype(cached_key.value.dtype), (0, index, 0, 0))
+  cached_value.value = jax.lax.dynamic_update_slice(
+      cached_value.value, value.astype(cached_value.value.dtype), (0, index, 0, 0))
+  cache_index.value = index + 1
+  return KVCache(cached_key.value, cached_value.value, index)
+
+
+def gather_positions(x, positions):
+  """x[:, positions] for a traced index vector, clipped (mask separately)."""
+  safe = jnp.clip(positions, 0, x.shape[1] - 1)
+  return jnp.take(x, safe, axis=1)
+
+
+def step_attention(query, keys, values, *, allowed, entry_bias=None,
+                   relative_position=None, position_bias=None):
+  """One query `[batch, 1, heads, head_dim]` against `keys [batch, K, kv_heads, d]`.
+
+  allowed: [K] or [batch, K] bool; entry_bias: optional [K] or [batch, K] extra
+  logit (pooling corrections); relative_position: [K] ints for the T5 bias.
+  scale is 1 (T5 folds 1/sqrt(d) into the query projection).
+  """
+  logit = jnp.where(allowed, 0.0, MASKED)
+  if entry_bias is not None:
+    logit = logit + entry_bias
+  logit = jnp.broadcast_to(logit, (query.shape[0], keys.shape[1]))
+  logit = logit[:, None, None, :]  # [batch, 1, 1, K]
+  if position_bias is not None:
+    values_kh = position_bias.bias(relative_position)  # [K, heads]
+    logit = logit + jnp.transpose(values_kh)[None, :, None, :]
+  return attention_common.masked_dense_attention(query, keys, values, logit, 1.0)

@@ -1,0 +1,113 @@
+"""Fovea attention as a scheme module, with O(log n) cached decoding.
+
+The full pass calls `attention.fovea_attention`. Decoding (causal) keeps, per tree
+level p >= 1, the running sums of keys and values over the aligned windows of 2^p
+tokens; a decoded token reads its raw neighbour blocks from the KV cache and the
+windows of its left nodes (fixed on the host by `fovea_nodes`) from the sums.
+"""
+import functools
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from fovea_jax import attention
+from fovea_jax.attention import fovea as fovea_lib
+from fovea_jax.layers.schemes import base
+from fovea_jax.layers.schemes import pyramid_cache
+
+
+# First block of an absent node: far enough left that all its windows are < 0.
+_NO_NODE = -(1 << 20)
+
+
+@functools.lru_cache(maxsize=32)
+def causal_decode_plan(max_len, block_len, wing, edge, max_level):
+  """Per pooled level p: `firsts[num_blocks, nodes]` first block of each node."""
+  num_blocks = -(-max_len // block_len)
+  per_block = [fovea_lib.fovea_nodes(s, num_blocks, wing=wing, edge=edge,
+                                     max_level=max_level, causal=True)
+               for s in range(num_blocks)]
+  levels = sorted({lvl for nodes in per_block for lvl, _ in nodes if lvl})
+  for level in levels:
+    if block_len % (2 ** level):
+      raise ValueError(
+          f'fovea decoding keeps windows of 2^{level} tokens aligned to blocks: '
+          f'block_len ({block_len}) must be divisible by {2 ** level} for '
+          f'max_decode_length {max_len}; use a power-of-two block_len or set '
+          'max_level.')
+  plan = {}
+  for level in levels:
+    width = max(sum(1 for lvl, _ in nodes if lvl == level) for nodes in per_block)
+    firsts = np.full((num_blocks, width), _NO_NODE, np.int32)
+    for s, nodes in enumerate(per_block):
+      mine = [first for lvl, first in nodes if lvl == level]
+      firsts[s, :len(mine)] = mine
+    plan[level] = firsts
+  return plan
+
+
+class FoveaScheme(nn.Module):
+  block_len: int = 128
+  wing: int = 1
+  edge: str = 'clip'
+  coarse_weight: str = 'once'
+  max_level: Optional[int] = None
+  causal: bool = False
+
+  @nn.compact
+  def __call__(self, query, key, value, inputs: base.AttentionInputs):
+    base.reject_packing('fovea', inputs)
+    if inputs.decode:
+      cache = base.kv_cache_step(self, key, value)
+      max_len = self.get_variable('cache', 'cached_key').shape[1]
+      plan = causal_decode_plan(max_len, self.block_len, self.wing, self.edge,
+                                self.max_level)
+      sums = {level: pyramid_cache.declare(self, f'level{level}',
+                                           -(-max_len // 2 ** level))
+              for level in plan}
+      if cache is not None:
+        return self._step(query, key, value, cache, plan, sums, inputs)
+    return attention.fovea_attention(
+        query, key, value, block_len=self.block_len, wing=self.wing,
+        edge=self.edge, coarse_weight=self.coarse_weight,
+        max_level=self.max_level, causal=self.causal, scale=1.0,
+        key_mask=inputs.key_mask, position_bias=inputs.position_bias,
+        implementation=inputs.implementation)
+
+  def _step(self, query, key, value, cache, plan, sums, inputs):
+    if not self.causal:
+      raise ValueError('incremental decoding of fovea attention is causal only.')
+    t, block = cache.index, self.block_len
+    s = t // block
+    # Raw level 0: blocks s - wing .. s, up to and including the query itself.
+    raw = (s - self.wing) * block + jnp.arange((self.wing + 1) * block)
+    bank_k = [base.gather_positions(cache.key, raw)]
+    bank_v = [base.gather_positions(cache.value, raw)]
+    allowed = [(raw >= 0) & (raw <= t)]
+    entry_bias = [jnp.zeros(raw.shape)]
+    relative = [raw - t]
+    for level, firsts in plan.items():
+      size = 2 ** level
+      key_sums, value_sums = sums[level]
+      pyramid_cache.add(key_sums, t // size, key)
+      pyramid_cache.add(value_sums, t // size, value)
+      node_first = jnp.asarray(firsts)[s]                     # [nodes]
+      windows = (node_first[:, None] * (block // size) +
+                 jnp.arange(block)[None]).reshape(-1)
+      bank_k.append((base.gather_positions(key_sums.value, windows) / size
+                     ).astype(cache.key.dtype))
+      bank_v.append((base.gather_positions(value_sums.value, windows) / size
+                     ).astype(cache.value.dtype))
+      # Windows before token 0 lie wholly outside (aligned grid): masked.
+      allowed.append(windows >= 0)
+      correction = 0.0 if self.coarse_weight == 'once' else math.log(size)
+      entry_bias.append(jnp.full(windows.shape, correction))
+      relative.append(windows * size + size - 1 - t)  # nearest token: its last
+    return base.step_attention(
+        query, jnp.concatenate(bank_k, 1), jnp.concatenate(bank_v, 1),
+        allowed=jnp.concatenate(allowed), entry_bias=jnp.concatenate(entry_bias),
+        relative_position=jnp.concatenate(relative),
+        position_bias=inputs.position_bias)

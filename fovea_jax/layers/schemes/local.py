@@ -1,0 +1,46 @@
+"""Local attention (sliding window or same-block) as a scheme module.
+
+Serves LongT5's local attention (window = local_radius, bidirectional) and the
+sparse layers of the MASFormer schedule (sliding window or block-local).
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fovea_jax import attention
+from fovea_jax.layers.schemes import base
+
+
+class LocalScheme(nn.Module):
+  """Exactly one of `window` (|i-j| <= window) or `block_len` (same block)."""
+  window: Optional[int] = None
+  block_len: Optional[int] = None
+  causal: bool = False
+
+  @nn.compact
+  def __call__(self, query, key, value, inputs: base.AttentionInputs):
+    if (self.window is None) == (self.block_len is None):
+      raise ValueError('LocalScheme needs exactly one of window or block_len, got '
+                       f'window={self.window}, block_len={self.block_len}.')
+    base.reject_packing('local', inputs)
+    if inputs.decode:
+      cache = base.kv_cache_step(self, key, value)
+      if cache is not None:
+        # Only the window (or block) is read: O(window) work per token.
+        t = cache.index
+        if self.window is not None:
+          positions = t - self.window + jnp.arange(self.window + 1)
+        else:
+          positions = t // self.block_len * self.block_len + jnp.arange(
+              self.block_len)
+        return base.step_attention(
+            query, base.gather_positions(cache.key, positions),
+            base.gather_positions(cache.value, positions),
+            allowed=(positions >= 0) & (positions <= t),
+            relative_position=positions - t,
+            position_bias=inputs.position_bias)
+    return attention.local_attention(
+        query, key, value, window=self.window, block_len=self.block_len,
+        causal=self.causal, scale=1.0, key_mask=inputs.key_mask,
+        position_bias=inputs.position_bias, implementation=inputs.implementation)

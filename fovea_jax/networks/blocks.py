@@ -1,0 +1,92 @@
+"""Transformer layers of the T5.1.1 layout: pre-RMSNorm, residual, dropout.
+
+Parameter names follow T5X (`pre_attention_layer_norm`, `attention`,
+`pre_mlp_layer_norm`, `mlp`; decoder: `pre_self_attention_layer_norm`,
+`self_attention`, `pre_cross_attention_layer_norm`, `encoder_decoder_attention`).
+Layer 0 of every stack owns the relative-position table(s) (`relpos_bias`, and
+`side_relpos_bias` for LongT5 transient-global) and hands the resulting
+`RelativePositionBias` to every later layer of its stack.
+"""
+from typing import Callable
+
+import flax.linen as nn
+
+from fovea_jax import layers
+from fovea_jax.networks.config import Config
+from fovea_jax.networks.schemes import Dense
+
+
+def dropout_layer(config: Config):
+  """T5X's dropout: the mask is shared along the length axis."""
+  return nn.Dropout(config.dropout_rate, broadcast_dims=(-2,))
+
+
+def _attention(config: Config, scheme_factory, name):
+  return layers.MultiHeadAttention(
+      num_heads=config.num_heads, head_dim=config.head_dim,
+      num_kv_heads=config.num_kv_heads, scheme_factory=scheme_factory,
+      dtype=config.activation_dtype, implementation=config.implementation,
+      name=name)
+
+
+def norm_layer(config: Config, name):
+  """T5 RMSNorm in the compute dtype."""
+  return layers.RMSNorm(epsilon=config.layer_norm_epsilon,
+                        dtype=config.activation_dtype, name=name)
+
+
+def _bias_table(config: Config, bidirectional, name):
+  return layers.RelativePositionBiasTable(
+      num_heads=config.num_heads, num_buckets=config.relative_attention_num_buckets,
+      max_distance=config.relative_attention_max_distance,
+      bidirectional=bidirectional, dtype=config.activation_dtype, name=name)()
+
+
+class TransformerLayer(nn.Module):
+  """Self-attention (+ cross-attention when `encoded` is given) + gated MLP.
+
+  biases: (T5 bias, side bias) made by layer 0; pass None to layer 0 itself
+  (`owns_biases=True`), which returns them for the rest of the stack.
+  """
+  config: Config
+  scheme_factory: Callable
+  bidirectional: bool
+  is_decoder: bool = False
+  with_side_bias: bool = False
+  owns_biases: bool = False
+
+  @nn.compact
+  def __call__(self, x, biases=None, *, key_mask=None, segment_ids=None,
+               encoded=None, encoder_key_mask=None, encoder_segment_ids=None,
+               bidirectional_prefix=None, deterministic=True, decode=False):
+    cfg = self.config
+    if self.owns_biases:
+      side = (_bias_table(cfg, self.bidirectional, 'side_relpos_bias')
+              if self.with_side_bias else None)
+      biases = (_bias_table(cfg, self.bidirectional, 'relpos_bias'), side)
+    position_bias, side_bias = biases
+    prefix = 'self_' if self.is_decoder else ''
+    y = norm_layer(cfg, f'pre_{prefix}attention_layer_norm')(x)
+    y = _attention(cfg, self.scheme_factory, f'{prefix}attention')(
+        y, y, key_mask=key_mask, position_bias=position_bias,
+        side_position_bias=side_bias, q_segment_ids=segment_ids,
+        kv_segment_ids=segment_ids, bidirectional_prefix=bidirectional_prefix,
+        decode=decode)
+    x = layers.constrain_activations(
+        x + dropout_layer(cfg)(y, deterministic=deterministic))
+    if encoded is not None:
+      y = norm_layer(cfg, 'pre_cross_attention_layer_norm')(x)
+      y = _attention(cfg, Dense().module_factory(causal=False),
+                     'encoder_decoder_attention')(
+                         y, encoded, key_mask=encoder_key_mask,
+                         q_segment_ids=segment_ids,
+                         kv_segment_ids=encoder_segment_ids)
+      x = layers.constrain_activations(
+          x + dropout_layer(cfg)(y, deterministic=deterministic))
+    y = norm_layer(cfg, 'pre_mlp_layer_norm')(x)
+    y = layers.MlpBlock(intermediate_dim=cfg.mlp_dim,
+                        activations=cfg.mlp_activations,
+                        dropout_rate=cfg.dropout_rate,
+                        dtype=cfg.activation_dtype, name='mlp')(y, deterministic)
+    x = x + dropout_layer(cfg)(y, deterministic=deterministic)
+    return layers.constrain_activations(x), biases
