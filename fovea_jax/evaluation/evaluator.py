@@ -96,7 +96,9 @@ class SeqioEvaluation:
       num_examples: Optional[int] = None,
   ):
     check_task_feature_lengths(cfg.task_feature_lengths)
-    get_mixture_or_task(cfg.mixture_or_task_name, cfg.module)  # Clear errors.
+    # Fail here, clearly, on an unknown task or a missing vocabulary file.
+    pipeline.load_vocabularies(
+        get_mixture_or_task(cfg.mixture_or_task_name, cfg.module))
     self._cfg = dataclasses.replace(cfg, pack=False)
     self._log_dir = log_dir
     # seqio's loggers write into log_dir but never create it.
