@@ -1,0 +1,118 @@
+"""The public attention functions: validate, pick an implementation, dispatch.
+
+Every function takes `[batch, length, heads, head_dim]` arrays (k/v may have fewer
+heads) and returns q's shape in v's dtype. `implementation` is None (best for the
+backend), 'reference' (the dense oracle of ../shared/spec/attention.md), 'xla' or
+'pallas'.
+"""
+from __future__ import annotations
+
+from fovea_jax.attention import common
+from fovea_jax.attention import dense
+from fovea_jax.attention import fma
+from fovea_jax.attention import fovea
+from fovea_jax.attention import local
+from fovea_jax.attention import pyramid
+from fovea_jax.attention import registry
+
+
+def _validate(q, k, v, key_mask, position_bias, *, same_length):
+  common.check_qkv(q, k, v, same_length=same_length)
+  key_mask = common.check_key_mask(key_mask, k)
+  common.check_position_bias(position_bias, q.shape[2])
+  return key_mask
+
+
+def run_tree_layout(layout, q, k, v, *, scale, key_mask, position_bias,
+                    implementation, coarse_levels=None):
+  """Builds the flat K/V buffer of `layout` and runs an engine over it."""
+  batch, length = k.shape[:2]
+  valid = common.valid_keys(key_mask, batch, length, length)
+  k_flat, v_flat, entry_bias = pyramid.build_flat_kv(layout, k, v, valid,
+                                                     coarse_levels)
+  engine = registry.tree_engine(implementation)
+  return engine(q, k_flat, v_flat, entry_bias, layout,
+                scale=common.default_scale(scale, q.shape[-1]),
+                position_bias=position_bias)
+
+
+def dot_product_attention(q, k, v, *, scale=None, causal=False, key_mask=None,
+                          position_bias=None, q_segment_ids=None,
+                          kv_segment_ids=None, implementation=None):
+  """Dense attention. 'xla' materializes the scores; 'pallas' is flash attention."""
+  key_mask = _validate(q, k, v, key_mask, position_bias, same_length=False)
+  implementation = registry.resolve_implementation(implementation)
+  if causal and q.shape[1] != k.shape[1]:
+    raise ValueError(f'causal=True needs q length {q.shape[1]} == k length '
+                     f'{k.shape[1]}; for decoding pass key_mask instead.')
+  segmented = q_segment_ids is not None or kv_segment_ids is not None
+  if implementation == 'pallas' and not segmented and q.shape[1] == k.shape[1]:
+    layout = dense.flash_layout(q.shape[1], causal=causal)
+    return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
+                           position_bias=position_bias, implementation='pallas')
+  return dense.dot_product_attention_reference(
+      q, k, v, scale=scale, causal=causal, key_mask=key_mask,
+      position_bias=position_bias, q_segment_ids=q_segment_ids,
+      kv_segment_ids=kv_segment_ids)
+
+
+def fovea_attention(q, k, v, *, block_len, wing=1, edge='clip', coarse_weight='once',
+                    max_level=None, causal=False, scale=None, key_mask=None,
+                    position_bias=None, implementation=None):
+  """Fovea attention (spec section 2)."""
+  key_mask = _validate(q, k, v, key_mask, position_bias, same_length=True)
+  options = dict(block_len=block_len, wing=wing, edge=edge,
+                 coarse_weight=coarse_weight, max_level=max_level, causal=causal)
+  layout = fovea.fovea_layout(q.shape[1], **options)  # validates options
+  implementation = registry.resolve_implementation(implementation)
+  if implementation == 'reference':
+    return fovea.fovea_attention_reference(q, k, v, scale=scale, key_mask=key_mask,
+                                           position_bias=position_bias, **options)
+  return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
+                         position_bias=position_bias, implementation=implementation)
+
+
+def fma_attention(q, k, v, *, fine_len, rank, downsample='avg', k_levels=None,
+                  v_levels=None, causal=False, scale=None, key_mask=None,
+                  implementation=None):
+  """Fast Multipole Attention (spec section 3); learned levels via k/v_levels."""
+  key_mask = _validate(q, k, v, key_mask, None, same_length=True)
+  layout = fma.fma_layout(q.shape[1], fine_len=fine_len, rank=rank,
+                          downsample=downsample, causal=causal)
+  coarse = fma.check_levels(k_levels, v_levels, k, q.shape[1], fine_len, rank)
+  if (coarse is None) != (downsample == 'avg'):
+    raise ValueError("downsample='grouped_conv' is learned: pass k_levels and "
+                     "v_levels (the FMA Flax layer computes them); "
+                     "downsample='avg' takes none.")
+  implementation = registry.resolve_implementation(implementation)
+  if implementation == 'reference':
+    return fma.fma_attention_reference(
+        q, k, v, fine_len=fine_len, rank=rank, downsample=downsample,
+        k_levels=k_levels, v_levels=v_levels, causal=causal, scale=scale,
+        key_mask=key_mask)
+  return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
+                         position_bias=None, implementation=implementation,
+                         coarse_levels=coarse)
+
+
+def local_attention(q, k, v, *, window=None, block_len=None, causal=False,
+                    scale=None, key_mask=None, position_bias=None,
+                    implementation=None):
+  """Sliding-window (`window`) or block-local (`block_len`) attention."""
+  key_mask = _validate(q, k, v, key_mask, position_bias, same_length=True)
+  layout = local.local_layout(q.shape[1], window=window, block_len=block_len,
+                              causal=causal)
+  implementation = registry.resolve_implementation(implementation)
+  if implementation == 'reference':
+    return local.local_attention_reference(
+        q, k, v, window=window, block_len=block_len, causal=causal, scale=scale,
+        key_mask=key_mask, position_bias=position_bias)
+  return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
+                         position_bias=position_bias, implementation=implementation)
+
+
+registry.register_scheme('dense', dot_product_attention,
+                         dense.dot_product_attention_reference)
+registry.register_scheme('fovea', fovea_attention, fovea.fovea_attention_reference)
+registry.register_scheme('fma', fma_attention, fma.fma_attention_reference)
+registry.register_scheme('local', local_attention, local.local_attention_reference)

@@ -1,0 +1,188 @@
+"""Fast Multipole Attention (Kang, Tran, De Sterck 2023), O(n log n) variant.
+
+Queries stay at full resolution; keys and values far from a query are replaced by
+coarse entries whose resolution halves with each level of the fast multipole
+method's interaction lists (spec section 3). This module owns the level geometry,
+the interaction lists, the dense oracle and the static TreeLayout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from fovea_jax.attention import common
+from fovea_jax.attention import layout as layout_lib
+
+DOWNSAMPLES = ('avg', 'grouped_conv')
+
+
+@dataclasses.dataclass(frozen=True)
+class FmaLevel:
+  """Coarse level l: groups of `group_size` tokens, `rank` entries of `window`."""
+  level: int
+  group_size: int
+  window: int
+  num_groups: int
+  num_entries: int
+
+
+def _check(fine_len, rank):
+  common.check_positive_int('fine_len', fine_len)
+  common.check_positive_int('rank', rank)
+  if fine_len % rank:
+    raise ValueError(f'rank ({rank}) must divide the group size fine_len '
+                     f'({fine_len}) so every coarse entry averages whole tokens.')
+
+
+def fma_padded_length(length, fine_len):
+  """Length padded (with masked keys) up to `fine_len * 2^k`."""
+  common.check_positive_int('fine_len', fine_len)
+  blocks = max(1, -(-length // fine_len))
+  return fine_len * (1 << (blocks - 1).bit_length())
+
+
+def fma_levels(length, fine_len, rank):
+  """The coarse levels 1..L for a sequence of `length` tokens."""
+  _check(fine_len, rank)
+  padded = fma_padded_length(length, fine_len)
+  num_levels = max(int(math.log2(padded // fine_len)) - 1, 0)
+  levels = []
+  for level in range(1, num_levels + 1):
+    group = fine_len * 2 ** (level - 1)
+    levels.append(FmaLevel(level, group, group // rank, padded // group,
+                           padded // group * rank))
+  return tuple(levels)
+
+
+def _far_groups(index, num_groups, causal):
+  """Left (and right) interaction list of group `index` at one level."""
+  left = [index - 3, index - 2] if index % 2 else [index - 2]
+  right = [] if causal else ([index + 2] if index % 2 else [index + 2, index + 3])
+  return [g for g in left + right if 0 <= g < num_groups]
+
+
+def fma_interactions(fine_block, num_fine_blocks, levels, causal):
+  """`[(level, first_group, last_group)]` far field plus near-field blocks."""
+  near = list(range(max(fine_block - 1, 0),
+                    min(fine_block + (0 if causal else 1), num_fine_blocks - 1) + 1))
+  far = []
+  for lvl in levels:
+    groups = _far_groups(fine_block >> (lvl.level - 1), lvl.num_groups, causal)
+    # Left groups are contiguous, right groups are contiguous.
+    for side in ([g for g in groups if g < fine_block >> (lvl.level - 1)],
+                 [g for g in groups if g > fine_block >> (lvl.level - 1)]):
+      if side:
+        far.append((lvl, min(side), max(side)))
+  return near, far
+
+
+def fma_attention_reference(q, k, v, *, fine_len, rank, downsample='avg',
+                            k_levels=None, v_levels=None, causal=False, scale=None,
+                            key_mask=None):
+  """Dense oracle: a key bank `[K; K_1; ...; K_L]` with the interaction mask.
+
+  For `'avg'` the coarse entries are window means and carry ln(valid count); for
+  learned levels they are the given arrays and carry ln(window). With 'avg' this
+  equals dense softmax with far keys replaced by their window means.
+  """
+  common.check_qkv(q, k, v, same_length=True)
+  common.check_choice('downsample', downsample, DOWNSAMPLES)
+  n = q.shape[1]
+  levels = fma_levels(n, fine_len, rank)
+  padded = fma_padded_length(n, fine_len)
+  batch = q.shape[0]
+  scale = common.default_scale(scale, q.shape[-1])
+  valid = common.valid_keys(key_mask, batch, n, padded).astype(jnp.float32)
+  keep = valid[:, :, None, None]
+  k_pad = common.pad_length(k.astype(jnp.float32), padded) * keep
+  v_pad = common.pad_length(v.astype(jnp.float32), padded) * keep
+  banks_k, banks_v, corrections = [k_pad], [v_pad], [jnp.where(valid > 0, 0.0,
+                                                               common.MASKED)]
+  for i, lvl in enumerate(levels):
+    counts = valid.reshape(batch, -1, lvl.window).sum(-1)
+    if k_levels is None:
+      denom = jnp.maximum(counts, 1.0)[:, :, None, None]
+      shape = (batch, lvl.num_entries, lvl.window) + k.shape[2:]
+      banks_k.append(k_pad.reshape(shape).sum(2) / denom)
+      banks_v.append(v_pad.reshape(shape).sum(2) / denom)
+      corr = jnp.log(jnp.maximum(counts, 1.0))
+    else:
+      banks_k.append(k_levels[i].astype(jnp.float32))
+      banks_v.append(v_levels[i].astype(jnp.float32))
+      corr = jnp.full_like(counts, math.log(lvl.window))
+    corrections.append(jnp.where(counts > 0, corr, common.MASKED))
+  bank_k = jnp.concatenate(banks_k, axis=1)
+  bank_v = jnp.concatenate(banks_v, axis=1)
+  # Static [n, bank] interaction mask from the lists.
+  offsets = np.cumsum([padded] + [lvl.num_entries for lvl in levels])
+  allowed = np.zeros((n, offsets[-1]), bool)
+  num_fine = padded // fine_len
+  for t in range(n):
+    near, far = fma_interactions(t // fine_len, num_fine, levels, causal)
+    for b in near:
+      allowed[t, b * fine_len:(b + 1) * fine_len] = True
+    for lvl, g0, g1 in far:
+      base = offsets[lvl.level - 1]
+      allowed[t, base + g0 * rank:base + (g1 + 1) * rank] = True
+  if causal:
+    allowed[:, :padded] &= np.tril(np.ones((n, padded), bool))
+  bias = (jnp.where(allowed, 0.0, common.MASKED)[None, None] +
+          jnp.concatenate(corrections, axis=1)[:, None, None, :])
+  return common.masked_dense_attention(q, bank_k, bank_v, bias, scale).astype(v.dtype)
+
+
+def fma_layout(length, *, fine_len, rank, downsample='avg',
+               causal=False) -> layout_lib.TreeLayout:
+  """The cached TreeLayout of FMA for one configuration."""
+  _check(fine_len, rank)
+  common.check_choice('downsample', downsample, DOWNSAMPLES)
+  return _fma_layout(int(length), int(fine_len), int(rank), downsample,
+                     bool(causal))
+
+
+@functools.lru_cache(maxsize=64)
+def _fma_layout(length, fine_len, rank, downsample, causal):
+  levels = fma_levels(length, fine_len, rank)
+  padded = fma_padded_length(length, fine_len)
+  correction = 'log_count' if downsample == 'avg' else 'log_window'
+  specs = [(1, 1, 0, padded, 'none')]
+  specs += [(lvl.window, lvl.window, 0, lvl.num_entries, correction)
+            for lvl in levels]
+  num_fine = padded // fine_len
+
+  def spans(block, segments):
+    near, far = fma_interactions(block, num_fine, levels, causal)
+    out = [(segments[0].offset + near[0] * fine_len, len(near) * fine_len)]
+    for lvl, g0, g1 in far:
+      out.append((segments[lvl.level].offset + g0 * rank, (g1 - g0 + 1) * rank))
+    return out
+
+  return layout_lib.make_layout(
+      length=length, query_block=fine_len, token_length=padded, segment_specs=specs,
+      spans_of_block=spans, causal=causal)
+
+
+def check_levels(k_levels, v_levels, k, length, fine_len, rank):
+  """Validates learned coarse levels against the geometry; returns them by segment."""
+  levels = fma_levels(length, fine_len, rank)
+  if (k_levels is None) != (v_levels is None):
+    raise ValueError('pass both k_levels and v_levels, or neither.')
+  if k_levels is None:
+    return None
+  if len(k_levels) != len(levels) or len(v_levels) != len(levels):
+    raise ValueError(f'k_levels/v_levels need {len(levels)} levels for length '
+                     f'{length} (fine_len {fine_len}), got {len(k_levels)} and '
+                     f'{len(v_levels)}.')
+  result = {}
+  for lvl, kl, vl in zip(levels, k_levels, v_levels):
+    want = (k.shape[0], lvl.num_entries) + k.shape[2:]
+    if kl.shape != want or vl.shape != want:
+      raise ValueError(f'k_levels/v_levels[{lvl.level - 1}] must have shape {want} '
+                       f'(batch, groups*rank, kv_heads, head_dim), got {kl.shape} '
+                       f'and {vl.shape}.')
+    result[lvl.level] = (kl, vl)
+  return result

@@ -1,0 +1,233 @@
+"""Benchmarks every attention scheme against dense attention, side by side.
+
+For each scheme, implementation and length: forward and forward+backward wall time
+(best of --repeats after a compile run) and peak memory (XLA's buffer assignment of
+the compiled program: arguments + outputs + temporaries; on GPU also the device's
+own peak counter), plus the scheme's attended fraction of the dense score matrix so
+that time can be read against the ideal. Prints a table and writes JSON and a PNG
+(log-log time and memory against length).
+
+  python tools/benchmark_attention.py                      # 1k..64k
+  python tools/benchmark_attention.py --max_len 8192 --schemes dense,fovea
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from fovea_jax import attention  # noqa: E402
+from fovea_jax.attention import dense as dense_lib  # noqa: E402
+from fovea_jax.attention import registry  # noqa: E402
+
+
+def scheme_table(block_len, fine_len, rank, window):
+  """name -> (attention function, layout function or None for materialized)."""
+  return {
+      'dense': (attention.dot_product_attention,
+                lambda n: dense_lib.flash_layout(n, causal=False)),
+      'fovea': (functools.partial(attention.fovea_attention, block_len=block_len),
+                lambda n: attention.fovea_layout(n, block_len=block_len)),
+      'fma': (functools.partial(attention.fma_attention, fine_len=fine_len,
+                                rank=rank),
+              lambda n: attention.fma_layout(n, fine_len=fine_len, rank=rank)),
+      'sliding': (functools.partial(attention.local_attention, window=window),
+                  lambda n: attention.local_layout(n, window=window)),
+  }
+
+
+def cudnn_dense(q, k, v):
+  return jax.nn.dot_product_attention(q, k, v, implementation='cudnn')
+
+
+def available_memory_bytes():
+  if jax.default_backend() == 'cpu':
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES')
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get('bytes_limit', 1 << 60)
+
+
+def compiled_peak_bytes(compiled):
+  analysis = compiled.memory_analysis()
+  if analysis is None:
+    return float('nan')
+  return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
+          analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
+def time_compiled(compiled, args, repeats):
+  jax.block_until_ready(compiled(*args))  # warm-up
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def measure(fn, args, repeats, memory_limit):
+  """`(fwd_s, fwd_bytes, fwdbwd_s, fwdbwd_bytes)`; time is None when it cannot fit."""
+  def loss(q, k, v):
+    return jnp.sum(fn(q, k, v).astype(jnp.float32))
+
+  results = []
+  for program in (fn, jax.grad(loss, argnums=(0, 1, 2))):
+    compiled = jax.jit(program).lower(*args).compile()
+    peak = compiled_peak_bytes(compiled)
+    seconds = None
+    if not peak > memory_limit:
+      seconds = time_compiled(compiled, args, repeats)
+    results += [seconds, peak]
+    del compiled
+  return tuple(results)
+
+
+def run(args):
+  lengths = [n for n in args.lengths if n <= args.max_len]
+  schemes = scheme_table(args.block_len, args.fine_len, args.rank, args.window)
+  implementations = args.implementations or (
+      ['xla'] + (['pallas'] if registry.pallas_available() else []))
+  dtype = jnp.dtype(args.dtype)
+  memory_limit = available_memory_bytes() * 0.8
+  rows = []
+  for n in lengths:
+    key = jax.random.PRNGKey(n)
+    q, k, v = (jax.random.normal(kk, (args.batch, n, args.heads, args.head_dim),
+                                 dtype) for kk in jax.random.split(key, 3))
+    candidates = []
+    for name in args.schemes:
+      fn, layout_of = schemes[name]
+      fraction = 1.0 if name == 'dense' else layout_of(n).attended_fraction()
+      for impl in implementations:
+        if name == 'dense' and impl == 'reference':
+          continue
+        candidates.append((name, impl, fraction,
+                           functools.partial(fn, implementation=impl)))
+    if 'dense' in args.schemes and jax.default_backend() == 'gpu':
+      candidates.append(('dense', 'cudnn', 1.0, cudnn_dense))
+    for name, impl, fraction, fn in candidates:
+      fwd_s, fwd_b, both_s, both_b = measure(fn, (q, k, v), args.repeats,
+                                             memory_limit)
+      row = dict(scheme=name, implementation=impl, length=n, fraction=fraction,
+                 forward_s=fwd_s, forward_bytes=fwd_b, fwd_bwd_s=both_s,
+                 fwd_bwd_bytes=both_b)
+      rows.append(row)
+      print(format_row(row), flush=True)
+  add_ratios(rows)
+  return rows
+
+
+def add_ratios(rows):
+  """Speedup over dense XLA measured in the same run, and its ideal."""
+  dense = {r['length']: r for r in rows
+           if r['scheme'] == 'dense' and r['implementation'] == 'xla'}
+  for r in rows:
+    ref = dense.get(r['length'])
+    r['ideal_speedup'] = 1.0 / r['fraction']
+    r['fwd_bwd_speedup'] = None
+    if ref and ref['fwd_bwd_s'] and r['fwd_bwd_s']:
+      r['fwd_bwd_speedup'] = ref['fwd_bwd_s'] / r['fwd_bwd_s']
+
+
+def _fmt_s(x):
+  return '     OOM' if x is None else f'{x:8.3f}'
+
+
+def _fmt_gb(x):
+  return f'{x / 2**30:7.2f}'
+
+
+HEADER = (f"{'scheme':8} {'impl':7} {'length':>6} {'frac':>6} {'fwd s':>8} "
+          f"{'fwd GiB':>7} {'f+b s':>8} {'f+b GiB':>7}")
+
+
+def format_row(r):
+  return (f"{r['scheme']:8} {r['implementation']:7} {r['length']:6d} "
+          f"{r['fraction']:6.3f} {_fmt_s(r['forward_s'])} "
+          f"{_fmt_gb(r['forward_bytes'])} {_fmt_s(r['fwd_bwd_s'])} "
+          f"{_fmt_gb(r['fwd_bwd_bytes'])}")
+
+
+def print_summary(rows):
+  print('\n' + HEADER + f" {'speedup':>8} {'ideal':>6} {'eff':>5}")
+  for r in rows:
+    speed = r['fwd_bwd_speedup']
+    extra = (f" {speed:8.2f} {r['ideal_speedup']:6.2f} "
+             f"{speed / r['ideal_speedup']:5.0%}" if speed else '')
+    print(format_row(r) + extra)
+
+
+def plot(rows, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 5))
+  series = sorted({(r['scheme'], r['implementation']) for r in rows})
+  for scheme, impl in series:
+    pts = [r for r in rows if (r['scheme'], r['implementation']) == (scheme, impl)]
+    timed = [r for r in pts if r['fwd_bwd_s']]
+    label = f'{scheme} ({impl})'
+    ax_t.plot([r['length'] for r in timed], [r['fwd_bwd_s'] for r in timed], 'o-',
+              label=label)
+    ax_m.plot([r['length'] for r in pts], [r['fwd_bwd_bytes'] / 2**30 for r in pts],
+              'o-', label=label)
+  for ax, title in ((ax_t, 'forward+backward time (s)'),
+                    (ax_m, 'forward+backward peak memory (GiB)')):
+    ax.set_xscale('log', base=2)
+    ax.set_yscale('log')
+    ax.set_xlabel('sequence length')
+    ax.set_title(title)
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(f'attention on {jax.devices()[0].device_kind}')
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawTextHelpFormatter)
+  parser.add_argument('--lengths', type=lambda s: [int(x) for x in s.split(',')],
+                      default=[1024, 2048, 4096, 8192, 16384, 32768, 65536])
+  parser.add_argument('--max_len', type=int, default=65536)
+  parser.add_argument('--schemes', type=lambda s: s.split(','),
+                      default=['dense', 'fovea', 'fma', 'sliding'])
+  parser.add_argument('--implementations', type=lambda s: s.split(','),
+                      default=None, help='default: xla, plus pallas if available')
+  parser.add_argument('--batch', type=int, default=1)
+  parser.add_argument('--heads', type=int, default=12)
+  parser.add_argument('--head_dim', type=int, default=64)
+  parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--block_len', type=int, default=128)
+  parser.add_argument('--fine_len', type=int, default=128)
+  parser.add_argument('--rank', type=int, default=32)
+  parser.add_argument('--window', type=int, default=128)
+  parser.add_argument('--repeats', type=int, default=2)
+  parser.add_argument('--out', default='benchmarks/out/attention')
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  print(f'device: {jax.devices()[0].device_kind}, batch {args.batch}, heads '
+        f'{args.heads}, head_dim {args.head_dim}, {args.dtype}\n{HEADER}')
+  rows = run(args)
+  print_summary(rows)
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.with_suffix('.json').write_text(json.dumps(rows, indent=1))
+  plot(rows, out.with_suffix('.png'))
+  print(f'\nwrote {out.with_suffix(".json")} and {out.with_suffix(".png")}')
+
+
+if __name__ == '__main__':
+  main()
