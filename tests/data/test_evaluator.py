@@ -1,12 +1,12 @@
 """seqio.Evaluator runs with batch predict/score functions and writes logs."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 
 from fovea_jax import data
+from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.evaluation import evaluator
 
 
@@ -47,7 +47,11 @@ def test_rouge_of_predictions_and_the_logs_written(tmp_path):
   logged = [json.loads(line) for line in lines.splitlines()]
   assert [entry['step'] for entry in logged] == [3, 4]
   assert logged[0]['rouge1'] == 100.0
-  assert os.listdir(log_dir / 'tensorboard')
+  events = [e for path in (log_dir / 'tensorboard').iterdir()
+            for e in tf.compat.v1.train.summary_iterator(str(path))]
+  rouge1 = {e.step: tf.make_ndarray(v.tensor) for e in events
+            for v in e.summary.value if v.tag == 'stdlib_summarization/rouge1'}
+  assert rouge1[3] == pytest.approx(100.0) and rouge1[4] < 5
 
 
 def test_perplexity_and_bits_per_byte_from_token_scores(tmp_path):
