@@ -124,3 +124,22 @@ def test_processes_read_disjoint_shards_of_half_the_batch():
   with pytest.raises(ValueError, match='not divisible'):
     data.get_dataset(_config(batch_size=3),
                      shard_info=seqio.ShardInfo(index=0, num_shards=2))
+
+
+def test_one_processes_saved_state_resumes_every_process():
+  # Multi-host checkpoints keep the data state one process saved.
+  cfg = _config(split='validation', batch_size=2)
+  first, second = (seqio.ShardInfo(index=i, num_shards=2) for i in range(2))
+  saver = data.DataIterator(cfg, shard_info=first)
+  uninterrupted = data.DataIterator(cfg, shard_info=second)
+  for _ in range(2):
+    next(saver)
+    next(uninterrupted)
+  resumed = data.DataIterator(cfg, shard_info=second, state=saver.get_state())
+  for _ in range(2):
+    np.testing.assert_array_equal(next(resumed)['encoder_input_tokens'],
+                                  next(uninterrupted)['encoder_input_tokens'])
+  other_layout = seqio.ShardInfo(index=0, num_shards=4)
+  with pytest.raises(ValueError, match='num_shards'):
+    data.DataIterator(_config(split='validation', batch_size=4),
+                      shard_info=other_layout, state=saver.get_state())
