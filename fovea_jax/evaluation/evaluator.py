@@ -103,9 +103,11 @@ class SeqioEvaluation:
       num_examples: Optional[int] = None,
   ):
     check_task_feature_lengths(cfg.task_feature_lengths)
-    # Fail here, clearly, on an unknown task or a missing vocabulary file.
-    pipeline.load_vocabularies(
-        get_mixture_or_task(cfg.mixture_or_task_name, cfg.module))
+    # Fail here, clearly, on an unknown task or split or a missing vocabulary
+    # (seqio's Evaluator would silently skip a task without the split).
+    task_or_mixture = get_mixture_or_task(cfg.mixture_or_task_name, cfg.module)
+    pipeline.check_split(cfg, task_or_mixture)
+    pipeline.load_vocabularies(task_or_mixture)
     self._cfg = dataclasses.replace(cfg, pack=False)
     self._log_dir = log_dir
     # seqio's loggers write into log_dir but never create it.
@@ -122,6 +124,9 @@ class SeqioEvaluation:
         logger_cls=(seqio.JSONLogger,),
         log_dir=log_dir,
         async_compute_metrics=False)
+    if not self._evaluator.eval_tasks:
+      raise ValueError(f'{cfg.mixture_or_task_name!r} has no task with metric '
+                       f'functions and a {cfg.split!r} split to evaluate.')
     self._tensorboard = tf.summary.create_file_writer(
         os.path.join(log_dir, 'tensorboard'))
 

@@ -42,6 +42,11 @@ def test_lengths_must_cover_the_task_features():
     data.get_dataset(_config(task_feature_lengths={'targets': 32}))
 
 
+def test_unknown_split_lists_the_tasks_splits():
+  with pytest.raises(ValueError, match="no split 'dev'.*'validation'"):
+    data.get_dataset(_config(split='dev'))
+
+
 def test_encoder_decoder_batches_and_packing():
   unpacked = next(data.DataIterator(_config(pack=False)))
   assert unpacked['encoder_input_tokens'].shape == (4, 512)

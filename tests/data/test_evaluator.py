@@ -1,4 +1,5 @@
 """seqio.Evaluator runs with batch predict/score functions and writes logs."""
+import dataclasses
 import json
 import math
 
@@ -66,3 +67,10 @@ def test_perplexity_and_bits_per_byte_from_token_scores(tmp_path):
   assert result['bits_per_byte'] == pytest.approx(8)
   with pytest.raises(ValueError, match='pass score_batch'):
     evaluation.evaluate(1, predict_batch=lambda b: b['decoder_target_tokens'])
+
+
+def test_a_split_the_task_lacks_is_an_error_not_an_empty_result(tmp_path):
+  cfg = dataclasses.replace(_config('stdlib_lm', {'targets': 128}),
+                            split='eval')
+  with pytest.raises(ValueError, match="no split 'eval'"):
+    evaluator.SeqioEvaluation(cfg, str(tmp_path))
