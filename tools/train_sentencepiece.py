@@ -89,6 +89,7 @@ def train(task_name: str, output_prefix: str, vocab_size: int, *,
           character_coverage: float = 1.0,
           normalization_rule_name: str = 'identity',
           byte_fallback: bool = True,
+          whitespace_pieces: bool = False,
           module: Optional[str] = 'fovea_jax.tasks') -> str:
   """Trains and writes the model; returns the path of the `.model` file."""
   # Byte fallback reserves 256 byte pieces besides the 3 special ids.
@@ -111,6 +112,11 @@ def train(task_name: str, output_prefix: str, vocab_size: int, *,
       remove_extra_whitespaces=False,
       split_digits=True,
       max_sentence_length=_MAX_PIECE_BYTES + 96,
+      # For source code: pieces may hold indentation runs and span spaces
+      # (about 1.5x fewer tokens on the stdlib; training is several times
+      # slower).
+      split_by_whitespace=not whitespace_pieces,
+      allow_whitespace_only_pieces=whitespace_pieces,
       minloglevel=2)
   return output_prefix + '.model'
 
@@ -132,6 +138,8 @@ def main(argv=None):
   parser.add_argument('--no_byte_fallback', dest='byte_fallback',
                       action='store_false',
                       help='Map unseen characters to UNK instead of bytes.')
+  parser.add_argument('--whitespace_pieces', action='store_true',
+                      help='Let pieces span whitespace (source code).')
   parser.add_argument('--module', default='fovea_jax.tasks',
                       help='Module whose import registers the task.')
   args = parser.parse_args(argv)
@@ -141,7 +149,8 @@ def main(argv=None):
                max_examples=args.max_examples, model_type=args.model_type,
                character_coverage=args.character_coverage,
                normalization_rule_name=args.normalization_rule_name,
-               byte_fallback=args.byte_fallback, module=args.module)
+               byte_fallback=args.byte_fallback,
+               whitespace_pieces=args.whitespace_pieces, module=args.module)
   print(f'Wrote {path}')
 
 

@@ -32,3 +32,16 @@ def test_text_comes_from_the_tasks_features_before_tokenization():
   with pytest.raises(ValueError, match="no text features \\['summary'\\]"):
     list(train_sentencepiece.task_text_lines('stdlib_summarization',
                                              features=['summary']))
+
+
+def test_whitespace_pieces_hold_indentation(sentencepiece_model, tmp_path):
+  code_model = train_sentencepiece.train(
+      'stdlib_summarization', str(tmp_path / 'code'), 512, max_examples=10,
+      whitespace_pieces=True)
+  default, code = (seqio.SentencePieceVocabulary(m)
+                   for m in (sentencepiece_model, code_model))
+  pieces = [code.tokenizer.id_to_piece(i) for i in range(code.vocab_size)]
+  assert '\u2581' * 4 in pieces  # Four spaces of indentation, one piece.
+  text = stdlib_sources.modules_by_split()['validation'][1].source[:3000]
+  assert code.decode(code.encode(text)) == text
+  assert len(code.encode(text)) < 0.9 * len(default.encode(text))
