@@ -37,6 +37,13 @@ def test_unknown_task_is_named_with_close_matches():
   assert 'stdlib_summarization' in str(error.value)
 
 
+def test_missing_task_name_or_module_is_explained():
+  with pytest.raises(ValueError, match='MIXTURE_OR_TASK_NAME'):
+    _config(mixture_or_task_name='')
+  with pytest.raises(ValueError, match="module 'fovea_jax.taks'"):
+    data.get_dataset(_config(module='fovea_jax.taks'))
+
+
 def test_lengths_must_cover_the_task_features():
   with pytest.raises(ValueError, match="features \\['inputs', 'targets'\\]"):
     data.get_dataset(_config(task_feature_lengths={'targets': 32}))
