@@ -17,6 +17,7 @@ from fovea_jax import data
 from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.tasks import file_tasks
 from fovea_jax.tasks import tfds_tasks
+from fovea_jax.tasks import vocabularies
 
 
 def _write_split_metadata(tfds_name, num_examples, data_dir):
@@ -103,6 +104,19 @@ def test_tfds_task_batches_through_the_pipeline(mock_tfds,
     batch = next(data.DataIterator(cfg))
   assert batch['encoder_input_tokens'].shape == (2, 32)
   assert batch['encoder_segment_ids'].max() >= 1
+
+
+def test_configured_vocabularies_compare_equal_loaded_or_not(
+    use_sentencepiece_model):
+  task_vocab = seqio.get_mixture_or_task('wcep10').output_features[
+      'inputs'].vocabulary
+  model_vocab = vocabularies.ConfiguredSentencePieceVocabulary()
+  assert task_vocab.vocab_size == 512  # Loads this one only.
+  assert model_vocab == task_vocab
+  assert model_vocab == seqio.SentencePieceVocabulary(use_sentencepiece_model)
+  assert model_vocab != vocabularies.ConfiguredSentencePieceVocabulary(
+      extra_ids=100)
+  assert model_vocab != seqio.ByteVocabulary()
 
 
 def test_missing_sentencepiece_path_says_how_to_set_it(mock_tfds, monkeypatch):
