@@ -9,6 +9,7 @@ from typing import Optional, Type
 import jax
 import seqio
 
+from fovea_jax.data import packing
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.data.config import get_mixture_or_task
 from fovea_jax.data.tensorflow_setup import tf
@@ -42,6 +43,8 @@ def make_feature_converter(
   task_or_mixture = task_or_mixture or get_mixture_or_task(
       cfg.mixture_or_task_name, cfg.module)
   cls = feature_converter_cls or feature_converter_cls_for(task_or_mixture)
+  if cfg.pack and not cfg.use_custom_packing_ops:
+    cls = packing.with_windowed_packing(cls)
   return cls(pack=cfg.pack, use_custom_packing_ops=cfg.use_custom_packing_ops)
 
 
