@@ -1,0 +1,94 @@
+"""seqio metric functions: ROUGE for summaries, perplexity and bits per byte.
+
+seqio ships no ROUGE and the `t5` package pulls in far too much, so ROUGE comes
+from `rouge_score` directly, scored the way T5 reports it: Porter stemming,
+bootstrap-aggregated F-measure (the middle estimate), times 100.
+
+Score metrics expect one row per example, `(sum of target log-likelihoods in
+nats, number of scored target tokens)`; `evaluator.py` builds these rows from a
+model's per-token log-likelihoods. A bare per-example sum is not enough: the
+token count is what turns it into perplexity.
+"""
+import math
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+from rouge_score import rouge_scorer
+from rouge_score import scoring
+import seqio
+
+ROUGE_TYPES = ('rouge1', 'rouge2', 'rougeL', 'rougeLsum')
+
+
+def _sentences_on_lines(text: str) -> str:
+  # rougeLsum scores sentence by sentence and splits sentences on newlines;
+  # put each sentence of a one-line summary on its own line (as T5 does).
+  return text.replace(' . ', ' .\n').replace('. ', '.\n')
+
+
+def rouge(targets: Sequence[str], predictions: Sequence[str],
+          bootstrap_seed: int = 0) -> Dict[str, float]:
+  """ROUGE-1/2/L/Lsum F-measure x 100 of `predictions` against `targets`."""
+  if len(targets) != len(predictions):
+    raise ValueError(f'rouge got {len(targets)} targets but '
+                     f'{len(predictions)} predictions; they must pair up.')
+  if not targets:
+    raise ValueError('rouge needs at least one (target, prediction) pair.')
+  scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+  # BootstrapAggregator resamples with numpy's global RNG; seed it so that a
+  # metric is a function of its inputs.
+  rng_state = np.random.get_state()
+  np.random.seed(bootstrap_seed)
+  try:
+    aggregator = scoring.BootstrapAggregator()
+    for target, prediction in zip(targets, predictions):
+      aggregator.add_scores(scorer.score(
+          target=_sentences_on_lines(target),
+          prediction=_sentences_on_lines(prediction)))
+    result = aggregator.aggregate()
+  finally:
+    np.random.set_state(rng_state)
+  return {name: float(result[name].mid.fmeasure * 100) for name in ROUGE_TYPES}
+
+
+def _log_likelihoods_and_counts(scores) -> np.ndarray:
+  scores = np.asarray(scores, dtype=np.float64)
+  if scores.ndim != 2 or scores.shape[1] != 2:
+    raise ValueError(
+        'Language-model metrics need scores of shape [examples, 2] holding '
+        '(sum of log-likelihoods, number of target tokens) per example, got '
+        f'shape {scores.shape}. Build the score function with '
+        'fovea_jax.evaluation.evaluator.score_fn_from_batch_scorer.')
+  if np.any(scores[:, 1] < 0) or scores[:, 1].sum() <= 0:
+    raise ValueError('Token counts in the scores must be >= 0 with a positive '
+                     f'total, got {scores[:, 1].tolist()[:8]}...')
+  return scores
+
+
+def language_model_metrics(
+    vocabulary: seqio.Vocabulary) -> List[Callable[..., Dict[str, float]]]:
+  """Metric fns for an LM task: perplexity, nats per token, bits per byte.
+
+  Bits per byte divides the total negative log-likelihood (in bits) by the
+  number of UTF-8 bytes of the targets: for a byte vocabulary that is the number
+  of scored tokens (exact even where a chunk splits a character), otherwise the
+  bytes of the decoded target text.
+  """
+  counts_tokens_as_bytes = isinstance(vocabulary, seqio.ByteVocabulary)
+
+  def perplexity_and_bits_per_byte(targets, scores):
+    scores = _log_likelihoods_and_counts(scores)
+    total_nll = -scores[:, 0].sum()
+    total_tokens = scores[:, 1].sum()
+    if counts_tokens_as_bytes:
+      total_bytes = total_tokens
+    else:
+      total_bytes = sum(len(t.encode('utf-8')) for t in targets)
+    nll_per_token = total_nll / total_tokens
+    return {
+        'perplexity': float(math.exp(nll_per_token)),
+        'nll_per_token': float(nll_per_token),
+        'bits_per_byte': float(total_nll / math.log(2) / max(total_bytes, 1)),
+    }
+
+  return [perplexity_and_bits_per_byte]

@@ -1,0 +1,17 @@
+"""Importing this package registers every fovea_jax seqio task.
+
+Summarization: `multi_news`, `pubmed`, `arxiv` (TFDS), `wcep10` (JSONL files),
+`stdlib_summarization` (offline, byte level). Language modelling: `pg19`
+(TFDS), `enwik8` (a local file, byte level), `stdlib_lm` (offline, byte level).
+Locations of data and SentencePiece models: see `paths.py`.
+"""
+# First: seqio imports TensorFlow, which must meet its quiet, GPU-less set-up.
+from fovea_jax.data import tensorflow_setup  # noqa: F401  pylint: disable=unused-import
+from fovea_jax.tasks import file_tasks
+from fovea_jax.tasks import stdlib_tasks
+from fovea_jax.tasks import tfds_tasks
+from fovea_jax.tasks.paths import enwik8_file
+from fovea_jax.tasks.paths import sentencepiece_model_path
+from fovea_jax.tasks.paths import wcep10_dir
+from fovea_jax.tasks.stdlib_tasks import LANGUAGE_MODEL_TASK as STDLIB_LM_TASK
+from fovea_jax.tasks.stdlib_tasks import SUMMARIZATION_TASK as STDLIB_SUMMARIZATION_TASK
