@@ -10,30 +10,19 @@ layer.
 """
 import pathlib
 
-import gin
 import jax
 import numpy as np
 import pytest
 
 from fovea_jax import models
+from gin_models import GIN_DIR
+from gin_models import build_model
 
-GIN_DIR = pathlib.Path(__file__).parents[2] / 'gin_configs'
 MODEL_FILES = sorted(
     str(p.relative_to(GIN_DIR)) for sub in ('architectures', 'attention',
                                             'sizes')
     for p in (GIN_DIR / sub).glob('*.gin'))
 TINY_MODELS = ('sizes/tiny.gin', 'sizes/decoder_only_tiny.gin')
-
-
-def build_model(gin_files, bindings=()):
-  gin.clear_config()
-  gin.add_config_file_search_path(str(GIN_DIR))
-  try:
-    gin.parse_config_files_and_bindings(list(gin_files), list(bindings),
-                                        skip_unknown=False)
-    return gin.query_parameter('%MODEL').scoped_configurable_fn()
-  finally:
-    gin.clear_config()
 
 
 def abstract_params(model, enc_len=256, dec_len=32):

@@ -1,9 +1,6 @@
 """A tiny LongT5-style model trained on a (4, 2) mesh of 8 fake CPU devices:
 the loss goes down, params carry the golden PartitionSpecs, and one device
 gives the same losses to 1e-5."""
-import pathlib
-
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +9,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from fovea_jax.sharding import partitioner as partitioning
+from gin_models import build_model
 
-GIN_DIR = pathlib.Path(__file__).parents[2] / 'gin_configs'
 SHAPES = {'encoder_input_tokens': (8, 32), 'decoder_input_tokens': (8, 8)}
 STEPS = 3
 
@@ -32,17 +29,6 @@ GOLDEN_SPECS = {
     'logits_dense/kernel': P(None, 'model'),
     'norm/scale': P(None),
 }
-
-
-def _tiny_model():
-  gin.clear_config()
-  gin.add_config_file_search_path(str(GIN_DIR))
-  gin.parse_config_files_and_bindings(
-      ['sizes/tiny.gin', 'attention/dense.gin'], ['DROPOUT_RATE = 0.0'],
-      skip_unknown=False)
-  model = gin.query_parameter('%MODEL').scoped_configurable_fn()
-  gin.clear_config()
-  return model
 
 
 def _batches():
@@ -89,7 +75,8 @@ def _train(model, partitioner):
 
 @pytest.fixture(scope='module')
 def model():
-  return _tiny_model()
+  return build_model(['sizes/tiny.gin', 'attention/dense.gin'],
+                     ['DROPOUT_RATE = 0.0'])
 
 
 def test_mesh_training_matches_one_device(model):
