@@ -167,3 +167,10 @@ def test_decoder_only_predict_continues_the_prompt():
   with pytest.raises(ValueError, match='decoder_causal_attention'):
     model.predict_batch(params, {k: v for k, v in batch.items()
                                  if k != 'decoder_causal_attention'})
+
+
+def test_bad_loss_settings_fail_at_construction():
+  with pytest.raises(ValueError, match='NUM_REAL_TARGET_TOKENS'):
+    _encdec(loss_normalizing_factor='per_token')
+  with pytest.raises(ValueError, match='label_smoothing'):
+    _encdec(label_smoothing=1.0)
