@@ -58,11 +58,20 @@ def test_gin_file_builds_its_model(path):
   assert count(abstract_params(model)) > 0
 
 
-def test_tiny_overrides_reach_the_network():
-  model = build_model(['sizes/tiny.gin'], ['network.Config.emb_dim = 48'])
+def test_command_line_overrides_reach_the_network():
+  # What `--gin.X=...` turns into: bindings parsed after the files. Scheme
+  # options must reach the scheme the attention file picked (a second, dynamic
+  # registration of the same class would silently swallow them).
+  model = build_model(['sizes/tiny.gin', 'attention/fovea.gin'],
+                      ['network.Config.emb_dim = 48',
+                       'schemes.Fovea.block_len = 64'])
+  assert model.module.config.attention.block_len == 64
   params = abstract_params(model)
   assert params['token_embedder']['embedding'].shape == (384, 48)
   assert model.output_vocabulary.eos_id == 1
+  model = build_model(['sizes/decoder_only_tiny.gin', 'attention/masformer.gin'],
+                      ['schemes.MASFormer.window = 8'])
+  assert model.module.config.attention.window == 8
 
 
 def longt5_param_count(d_model, d_ff, num_heads, d_kv, num_layers,
