@@ -1,6 +1,7 @@
 """EncoderDecoderModel / DecoderOnlyModel: loss and scores on a stand-in
 network; cached decoding through the real gin-built tiny networks against the
 teacher-forced full pass of the same network."""
+import dataclasses
 import functools
 
 import jax
@@ -12,9 +13,11 @@ import seqio
 import standin_networks
 from fovea_jax import decoding
 from fovea_jax import models
+from fovea_jax.networks import schemes
 from gin_models import build_model
 
 VOCAB = seqio.PassThroughVocabulary(size=16, eos_id=1)
+TGLOBAL = schemes.LongT5TransientGlobal(local_radius=3, global_block_size=2)
 
 
 def _encdec(decode_fn=decoding.greedy_decode, **kwargs):
@@ -24,17 +27,15 @@ def _encdec(decode_fn=decoding.greedy_decode, **kwargs):
 
 
 def _tiny(size, attention, decode_fn):
-  """The tiny gin model with small attention blocks, dropout off, re-wrapped
-  with `decode_fn`."""
-  model = build_model(
-      [f'sizes/{size}.gin', f'attention/{attention}.gin'],
-      ['DROPOUT_RATE = 0.0', 'schemes.LongT5TransientGlobal.local_radius = 3',
-       'schemes.LongT5TransientGlobal.global_block_size = 2',
-       'schemes.Fovea.block_len = 2'])
+  """The tiny gin model, dropout off, with `attention` (a scheme spec small
+  enough to matter on these short sequences) and `decode_fn`."""
+  model = build_model([f'sizes/{size}.gin'], ['DROPOUT_RATE = 0.0'])
+  module = type(model.module)(
+      config=dataclasses.replace(model.module.config, attention=attention))
   if isinstance(model, models.DecoderOnlyModel):
-    return models.DecoderOnlyModel(model.module, model.output_vocabulary,
+    return models.DecoderOnlyModel(module, model.output_vocabulary,
                                    decode_fn=decode_fn)
-  return models.EncoderDecoderModel(model.module, model.input_vocabulary,
+  return models.EncoderDecoderModel(module, model.input_vocabulary,
                                     model.output_vocabulary,
                                     decode_fn=decode_fn)
 
@@ -106,7 +107,7 @@ def _full_pass_greedy(model, params, batch, length):
 
 
 def test_cached_greedy_equals_full_pass():
-  model = _tiny('tiny', 'longt5_tglobal', decoding.greedy_decode)
+  model = _tiny('tiny', TGLOBAL, decoding.greedy_decode)
   batch = _batch()
   params = _params(model, batch)
   predicted = jax.jit(model.predict_batch)(params, batch)
@@ -115,7 +116,7 @@ def test_cached_greedy_equals_full_pass():
 
 
 def test_beam_search_scores_are_length_penalised_log_likelihoods():
-  model = _tiny('tiny', 'longt5_tglobal', decoding.beam_search)
+  model = _tiny('tiny', TGLOBAL, decoding.beam_search)
   batch = _batch()
   params = _params(model, batch)
   decodes, aux = jax.jit(functools.partial(
@@ -138,7 +139,8 @@ def test_beam_search_scores_are_length_penalised_log_likelihoods():
 
 
 def test_decoder_only_predict_continues_the_prompt():
-  model = _tiny('decoder_only_tiny', 'fovea', decoding.greedy_decode)
+  model = _tiny('decoder_only_tiny', schemes.Fovea(block_len=2),
+                decoding.greedy_decode)
   # inputs [5, 6] then targets; decoder_causal_attention covers BOS + inputs.
   batch = {
       'decoder_input_tokens': jnp.array([[0, 5, 6, 9, 9, 9, 0, 0]]),
