@@ -8,6 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fovea_jax import decoding
+from fovea_jax import models
+
 t5x_models = pytest.importorskip('t5x.models')
 t5x_partitioning = pytest.importorskip('t5x.partitioning')
 t5x_train_state = pytest.importorskip('t5x.train_state')
@@ -55,3 +58,24 @@ def test_t5x_encoder_decoder_model_runs_our_network():
   specs = partitioner.get_mesh_axes(state)
   assert specs.params['encoder']['layers_0']['mlp']['wi_0']['kernel'] == (
       jax.sharding.PartitionSpec(None, 'model'))
+
+
+def test_t5x_decoder_only_predicts_like_ours():
+  t5x_model, _ = _build(['sizes/decoder_only_tiny.gin', 'attention/fovea.gin',
+                         'decoder_only.gin'])
+  batch = {
+      'decoder_input_tokens': jnp.array([[0, 5, 6, 9, 9, 0, 0, 0]] * 2),
+      'decoder_target_tokens': jnp.array([[5, 6, 9, 9, 1, 0, 0, 0]] * 2),
+      'decoder_causal_attention': jnp.array([[1, 1, 1, 0, 0, 0, 0, 0]] * 2),
+      'decoder_loss_weights': jnp.array([[0, 0, 1, 1, 1, 0, 0, 0]] * 2,
+                                        jnp.float32),
+  }
+  variables = t5x_model.get_initial_variables(
+      jax.random.PRNGKey(0), {'decoder_input_tokens': (2, 8)})
+  params = variables['params']
+  theirs = t5x_model.predict_batch_with_aux(
+      params, batch, decoder_params={'temperature': 0.0})[0]
+  ours = models.DecoderOnlyModel(
+      t5x_model.module, t5x_model.output_vocabulary,
+      decode_fn=decoding.greedy_decode).predict_batch(params, batch)
+  np.testing.assert_array_equal(theirs, ours)
