@@ -143,13 +143,17 @@ def transient_global_step(q, keys, values, side_k, side_v, *, index,
                           side_position_bias=None, scale=1.0):
   """Causal TGlobal for one decoded query at `index` against cached keys.
 
-  keys/values: [batch, max_len, kv_heads, d] (valid up to index); side_k/v: the
+  keys/values: [batch, max_len, kv_heads, d] (valid up to index; the window
+  [index - local_radius, index] is read); side_k/v: the
   cached projected global tokens, of which groups ending at or before index are
   complete.
   """
-  positions = jnp.arange(keys.shape[1])
+  # Only the window is read: O(local_radius + globals) work per token.
+  positions = index - local_radius + jnp.arange(local_radius + 1)
+  safe = jnp.clip(positions, 0, keys.shape[1] - 1)
+  keys, values = jnp.take(keys, safe, axis=1), jnp.take(values, safe, axis=1)
   heads = q.shape[2]
-  local_allowed = (positions <= index) & (index - positions <= local_radius)
+  local_allowed = (positions >= 0) & (positions <= index)
   local_bias = jnp.where(local_allowed, 0.0, common.MASKED)[None, :]  # [1, K]
   if position_bias is not None:
     local_bias = local_bias + jnp.transpose(position_bias.bias(positions - index))

@@ -43,7 +43,8 @@ def static_entry_mask(query_pos, lo, hi, layout: TreeLayout):
 class _Plan:
   """Chunked static tables for the scan (numpy, built once per layout/shape)."""
 
-  def __init__(self, layout: TreeLayout, chunk: int):
+  def __init__(self, layout: TreeLayout, chunk: int, kv_heads: int):
+    self.kv_heads = kv_heads
     index, valid = layout.gather_index
     lo, hi = layout.entry_lo_hi
     blocks = layout.num_query_blocks
@@ -206,9 +207,7 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 @functools.lru_cache(maxsize=64)
 def _plan_for(layout, chunk, kv_heads):
-  plan = _Plan(layout, chunk)
-  plan.kv_heads = kv_heads
-  return plan
+  return _Plan(layout, chunk, kv_heads)
 
 
 def tree_level_attention_xla(q, k_flat, v_flat, entry_bias, layout: TreeLayout, *,

@@ -39,9 +39,9 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f'num_heads ({self.num_heads}) must be a multiple of '
                        f'num_kv_heads ({kv_heads}).')
     kernel_axes = (ax.EMBED, ax.HEADS, ax.KV)
-    # fan-in of the query kernel is embed; 1/sqrt(head_dim) folded in (T5).
-    base_init = initializers.t5_kernel_init(1.0, (0,))
-    query_init = lambda *a: base_init(*a) / jnp.sqrt(self.head_dim).astype(a[-1])
+    # T5: variance 1/(embed * head_dim) for the query, i.e. the usual fan-in
+    # init with attention's 1/sqrt(head_dim) folded in; schemes use scale 1.
+    query_init = initializers.t5_kernel_init(1.0 / self.head_dim, (0,))
     projection = functools.partial(DenseGeneral, axis=-1, kernel_axes=kernel_axes,
                                    dtype=self.dtype)
     query = projection((self.num_heads, self.head_dim), kernel_init=query_init,

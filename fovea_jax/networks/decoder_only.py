@@ -6,9 +6,8 @@ Every layer's self-attention is the causal variant of `config.attention`
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fovea_jax import layers
 from fovea_jax.networks.config import Config
-from fovea_jax.networks.stack import Stack
+from fovea_jax.networks.stack import Stack, token_embedder
 
 
 class DecoderOnly(nn.Module):
@@ -16,9 +15,7 @@ class DecoderOnly(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.token_embedder = layers.Embed(
-        num_embeddings=cfg.vocab_size, features=cfg.emb_dim,
-        dtype=cfg.activation_dtype, name='token_embedder')
+    self.token_embedder = token_embedder(cfg)
     self.decoder = Stack(cfg, cfg.scheme, cfg.num_decoder_layers, causal=True,
                          is_decoder=True, shared_embedding=self.token_embedder,
                          norm_name='decoder_norm', with_logits=True,

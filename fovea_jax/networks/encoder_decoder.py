@@ -8,10 +8,9 @@ dense. Interface: `__call__`, `encode`, `decode` exactly as T5X's
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fovea_jax import layers
 from fovea_jax.networks.config import Config
 from fovea_jax.networks.schemes import Dense
-from fovea_jax.networks.stack import Stack
+from fovea_jax.networks.stack import Stack, token_embedder
 
 
 def _mask(tokens):
@@ -23,9 +22,7 @@ class EncoderDecoder(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.token_embedder = layers.Embed(
-        num_embeddings=cfg.vocab_size, features=cfg.emb_dim,
-        dtype=cfg.activation_dtype, one_hot=False, name='token_embedder')
+    self.token_embedder = token_embedder(cfg)
     self.encoder = Stack(cfg, cfg.scheme, cfg.num_encoder_layers, causal=False,
                          is_decoder=False, shared_embedding=self.token_embedder,
                          norm_name='encoder_norm', name='encoder')

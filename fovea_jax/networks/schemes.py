@@ -30,7 +30,7 @@ def register(name: str):
       raise ValueError(f'attention scheme {name!r} is registered twice.')
     cls.scheme_name = name
     SCHEMES[name] = cls
-    return gin.external_configurable(cls, module='schemes')
+    return gin.configurable(cls, module='schemes')
   return wrap
 
 

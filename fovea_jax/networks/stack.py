@@ -12,6 +12,12 @@ from fovea_jax.networks.schemes import SchemeSpec
 from fovea_jax.sharding import axis_names as ax
 
 
+def token_embedder(config: Config) -> layers.Embed:
+  """The embedding table shared by the stacks (and the tied logits)."""
+  return layers.Embed(num_embeddings=config.vocab_size, features=config.emb_dim,
+                      dtype=config.activation_dtype, name='token_embedder')
+
+
 class Stack(nn.Module):
   """Embeds tokens with the shared embedder and runs `num_layers` layers.
 

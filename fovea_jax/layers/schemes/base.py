@@ -92,6 +92,12 @@ def kv_cache_step(module: nn.Module, key, value) -> Optional[KVCache]:
   return KVCache(cached_key.value, cached_value.value, index)
 
 
+def gather_positions(x, positions):
+  """x[:, positions] for a traced index vector, clipped (mask separately)."""
+  safe = jnp.clip(positions, 0, x.shape[1] - 1)
+  return jnp.take(x, safe, axis=1)
+
+
 def step_attention(query, keys, values, *, allowed, entry_bias=None,
                    relative_position=None, position_bias=None):
   """One query `[batch, 1, heads, head_dim]` against `keys [batch, K, kv_heads, d]`.

@@ -114,8 +114,8 @@ class FmaScheme(nn.Module):
     i = t // fine
     # Near field: fine blocks i - 1 and i, up to and including the query.
     raw = (i - 1) * fine + jnp.arange(2 * fine)
-    bank_k = [pyramid_cache.gather(cache.key, raw)]
-    bank_v = [pyramid_cache.gather(cache.value, raw)]
+    bank_k = [base.gather_positions(cache.key, raw)]
+    bank_v = [base.gather_positions(cache.value, raw)]
     allowed = [(raw >= 0) & (raw <= t)]
     entry_bias = [jnp.zeros(raw.shape)]
     for lvl in levels:
@@ -140,9 +140,9 @@ class FmaScheme(nn.Module):
       groups_ok = (groups >= 0) & (groups <= g - 2)
       entries = (groups[:, None] * self.rank +
                  jnp.arange(self.rank)[None]).reshape(-1)
-      bank_k.append((pyramid_cache.gather(key_sums.value, entries) * scale
+      bank_k.append((base.gather_positions(key_sums.value, entries) * scale
                      ).astype(cache.key.dtype))
-      bank_v.append((pyramid_cache.gather(value_sums.value, entries) * scale
+      bank_v.append((base.gather_positions(value_sums.value, entries) * scale
                      ).astype(cache.value.dtype))
       allowed.append(jnp.repeat(groups_ok, self.rank))
       entry_bias.append(jnp.full(entries.shape, math.log(lvl.window)))

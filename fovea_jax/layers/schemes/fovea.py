@@ -84,8 +84,8 @@ class FoveaScheme(nn.Module):
     s = t // block
     # Raw level 0: blocks s - wing .. s, up to and including the query itself.
     raw = (s - self.wing) * block + jnp.arange((self.wing + 1) * block)
-    bank_k = [pyramid_cache.gather(cache.key, raw)]
-    bank_v = [pyramid_cache.gather(cache.value, raw)]
+    bank_k = [base.gather_positions(cache.key, raw)]
+    bank_v = [base.gather_positions(cache.value, raw)]
     allowed = [(raw >= 0) & (raw <= t)]
     entry_bias = [jnp.zeros(raw.shape)]
     relative = [raw - t]
@@ -97,9 +97,9 @@ class FoveaScheme(nn.Module):
       node_first = jnp.asarray(firsts)[s]                     # [nodes]
       windows = (node_first[:, None] * (block // size) +
                  jnp.arange(block)[None]).reshape(-1)
-      bank_k.append((pyramid_cache.gather(key_sums.value, windows) / size
+      bank_k.append((base.gather_positions(key_sums.value, windows) / size
                      ).astype(cache.key.dtype))
-      bank_v.append((pyramid_cache.gather(value_sums.value, windows) / size
+      bank_v.append((base.gather_positions(value_sums.value, windows) / size
                      ).astype(cache.value.dtype))
       # Windows before token 0 lie wholly outside (aligned grid): masked.
       allowed.append(windows >= 0)

@@ -27,15 +27,18 @@ class LocalScheme(nn.Module):
     if inputs.decode:
       cache = base.kv_cache_step(self, key, value)
       if cache is not None:
-        positions = jnp.arange(cache.key.shape[1])
-        allowed = positions <= cache.index
+        # Only the window (or block) is read: O(window) work per token.
+        t = cache.index
         if self.window is not None:
-          allowed &= cache.index - positions <= self.window
+          positions = t - self.window + jnp.arange(self.window + 1)
         else:
-          allowed &= positions // self.block_len == cache.index // self.block_len
+          positions = t // self.block_len * self.block_len + jnp.arange(
+              self.block_len)
         return base.step_attention(
-            query, cache.key, cache.value, allowed=allowed,
-            relative_position=positions - cache.index,
+            query, base.gather_positions(cache.key, positions),
+            base.gather_positions(cache.value, positions),
+            allowed=(positions >= 0) & (positions <= t),
+            relative_position=positions - t,
             position_bias=inputs.position_bias)
     return attention.local_attention(
         query, key, value, window=self.window, block_len=self.block_len,

@@ -28,8 +28,3 @@ def add(sums_var, slot, x):
   sums_var.value = jax.lax.dynamic_update_slice_in_dim(
       sums_var.value, old + x.astype(jnp.float32), slot, axis=1)
 
-
-def gather(sums, windows):
-  """sums[:, windows] for a traced index vector, clipped (mask separately)."""
-  safe = jnp.clip(windows, 0, sums.shape[1] - 1)
-  return jnp.take(sums, safe, axis=1)
