@@ -63,28 +63,35 @@ def test_loss_metrics_and_scores():
                   loss_normalizing_factor='NUM_REAL_TARGET_TOKENS')
   batch = _batch()
   params = _params(model, batch)
-  loss, metrics = jax.jit(model.loss_fn)(params, batch, None)
-  logits = jax.jit(model._compute_logits)(params, batch)
-  log_probs = jax.nn.log_softmax(logits)
+
+  @jax.jit  # one compilation for everything under test
+  def run(params, batch):
+    (loss, metrics), grads = jax.value_and_grad(
+        lambda p: model.loss_fn(p, batch, None), has_aux=True)(params)
+    scores, intermediates = model.score_batch(params, batch,
+                                              return_intermediates=True)
+    return dict(loss=loss, metrics=metrics, grads=grads, scores=scores,
+                token_scores=intermediates['decoder']['token_scores'][0],
+                logits=model._compute_logits(params, batch),
+                eval_loss=model.eval_fn(params, batch)[0])
+
+  out = run(params, batch)
+  metrics = out['metrics']
+  log_probs = jax.nn.log_softmax(out['logits'])
   token_ll = jnp.take_along_axis(log_probs,
                                  batch['decoder_target_tokens'][..., None],
                                  -1)[..., 0] * batch['decoder_loss_weights']
   np.testing.assert_allclose(metrics['cross_ent_loss'], -token_ll.sum() / 6,
                              rtol=1e-5)
   assert metrics['z_loss'] > 0
-  np.testing.assert_allclose(loss, metrics['cross_ent_loss'] +
+  np.testing.assert_allclose(out['loss'], metrics['cross_ent_loss'] +
                              metrics['z_loss'], rtol=1e-6)
   assert metrics['weight_sum'] == 6 and metrics['num_examples'] == 2
   assert 0 <= metrics['accuracy'] <= 1
-  scores, intermediates = jax.jit(functools.partial(
-      model.score_batch, return_intermediates=True))(params, batch)
-  np.testing.assert_allclose(scores, token_ll.sum(-1), rtol=1e-5)
-  np.testing.assert_allclose(intermediates['decoder']['token_scores'][0],
-                             token_ll, rtol=1e-5)
-  grads = jax.jit(jax.grad(lambda p: model.loss_fn(p, batch, None)[0]))(
-      params)
-  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
-  assert jax.jit(model.eval_fn)(params, batch)[0] == loss
+  np.testing.assert_allclose(out['scores'], token_ll.sum(-1), rtol=1e-5)
+  np.testing.assert_allclose(out['token_scores'], token_ll, rtol=1e-5)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(out['grads']))
+  np.testing.assert_allclose(out['eval_loss'], out['loss'], rtol=1e-6)
 
 
 def _full_pass_greedy(model, params, batch, length):
