@@ -6,7 +6,8 @@ LongT5's counts are derived analytically from the layout of Hugging Face's
 {local,tglobal}-{base,xl}): shared embedding + untied lm_head, per layer q/k/v/o,
 gated-GELU wi_0/wi_1/wo, RMSNorm scales, one relative-position table per stack,
 and for transient-global a second table plus a global-token norm per encoder
-layer.
+layer. The formula is checked against `transformers`' LongT5 built on the meta
+device when transformers is installed.
 """
 import pathlib
 
@@ -121,3 +122,26 @@ def test_parameter_counts_match_longt5(size, attention):
   # The published headline sizes: ~250M (base), ~3B (XL).
   assert published == pytest.approx({'base': 2.48e8, 'xl': 2.85e9}[size],
                                     rel=0.05)
+
+
+def test_analytic_count_matches_transformers_longt5():
+  """The formula above against `transformers`' own LongT5 on the meta device
+  (no memory), counting the encoder/decoder token embeddings once as the
+  released checkpoints store them (tied to `shared`; lm_head untied)."""
+  torch = pytest.importorskip('torch')
+  transformers = pytest.importorskip('transformers')
+  for size, dims in LONGT5_CONFIGS.items():
+    for attention in ('local', 'transient-global'):
+      config = transformers.LongT5Config(
+          vocab_size=32128, d_model=dims['d_model'], d_ff=dims['d_ff'],
+          d_kv=dims['d_kv'], num_heads=dims['num_heads'],
+          num_layers=dims['num_layers'], feed_forward_proj='gated-gelu',
+          encoder_attention_type=attention)
+      config.tie_word_embeddings = False  # the constructor argument is ignored
+      with torch.device('meta'):
+        hf_model = transformers.LongT5ForConditionalGeneration(config)
+      hf_count = sum(p.numel() for name, p in hf_model.named_parameters()
+                     if not name.endswith('embed_tokens.weight'))
+      assert hf_count == longt5_param_count(
+          **dims, transient_global=attention == 'transient-global'), (size,
+                                                                     attention)
