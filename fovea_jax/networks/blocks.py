@@ -56,7 +56,7 @@ class TransformerLayer(nn.Module):
   @nn.compact
   def __call__(self, x, biases=None, *, key_mask=None, segment_ids=None,
                encoded=None, encoder_key_mask=None, encoder_segment_ids=None,
-               deterministic=True, decode=False):
+               bidirectional_prefix=None, deterministic=True, decode=False):
     cfg = self.config
     if self.owns_biases:
       side = (_bias_table(cfg, self.bidirectional, 'side_relpos_bias')
@@ -68,7 +68,8 @@ class TransformerLayer(nn.Module):
     y = _attention(cfg, self.scheme_factory, f'{prefix}attention')(
         y, y, key_mask=key_mask, position_bias=position_bias,
         side_position_bias=side_bias, q_segment_ids=segment_ids,
-        kv_segment_ids=segment_ids, decode=decode)
+        kv_segment_ids=segment_ids, bidirectional_prefix=bidirectional_prefix,
+        decode=decode)
     x = layers.constrain_activations(
         x + _dropout(cfg)(y, deterministic=deterministic))
     if encoded is not None:

@@ -38,7 +38,7 @@ class Stack(nn.Module):
   @nn.compact
   def __call__(self, tokens, *, key_mask=None, segment_ids=None, encoded=None,
                encoder_key_mask=None, encoder_segment_ids=None,
-               deterministic=True, decode=False):
+               bidirectional_prefix=None, deterministic=True, decode=False):
     cfg = self.config
     x = self.shared_embedding(tokens.astype(jnp.int32)).astype(
         cfg.activation_dtype)
@@ -54,6 +54,7 @@ class Stack(nn.Module):
               x, biases, key_mask=key_mask, segment_ids=segment_ids,
               encoded=encoded, encoder_key_mask=encoder_key_mask,
               encoder_segment_ids=encoder_segment_ids,
+              bidirectional_prefix=bidirectional_prefix,
               deterministic=deterministic, decode=decode)
     x = _norm(cfg, self.norm_name)(x)
     x = _dropout(cfg)(x, deterministic=deterministic)

@@ -68,11 +68,44 @@ def test_cached_decoding_equals_full_pass_and_nothing_leaks(scheme):
   np.testing.assert_allclose(np.stack(stepped, 1), full, atol=2e-5, rtol=2e-5)
 
 
-def test_prefix_lm_and_prefill_are_refused_clearly():
-  model = networks.DecoderOnly(tiny_config('dense'))
+def test_prefix_lm_sees_the_whole_prefix_and_only_the_past_beyond_it():
+  """T5X's decoder_causal_attention: inputs see each other, targets are causal;
+  sparse schemes and decoding refuse it clearly."""
+  model = networks.DecoderOnly(tiny_config('dense', num_decoder_layers=1))
+  length, prefix_len = 9, 4
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (1, length), 1, 40)
+  prefix = (jnp.arange(length) < prefix_len)[None].astype(jnp.int32)
+  variables = random_variables(model, tokens, tokens)
+
+  @jax.jit
+  def jacobian():
+    def logits(embedded):
+      def feed(next_fun, args, kwargs, context):
+        if isinstance(context.module, layers.Embed) and (
+            context.method_name == '__call__'):
+          return embedded
+        return next_fun(*args, **kwargs)
+      with nn.intercept_methods(feed):
+        return model.apply(variables, tokens, tokens,
+                           decoder_causal_attention=prefix,
+                           enable_dropout=False)[0].sum(-1)
+    embedded = variables['params']['token_embedder']['embedding'][tokens]
+    return jax.jacrev(logits)(embedded)
+
+  dependence = np.asarray(jnp.abs(jacobian()[:, 0]).sum(-1))  # [t, j]
+  t, j = np.indices((length, length))
+  expected = (j <= t) | ((t < prefix_len) & (j < prefix_len))
+  assert np.all(dependence[expected] > 0.0)
+  assert np.all(dependence[~expected] == 0.0)
+
   ones = jnp.ones((1, 4), jnp.int32)
-  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), ones, ones)
+  sparse = networks.DecoderOnly(tiny_config('fovea'))
+  sparse_vars = jax.eval_shape(sparse.init, jax.random.PRNGKey(0), ones, ones)
   with pytest.raises(ValueError, match='prefix-LM'):
-    model.apply(variables, ones, ones, decoder_causal_attention=ones)
+    jax.eval_shape(lambda v: sparse.apply(v, ones, ones,
+                                          decoder_causal_attention=ones),
+                   sparse_vars)
+  with pytest.raises(ValueError, match='decode=True'):
+    model.apply(variables, ones, ones, decoder_causal_attention=ones, decode=True)
   with pytest.raises(ValueError, match='prefill'):
     model.apply(variables, ones, ones, prefill=True)
