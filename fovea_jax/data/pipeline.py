@@ -56,6 +56,25 @@ def check_features_match(cfg: DatasetConfig, task_or_mixture) -> None:
         'exactly one positive length per feature.')
 
 
+def check_split(cfg: DatasetConfig, task_or_mixture) -> None:
+  """Every task must offer `cfg.split` (where the task knows its splits)."""
+  for task in seqio.get_subtasks(task_or_mixture):
+    splits = list(task.source.splits or ())
+    if splits and cfg.split not in splits:
+      raise ValueError(
+          f'Task {task.name!r} has no split {cfg.split!r}; it has {splits}.')
+
+
+def load_vocabularies(task_or_mixture) -> None:
+  """Loads each feature's vocabulary now, outside any tf.data function.
+
+  A missing SentencePiece file then fails here with its own message instead of
+  deep inside a traced tf.data map.
+  """
+  for feature in task_or_mixture.output_features.values():
+    _ = feature.vocabulary.vocab_size
+
+
 def get_dataset(
     cfg: DatasetConfig,
     *,
@@ -78,6 +97,8 @@ def get_dataset(
   """
   task_or_mixture = get_mixture_or_task(cfg.mixture_or_task_name, cfg.module)
   check_features_match(cfg, task_or_mixture)
+  check_split(cfg, task_or_mixture)
+  load_vocabularies(task_or_mixture)
   shard_info = shard_info or default_shard_info()
   batch_size = per_process_batch_size(cfg, shard_info)
   dataset = seqio.get_dataset(
