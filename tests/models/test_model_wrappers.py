@@ -183,3 +183,25 @@ def test_bad_loss_settings_fail_at_construction():
     _encdec(loss_normalizing_factor='per_token')
   with pytest.raises(ValueError, match='label_smoothing'):
     _encdec(label_smoothing=1.0)
+
+
+def test_prefix_lm_loss_sees_the_inputs_bidirectionally():
+  lm = _tiny('decoder_only_tiny', schemes.Dense(), decoding.greedy_decode)
+  prefix_lm = models.DecoderOnlyModel(lm.module, lm.output_vocabulary,
+                                      inputs_bidirectional_attention=True)
+  batch = {
+      'decoder_input_tokens': jnp.array([[0, 5, 6, 9, 9, 0]]),
+      'decoder_target_tokens': jnp.array([[5, 6, 9, 9, 1, 0]]),
+      'decoder_causal_attention': jnp.array([[1, 1, 1, 0, 0, 0]]),
+      'decoder_loss_weights': jnp.array([[0, 0, 1, 1, 1, 0]], jnp.float32),
+  }
+  params = _params(lm, batch)
+  causal_loss = lm.loss_fn(params, batch, None)[0]
+  prefix_loss = prefix_lm.loss_fn(params, batch, None)[0]
+  assert np.isfinite(prefix_loss) and abs(prefix_loss - causal_loss) > 1e-6
+  no_prefix = {k: v for k, v in batch.items()
+               if k != 'decoder_causal_attention'}
+  with pytest.raises(ValueError, match='decoder_causal_attention'):
+    prefix_lm.loss_fn(params, no_prefix, None)
+  with pytest.raises(NotImplementedError, match='prefilled cache'):
+    prefix_lm.predict_batch(params, batch)
