@@ -1,0 +1,304 @@
+"""The `(data, model)` device mesh and where every array lives on it.
+
+`Partitioner` plays the part of T5X's `PjitPartitioner`: it builds the mesh from
+`num_partitions` (or an explicit `mesh_shape`), turns the logical axis names that
+params carry (the `params_axes` collection written by
+`flax.linen.partitioning.param_with_axes`) into `PartitionSpec`s through one rules
+table, and places params, optimizer state and batches on the mesh. Every shape is
+checked against the mesh first, so a mismatch fails with a message that names the
+array, the dimension and the fix instead of an XLA error deep inside `jit`.
+
+This module knows nothing about any particular network or optimizer.
+"""
+import contextlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax.core import frozen_dict
+from flax.linen import partitioning as nn_partitioning
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from fovea_jax.sharding import axis_names
+
+LogicalRules = Sequence[tuple[str, str | None]]
+
+
+def _path_name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
+
+
+class Partitioner:
+  """Builds the `(data, model)` mesh and shards params, optimizer state, batches.
+
+  Attributes:
+    mesh: the `jax.sharding.Mesh` with axes `('data', 'model')`, Auto axis types
+      (Explicit axes break Linen code on this jax version).
+    logical_axis_rules: logical name -> mesh axis pairs, in precedence order.
+  """
+
+  def __init__(self,
+               num_partitions: int | None = None,
+               mesh_shape: Sequence[int] | None = None,
+               model_parallel_submesh: Sequence[int] | None = None,
+               logical_axis_rules: LogicalRules | None = None,
+               devices: Sequence[jax.Device] | None = None):
+    """Chooses the mesh.
+
+    Args:
+      num_partitions: size of the `model` axis; the `data` axis takes the rest of
+        the devices. Default 1 (pure data parallelism).
+      mesh_shape: explicit `(data, model)` sizes; their product must equal the
+        number of devices. Exclusive with `num_partitions`.
+      model_parallel_submesh: T5X's spelling of the model-parallel block; only
+        its product (the `model` axis size) matters on a flat device list.
+      logical_axis_rules: defaults to `axis_names.STANDARD_RULES`.
+      devices: defaults to `jax.devices()`.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    chosen = [x is not None for x in (num_partitions, mesh_shape,
+                                      model_parallel_submesh)]
+    if sum(chosen) > 1:
+      raise ValueError(
+          'Give at most one of num_partitions, mesh_shape and '
+          f'model_parallel_submesh (got num_partitions={num_partitions}, '
+          f'mesh_shape={mesh_shape}, '
+          f'model_parallel_submesh={model_parallel_submesh}).')
+    if model_parallel_submesh is not None:
+      num_partitions = math.prod(model_parallel_submesh)
+    if mesh_shape is None:
+      num_partitions = 1 if num_partitions is None else num_partitions
+      if num_partitions < 1 or len(devices) % num_partitions:
+        raise ValueError(
+            f'num_partitions={num_partitions} does not divide the '
+            f'{len(devices)} available devices: choose a divisor of '
+            f'{len(devices)} for the model axis.')
+      mesh_shape = (len(devices) // num_partitions, num_partitions)
+    mesh_shape = tuple(int(s) for s in mesh_shape)
+    if len(mesh_shape) != 2 or min(mesh_shape) < 1:
+      raise ValueError(
+          f'mesh_shape must be two positive sizes (data, model), got '
+          f'{mesh_shape}.')
+    if math.prod(mesh_shape) != len(devices):
+      raise ValueError(
+          f'mesh_shape {mesh_shape} needs {math.prod(mesh_shape)} devices but '
+          f'{len(devices)} are available: make data * model = {len(devices)} '
+          '(or pass num_partitions and let the data axis take the rest).')
+    self.mesh = Mesh(
+        np.asarray(devices, dtype=object).reshape(mesh_shape),
+        (axis_names.DATA, axis_names.MODEL),
+        axis_types=(AxisType.Auto,) * 2)
+    self.logical_axis_rules = tuple(
+        tuple(r) for r in (axis_names.STANDARD_RULES
+                           if logical_axis_rules is None else
+                           logical_axis_rules))
+
+  def __repr__(self):
+    return (f'Partitioner(mesh={dict(self.mesh.shape)}, '
+            f'rules={self.logical_axis_rules})')
+
+  # ---------------------------------------------------------------- contexts
+
+  @contextlib.contextmanager
+  def activate(self):
+    """Sets the mesh and the rules for tracing: activation constraints
+    (`with_sharding_constraint` on logical names) only take effect inside."""
+    with jax.set_mesh(self.mesh), nn_partitioning.axis_rules(
+        self.logical_axis_rules):
+      yield
+
+  def partition(self, fn: Callable, in_shardings=None, out_shardings=None,
+                static_argnums=(), donate_argnums=()) -> 'PartitionedFunction':
+    """`jax.jit` of `fn` that traces and runs under this mesh and rules."""
+    return PartitionedFunction(
+        self, jax.jit(fn, in_shardings=in_shardings,
+                      out_shardings=out_shardings,
+                      static_argnums=static_argnums,
+                      donate_argnums=donate_argnums))
+
+  # ------------------------------------------------------ logical -> mesh
+
+  def logical_to_mesh_axes(self, logical_axes) -> PartitionSpec:
+    """One array's logical names (tuple or PartitionSpec) -> mesh PartitionSpec.
+
+    Names without a rule are replicated, as in T5X."""
+    spec = nn_partitioning.logical_to_mesh_axes(tuple(logical_axes),
+                                                self.logical_axis_rules)
+    return PartitionSpec(*spec)
+
+  def params_specs(self, params_axes) -> Any:
+    """The `params_axes` collection -> mesh PartitionSpecs mirroring `params`.
+
+    Accepts the collection as written by `param_with_axes` (leaves
+    `AxisMetadata`, keys `<name>_axes`) or the whole variables dict.
+    """
+    params_axes = frozen_dict.unfreeze(params_axes)
+    if 'params_axes' in params_axes:
+      params_axes = params_axes['params_axes']
+    logical = frozen_dict.unfreeze(nn_partitioning.get_axis_names(params_axes))
+    return jax.tree.map(self.logical_to_mesh_axes, logical,
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+  def sharding(self, spec: PartitionSpec) -> NamedSharding:
+    return NamedSharding(self.mesh, spec)
+
+  def shardings(self, specs) -> Any:
+    """A tree of PartitionSpecs -> the same tree of NamedShardings."""
+    return jax.tree.map(self.sharding, specs,
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+  # ------------------------------------------------------------- checking
+
+  def check_fits(self, shapes, specs, what: str = 'param') -> None:
+    """Raises ValueError naming the first array whose shape the mesh cannot split.
+
+    Args:
+      shapes: tree of arrays or ShapeDtypeStructs.
+      specs: the same tree with mesh PartitionSpecs as leaves.
+      what: the kind of array, for the message ('param', 'batch feature'...).
+    """
+    flat_specs = _flatten_specs(specs)
+    flat_shapes = _flatten(shapes)
+    missing = sorted(set(flat_shapes) - set(flat_specs))
+    if missing:
+      raise ValueError(
+          f'No partition spec for {what} {"/".join(missing[0])}: every param '
+          'must be created with param_with_axes so that it has logical axes.')
+    for key, leaf in flat_shapes.items():
+      spec = flat_specs[key]
+      shape = np.shape(leaf)
+      if len(spec) > len(shape):
+        raise ValueError(
+            f'{what} {"/".join(key)} has shape {shape} but partition spec '
+            f'{spec} names {len(spec)} dims: its logical axes are wrong.')
+      for dim, mesh_axes in enumerate(spec):
+        if mesh_axes is None:
+          continue
+        names = mesh_axes if isinstance(mesh_axes, tuple) else (mesh_axes,)
+        size = math.prod(self.mesh.shape[n] for n in names)
+        if shape[dim] % size:
+          raise ValueError(
+              f'{what} {"/".join(key)}: dim {dim} has size {shape[dim]}, which '
+              f'does not divide over mesh axis {mesh_axes!r} of size {size} '
+              f'(mesh {dict(self.mesh.shape)}). Fix: make that size a multiple '
+              f'of {size}, choose num_partitions/mesh_shape so the axis size '
+              'divides it, or map its logical axis to None in '
+              'logical_axis_rules.')
+
+  # ------------------------------------------------------------- placing
+
+  def shard(self, tree, specs, what: str = 'param'):
+    """Checks then places `tree` on the mesh according to `specs`."""
+    self.check_fits(tree, specs, what)
+    return jax.device_put(tree, self.shardings(specs))
+
+  def initialize(self, init_fn: Callable, *args) -> tuple[Any, Any]:
+    """Runs `init_fn(*args)` (returning Linen variables) directly sharded.
+
+    Returns `(params, params_specs)`: params are created on their devices (never
+    whole on one), specs are the mesh PartitionSpecs of `params`.
+    """
+    abstract = jax.eval_shape(init_fn, *args)
+    specs = self.params_specs(abstract)
+    params_shapes = frozen_dict.unfreeze(abstract['params'])
+    self.check_fits(params_shapes, specs)
+    init_params = lambda *a: frozen_dict.unfreeze(init_fn(*a)['params'])
+    params = self.partition(init_params,
+                            out_shardings=self.shardings(specs))(*args)
+    return params, specs
+
+  def optimizer_state_specs(self, opt_state_shapes, params_specs,
+                            params_shapes) -> Any:
+    """PartitionSpecs for an optax state, mirroring the params' specs.
+
+    Any subtree of the state shaped like the params tree (Adam's `mu`/`nu`,
+    momentum, Adafactor's `v`, ...) takes the params' specs leaf by leaf. A leaf
+    whose shape drops one of the param's dims (Adafactor's factored `v_row`/
+    `v_col`) keeps the specs of the dims it keeps; other leaves (counts,
+    scalars, placeholders) are replicated.
+    """
+    params_specs = frozen_dict.unfreeze(params_specs)
+    params_shapes = frozen_dict.unfreeze(params_shapes)
+    params_def = jax.tree.structure(params_shapes)
+    flat_specs = jax.tree.leaves(
+        params_specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+    flat_param_shapes = [np.shape(x) for x in jax.tree.leaves(params_shapes)]
+
+    def like_params(node):
+      try:
+        return jax.tree.structure(node) == params_def
+      except TypeError:
+        return False
+
+    def spec_for(node):
+      if not like_params(node):
+        return jax.tree.map(lambda _: PartitionSpec(), node)
+      leaves = jax.tree.leaves(node)
+      out = [_derived_spec(np.shape(leaf), shape, spec)
+             for leaf, shape, spec in zip(leaves, flat_param_shapes,
+                                          flat_specs)]
+      return jax.tree.unflatten(params_def, out)
+
+    return jax.tree.map(spec_for, opt_state_shapes, is_leaf=like_params)
+
+  def data_spec(self, ndim: int) -> PartitionSpec:
+    """Batch features: leading (batch) dim on the mesh axis `batch` maps to."""
+    return self.logical_to_mesh_axes((axis_names.BATCH,) + (None,) * (ndim - 1))
+
+  def batch_specs(self, batch: Mapping[str, Any]) -> dict:
+    return {k: self.data_spec(np.ndim(v)) for k, v in batch.items()}
+
+  def shard_batch(self, batch: Mapping[str, Any]) -> dict:
+    """Splits every feature's leading (batch) dim over the data axis."""
+    batch = dict(batch)
+    return self.shard(batch, self.batch_specs(batch), what='batch feature')
+
+
+def _derived_spec(leaf_shape, param_shape, param_spec) -> PartitionSpec:
+  if tuple(leaf_shape) == tuple(param_shape):
+    return param_spec
+  spec = tuple(param_spec) + (None,) * (len(param_shape) - len(param_spec))
+  if len(leaf_shape) == len(param_shape) - 1:
+    for dropped in range(len(param_shape)):
+      kept = param_shape[:dropped] + param_shape[dropped + 1:]
+      if tuple(kept) == tuple(leaf_shape):
+        return PartitionSpec(*(spec[:dropped] + spec[dropped + 1:]))
+  return PartitionSpec()
+
+
+def _flatten(tree) -> dict:
+  flat, _ = jax.tree_util.tree_flatten_with_path(frozen_dict.unfreeze(tree))
+  return {tuple(_path_name([k]) for k in path): leaf for path, leaf in flat}
+
+
+def _flatten_specs(tree) -> dict:
+  flat, _ = jax.tree_util.tree_flatten_with_path(
+      frozen_dict.unfreeze(tree),
+      is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return {tuple(_path_name([k]) for k in path): leaf for path, leaf in flat}
+
+
+class PartitionedFunction:
+  """A jitted function whose calls and lowerings happen under the partitioner's
+  mesh and logical axis rules (so activation constraints apply)."""
+
+  def __init__(self, partitioner: Partitioner, jitted):
+    self._partitioner = partitioner
+    self._jitted = jitted
+
+  def __call__(self, *args, **kwargs):
+    with self._partitioner.activate():
+      return self._jitted(*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    with self._partitioner.activate():
+      return self._jitted.lower(*args, **kwargs)
+
+
+def flatten_specs_for_display(specs) -> dict[str, PartitionSpec]:
+  """`{'encoder/layers_0/attention/query/kernel': PartitionSpec(...)}` for logs
+  and golden tables."""
+  return {'/'.join(k): v for k, v in _flatten_specs(specs).items()}
+

@@ -1,0 +1,82 @@
+"""Partitioner: mesh construction, logical -> mesh specs, optimizer-state specs
+and the errors for meshes and shapes that do not fit."""
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import standin_networks
+from fovea_jax.sharding import axis_names
+from fovea_jax.sharding import partitioner as partitioning
+
+
+def _init(module=None, batch=8):
+  module = module or standin_networks.StandInDecoderOnly(vocab_size=16)
+  tokens = jnp.ones((batch, 4))
+  return lambda rng: module.init(rng, tokens, tokens, enable_dropout=False)
+
+
+def test_mesh_shapes_and_errors():
+  assert jax.device_count() == 8
+  assert dict(partitioning.Partitioner().mesh.shape) == {'data': 8, 'model': 1}
+  p = partitioning.Partitioner(num_partitions=2)
+  assert dict(p.mesh.shape) == {'data': 4, 'model': 2}
+  assert p.mesh.axis_types == (jax.sharding.AxisType.Auto,) * 2
+  assert dict(partitioning.Partitioner(mesh_shape=(2, 4)).mesh.shape) == {
+      'data': 2, 'model': 4}
+  assert dict(partitioning.Partitioner(
+      model_parallel_submesh=(1, 1, 1, 2)).mesh.shape)['model'] == 2
+  assert p.logical_axis_rules == axis_names.STANDARD_RULES
+  with pytest.raises(ValueError, match='does not divide the 8 available'):
+    partitioning.Partitioner(num_partitions=3)
+  with pytest.raises(ValueError, match=r'needs 6 devices but 8'):
+    partitioning.Partitioner(mesh_shape=(3, 2))
+  with pytest.raises(ValueError, match='at most one'):
+    partitioning.Partitioner(num_partitions=2, mesh_shape=(4, 2))
+
+
+def test_specs_follow_rules_and_params_are_placed():
+  p = partitioning.Partitioner(num_partitions=2)
+  params, specs = p.initialize(_init(), jax.random.PRNGKey(0))
+  flat = partitioning.flatten_specs_for_display(specs)
+  assert flat['token_embedder'] == P('model', None)
+  assert flat['decoder/mlp/wi'] == P(None, 'model')
+  assert flat['decoder/self_attention/query'] == P(None, 'model', None)
+  assert params['decoder']['mlp']['wi'].sharding.spec == P(None, 'model')
+  custom = partitioning.Partitioner(
+      num_partitions=2, logical_axis_rules=((axis_names.MLP, None),))
+  _, custom_specs = custom.initialize(_init(), jax.random.PRNGKey(0))
+  assert partitioning.flatten_specs_for_display(
+      custom_specs)['decoder/mlp/wi'] == P(None, None)
+
+
+def test_optimizer_state_mirrors_params():
+  p = partitioning.Partitioner(num_partitions=2)
+  params, specs = p.initialize(_init(), jax.random.PRNGKey(0))
+  adam = p.optimizer_state_specs(jax.eval_shape(optax.adamw(1e-3).init, params),
+                                 specs, params)
+  assert adam[0].mu == specs and adam[0].nu == specs
+  assert adam[0].count == P()
+  factored = optax.adafactor(1e-3, min_dim_size_to_factor=4)
+  state_shapes = jax.eval_shape(factored.init, params)
+  state_specs = p.optimizer_state_specs(state_shapes, specs, params)
+  state = p.shard(factored.init(params), state_specs, what='optimizer state')
+  wi = params['decoder']['mlp']['wi']  # [embed 8, mlp 32], mlp on 'model'
+  leaves = [(s.shape, s.sharding.spec) for s in jax.tree.leaves(state)
+            if s.shape in ((8,), (32,))]
+  assert ((32,), P('model')) in leaves and ((8,), P(None)) in leaves
+  assert wi.shape == (8, 32)
+
+
+def test_non_dividing_param_and_batch_name_the_culprit():
+  p = partitioning.Partitioner(num_partitions=4)
+  odd = standin_networks.StandInDecoderOnly(vocab_size=18, heads=4)
+  with pytest.raises(ValueError, match=r'token_embedder: dim 0 has size 18.*'
+                     r"'model' of size 4"):
+    p.initialize(_init(odd), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match=r'batch feature decoder_input_tokens: '
+                     r'dim 0 has size 3'):
+    p.shard_batch({'decoder_input_tokens': jnp.ones((3, 4))})
+  batch = p.shard_batch({'decoder_input_tokens': jnp.ones((4, 4))})
+  assert batch['decoder_input_tokens'].sharding.spec == P('data', None)
