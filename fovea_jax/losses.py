@@ -109,7 +109,9 @@ class SpecialLossNormalizingFactor(enum.Enum):
   AVERAGE_PER_SEQUENCE = 3
 
 
-def _as_special(factor) -> SpecialLossNormalizingFactor:
+def as_special_loss_normalizing_factor(
+    factor) -> SpecialLossNormalizingFactor:
+  """The enum for a name like 'num_real_target_tokens' (gin cannot spell enums)."""
   if isinstance(factor, SpecialLossNormalizingFactor):
     return factor
   try:
@@ -142,7 +144,7 @@ def get_loss_normalizing_factor_and_weights(loss_normalizing_factor,
   if loss_normalizing_factor is None or isinstance(loss_normalizing_factor,
                                                    (int, float)):
     return loss_normalizing_factor, weights
-  factor = _as_special(loss_normalizing_factor)
+  factor = as_special_loss_normalizing_factor(loss_normalizing_factor)
   if weights is None:
     weights = (batch['decoder_target_tokens'] > 0).astype(jnp.float32)
   weights = weights.astype(jnp.float32)

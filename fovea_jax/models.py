@@ -74,8 +74,8 @@ class BaseTransformerModel:
     if not 0.0 <= label_smoothing < 1.0:
       raise ValueError(f'label_smoothing must be in [0, 1), got '
                        f'{label_smoothing}.')
-    if isinstance(loss_normalizing_factor, str):
-      losses.SpecialLossNormalizingFactor[loss_normalizing_factor.upper()]
+    if isinstance(loss_normalizing_factor, str):  # fail at build, not at step 1
+      losses.as_special_loss_normalizing_factor(loss_normalizing_factor)
     if feature_converter_cls is not None:
       self.FEATURE_CONVERTER_CLS = feature_converter_cls
     self.module = module

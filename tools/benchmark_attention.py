@@ -94,8 +94,11 @@ def measure(fn, args, repeats, memory_limit):
 def run(args):
   lengths = [n for n in args.lengths if n <= args.max_len]
   schemes = scheme_table(args.block_len, args.fine_len, args.rank, args.window)
+  # Pallas rows only where the kernels compile (GPU/TPU): on CPU they would time
+  # Pallas' interpreter. Pass --implementations xla,pallas to force them.
   implementations = args.implementations or (
-      ['xla'] + (['pallas'] if registry.pallas_available() else []))
+      ['xla'] + (['pallas'] if registry.default_implementation() == 'pallas'
+                 else []))
   dtype = jnp.dtype(args.dtype)
   memory_limit = available_memory_bytes() * 0.8
   rows = []
@@ -126,16 +129,34 @@ def run(args):
   return rows
 
 
+def _ratio(a, b):
+  return a / b if a and b else None
+
+
 def add_ratios(rows):
-  """Speedup over dense XLA measured in the same run, and its ideal."""
-  dense = {r['length']: r for r in rows
-           if r['scheme'] == 'dense' and r['implementation'] == 'xla'}
+  """Ratios against baselines measured in the same run.
+
+  fwd_bwd_speedup: dense XLA f+b time / own (and ideal_speedup, its ideal).
+  Issue-4 goals (GPU): fwd_vs_cudnn = own forward / cuDNN dense forward;
+  bwd_over_fwd = own backward / own forward; mem_vs_flash = own f+b peak memory /
+  flash dense (dense through the Pallas kernel) f+b peak memory.
+  """
+  def baseline(impl):
+    return {r['length']: r for r in rows
+            if r['scheme'] == 'dense' and r['implementation'] == impl}
+  dense, cudnn, flash = baseline('xla'), baseline('cudnn'), baseline('pallas')
   for r in rows:
-    ref = dense.get(r['length'])
+    n = r['length']
     r['ideal_speedup'] = 1.0 / r['fraction']
-    r['fwd_bwd_speedup'] = None
-    if ref and ref['fwd_bwd_s'] and r['fwd_bwd_s']:
-      r['fwd_bwd_speedup'] = ref['fwd_bwd_s'] / r['fwd_bwd_s']
+    r['fwd_bwd_speedup'] = _ratio((dense.get(n) or {}).get('fwd_bwd_s'),
+                                  r['fwd_bwd_s'])
+    r['fwd_vs_cudnn'] = _ratio(r['forward_s'],
+                               (cudnn.get(n) or {}).get('forward_s'))
+    backward = (r['fwd_bwd_s'] - r['forward_s']
+                if r['fwd_bwd_s'] and r['forward_s'] else None)
+    r['bwd_over_fwd'] = _ratio(backward, r['forward_s'])
+    r['mem_vs_flash'] = _ratio(r['fwd_bwd_bytes'],
+                               (flash.get(n) or {}).get('fwd_bwd_bytes'))
 
 
 def _fmt_s(x):
@@ -163,7 +184,9 @@ def print_summary(rows):
     speed = r['fwd_bwd_speedup']
     extra = (f" {speed:8.2f} {r['ideal_speedup']:6.2f} "
              f"{speed / r['ideal_speedup']:5.0%}" if speed else '')
-    print(format_row(r) + extra)
+    goals = [f'{name}={r[name]:.3g}' for name in
+             ('fwd_vs_cudnn', 'bwd_over_fwd', 'mem_vs_flash') if r.get(name)]
+    print(format_row(r) + extra + ('  ' + ' '.join(goals) if goals else ''))
 
 
 def plot(rows, path):

@@ -69,6 +69,12 @@ def relative_position_bucket(relative_position, *, bidirectional=True,
   else:
     distance = -xp.minimum(relative_position, 0)
   max_exact = num_buckets // 2
+  if max_distance <= max_exact:
+    raise ValueError(
+        f'max_distance ({max_distance}) must exceed the exact range {max_exact} of '
+        f'{"bidirectional " if bidirectional else ""}T5 buckets with num_buckets='
+        f'{num_buckets * (2 if bidirectional else 1)}: raise max_distance or lower '
+        'num_buckets.')
   is_small = distance < max_exact
   safe = xp.maximum(distance, 1).astype(np.float32)
   log_ratio = xp.log(safe / np.float32(max_exact)) / np.float32(

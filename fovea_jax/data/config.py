@@ -63,7 +63,13 @@ def get_mixture_or_task(name: str, module: Optional[str] = None):
   An unknown name raises a ValueError that names it and lists close matches.
   """
   if module:
-    importlib.import_module(module)
+    try:
+      importlib.import_module(module)
+    except ModuleNotFoundError as e:
+      raise ValueError(
+          f'DatasetConfig.module {module!r} (imported to register tasks) '
+          f'cannot be imported: {e}. Use e.g. module=\'fovea_jax.tasks\'.'
+      ) from e
   registered = sorted(set(seqio.TaskRegistry.names()) |
                       set(seqio.MixtureRegistry.names()))
   if name not in registered:

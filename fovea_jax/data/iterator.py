@@ -13,11 +13,21 @@ import json
 import random
 from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import seqio
 
 from fovea_jax.data import pipeline
 from fovea_jax.data.config import DatasetConfig
+
+
+def _seed_shared_by_all_processes() -> int:
+  seed = np.int32(random.SystemRandom().randrange(2**31))
+  if jax.process_count() > 1:
+    # One seed for all, so the state any one process saves fits every process.
+    seed = multihost_utils.broadcast_one_to_all(seed)
+  return int(seed)
 
 
 class DataIterator:
@@ -40,7 +50,7 @@ class DataIterator:
     # it in the state when the config leaves it open (T5X's seed=None).
     self._seed = cfg.seed
     if self._seed is None and cfg.shuffle:
-      self._seed = random.SystemRandom().randrange(2**31)
+      self._seed = _seed_shared_by_all_processes()
     self._batches_consumed = 0
     self._numpy_iterator = None
     if state is not None:
@@ -58,8 +68,9 @@ class DataIterator:
         'shuffle': cfg.shuffle,
         'pack': cfg.pack,
         'use_cached': cfg.use_cached,
+        # Not the shard index: every process restores the state that one
+        # process saved (positions and seeds agree across processes).
         'num_shards': self._shard_info.num_shards,
-        'shard_index': self._shard_info.index,
         'feature_converter': (self._feature_converter_cls.__name__
                               if self._feature_converter_cls else 'default'),
         'num_epochs': self._num_epochs,

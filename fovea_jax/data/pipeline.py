@@ -9,6 +9,7 @@ from typing import Optional, Type
 import jax
 import seqio
 
+from fovea_jax.data import packing
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.data.config import get_mixture_or_task
 from fovea_jax.data.tensorflow_setup import tf
@@ -42,6 +43,8 @@ def make_feature_converter(
   task_or_mixture = task_or_mixture or get_mixture_or_task(
       cfg.mixture_or_task_name, cfg.module)
   cls = feature_converter_cls or feature_converter_cls_for(task_or_mixture)
+  if cfg.pack and not cfg.use_custom_packing_ops:
+    cls = packing.with_windowed_packing(cls)
   return cls(pack=cfg.pack, use_custom_packing_ops=cfg.use_custom_packing_ops)
 
 
@@ -54,6 +57,25 @@ def check_features_match(cfg: DatasetConfig, task_or_mixture) -> None:
         f'TASK_FEATURE_LENGTHS has {sorted(given)} but task '
         f'{cfg.mixture_or_task_name!r} has features {sorted(features)}; give '
         'exactly one positive length per feature.')
+
+
+def check_split(cfg: DatasetConfig, task_or_mixture) -> None:
+  """Every task must offer `cfg.split` (where the task knows its splits)."""
+  for task in seqio.get_subtasks(task_or_mixture):
+    splits = list(task.source.splits or ())
+    if splits and cfg.split not in splits:
+      raise ValueError(
+          f'Task {task.name!r} has no split {cfg.split!r}; it has {splits}.')
+
+
+def load_vocabularies(task_or_mixture) -> None:
+  """Loads each feature's vocabulary now, outside any tf.data function.
+
+  A missing SentencePiece file then fails here with its own message instead of
+  deep inside a traced tf.data map.
+  """
+  for feature in task_or_mixture.output_features.values():
+    _ = feature.vocabulary.vocab_size
 
 
 def get_dataset(
@@ -78,6 +100,8 @@ def get_dataset(
   """
   task_or_mixture = get_mixture_or_task(cfg.mixture_or_task_name, cfg.module)
   check_features_match(cfg, task_or_mixture)
+  check_split(cfg, task_or_mixture)
+  load_vocabularies(task_or_mixture)
   shard_info = shard_info or default_shard_info()
   batch_size = per_process_batch_size(cfg, shard_info)
   dataset = seqio.get_dataset(

@@ -26,8 +26,11 @@ PredictBatchFn = Callable[[Batch], np.ndarray]
 ScoreBatchFn = Callable[[Batch], np.ndarray]
 
 
-def _padded_batches(dataset: tf.data.Dataset, batch_size: int):
-  """Yields (indices, batch padded to batch_size, number of real rows)."""
+def padded_batches(dataset: tf.data.Dataset, batch_size: int):
+  """Yields (indices, batch padded to batch_size, number of real rows).
+
+  `dataset` yields (index, features) pairs, as seqio's enumerated eval data.
+  """
   for indices, batch in dataset.batch(batch_size).as_numpy_iterator():
     num_real = len(indices)
     if num_real < batch_size:
@@ -37,6 +40,10 @@ def _padded_batches(dataset: tf.data.Dataset, batch_size: int):
     yield indices, batch, num_real
 
 
+# The name infer_lib (training branch) first used; prefer `padded_batches`.
+_padded_batches = padded_batches
+
+
 def predict_fn_from_batch_predictor(predict_batch: PredictBatchFn,
                                     batch_size: int):
   """A seqio predict_fn calling `predict_batch` on fixed-size batches."""
@@ -44,7 +51,7 @@ def predict_fn_from_batch_predictor(predict_batch: PredictBatchFn,
   def predict_fn(dataset, model_feature_shapes=None):
     del model_feature_shapes
     results = []
-    for indices, batch, num_real in _padded_batches(dataset, batch_size):
+    for indices, batch, num_real in padded_batches(dataset, batch_size):
       tokens = np.asarray(predict_batch(batch))
       if tokens.ndim != 2 or tokens.shape[0] != batch_size:
         raise ValueError(
@@ -63,7 +70,7 @@ def score_fn_from_batch_scorer(score_batch: ScoreBatchFn, batch_size: int):
   def score_fn(dataset, model_feature_shapes=None):
     del model_feature_shapes
     results = []
-    for indices, batch, num_real in _padded_batches(dataset, batch_size):
+    for indices, batch, num_real in padded_batches(dataset, batch_size):
       token_scores = np.asarray(score_batch(batch), dtype=np.float64)
       targets = batch['decoder_target_tokens']
       if token_scores.shape != targets.shape:
@@ -96,7 +103,11 @@ class SeqioEvaluation:
       num_examples: Optional[int] = None,
   ):
     check_task_feature_lengths(cfg.task_feature_lengths)
-    get_mixture_or_task(cfg.mixture_or_task_name, cfg.module)  # Clear errors.
+    # Fail here, clearly, on an unknown task or split or a missing vocabulary
+    # (seqio's Evaluator would silently skip a task without the split).
+    task_or_mixture = get_mixture_or_task(cfg.mixture_or_task_name, cfg.module)
+    pipeline.check_split(cfg, task_or_mixture)
+    pipeline.load_vocabularies(task_or_mixture)
     self._cfg = dataclasses.replace(cfg, pack=False)
     self._log_dir = log_dir
     # seqio's loggers write into log_dir but never create it.
@@ -113,6 +124,9 @@ class SeqioEvaluation:
         logger_cls=(seqio.JSONLogger,),
         log_dir=log_dir,
         async_compute_metrics=False)
+    if not self._evaluator.eval_tasks:
+      raise ValueError(f'{cfg.mixture_or_task_name!r} has no task with metric '
+                       f'functions and a {cfg.split!r} split to evaluate.')
     self._tensorboard = tf.summary.create_file_writer(
         os.path.join(log_dir, 'tensorboard'))
 

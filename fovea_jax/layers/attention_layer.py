@@ -33,7 +33,7 @@ class MultiHeadAttention(nn.Module):
   @nn.compact
   def __call__(self, inputs_q, inputs_kv, *, key_mask=None, position_bias=None,
                side_position_bias=None, q_segment_ids=None, kv_segment_ids=None,
-               decode: bool = False):
+               bidirectional_prefix=None, decode: bool = False):
     kv_heads = self.num_kv_heads or self.num_heads
     if self.num_heads % kv_heads:
       raise ValueError(f'num_heads ({self.num_heads}) must be a multiple of '
@@ -58,7 +58,8 @@ class MultiHeadAttention(nn.Module):
         side_position_bias=side_position_bias, q_segment_ids=q_segment_ids,
         kv_segment_ids=kv_segment_ids, inputs=inputs_kv,
         project_kv=lambda x: (key_proj(x), value_proj(x)), decode=decode,
-        implementation=self.implementation)
+        implementation=self.implementation,
+        bidirectional_prefix=bidirectional_prefix)
     out = self.scheme_factory(name='scheme')(query, key, value, scheme_inputs)
     return DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
                         kernel_axes=(ax.HEADS, ax.KV, ax.EMBED), dtype=self.dtype,

@@ -16,7 +16,8 @@ from fovea_jax.networks.config import Config
 from fovea_jax.networks.schemes import Dense
 
 
-def _dropout(config: Config):
+def dropout_layer(config: Config):
+  """T5X's dropout: the mask is shared along the length axis."""
   return nn.Dropout(config.dropout_rate, broadcast_dims=(-2,))
 
 
@@ -28,7 +29,8 @@ def _attention(config: Config, scheme_factory, name):
       name=name)
 
 
-def _norm(config: Config, name):
+def norm_layer(config: Config, name):
+  """T5 RMSNorm in the compute dtype."""
   return layers.RMSNorm(epsilon=config.layer_norm_epsilon,
                         dtype=config.activation_dtype, name=name)
 
@@ -56,7 +58,7 @@ class TransformerLayer(nn.Module):
   @nn.compact
   def __call__(self, x, biases=None, *, key_mask=None, segment_ids=None,
                encoded=None, encoder_key_mask=None, encoder_segment_ids=None,
-               deterministic=True, decode=False):
+               bidirectional_prefix=None, deterministic=True, decode=False):
     cfg = self.config
     if self.owns_biases:
       side = (_bias_table(cfg, self.bidirectional, 'side_relpos_bias')
@@ -64,26 +66,27 @@ class TransformerLayer(nn.Module):
       biases = (_bias_table(cfg, self.bidirectional, 'relpos_bias'), side)
     position_bias, side_bias = biases
     prefix = 'self_' if self.is_decoder else ''
-    y = _norm(cfg, f'pre_{prefix}attention_layer_norm')(x)
+    y = norm_layer(cfg, f'pre_{prefix}attention_layer_norm')(x)
     y = _attention(cfg, self.scheme_factory, f'{prefix}attention')(
         y, y, key_mask=key_mask, position_bias=position_bias,
         side_position_bias=side_bias, q_segment_ids=segment_ids,
-        kv_segment_ids=segment_ids, decode=decode)
+        kv_segment_ids=segment_ids, bidirectional_prefix=bidirectional_prefix,
+        decode=decode)
     x = layers.constrain_activations(
-        x + _dropout(cfg)(y, deterministic=deterministic))
+        x + dropout_layer(cfg)(y, deterministic=deterministic))
     if encoded is not None:
-      y = _norm(cfg, 'pre_cross_attention_layer_norm')(x)
+      y = norm_layer(cfg, 'pre_cross_attention_layer_norm')(x)
       y = _attention(cfg, Dense().module_factory(causal=False),
                      'encoder_decoder_attention')(
                          y, encoded, key_mask=encoder_key_mask,
                          q_segment_ids=segment_ids,
                          kv_segment_ids=encoder_segment_ids)
       x = layers.constrain_activations(
-          x + _dropout(cfg)(y, deterministic=deterministic))
-    y = _norm(cfg, 'pre_mlp_layer_norm')(x)
+          x + dropout_layer(cfg)(y, deterministic=deterministic))
+    y = norm_layer(cfg, 'pre_mlp_layer_norm')(x)
     y = layers.MlpBlock(intermediate_dim=cfg.mlp_dim,
                         activations=cfg.mlp_activations,
                         dropout_rate=cfg.dropout_rate,
                         dtype=cfg.activation_dtype, name='mlp')(y, deterministic)
-    x = x + _dropout(cfg)(y, deterministic=deterministic)
+    x = x + dropout_layer(cfg)(y, deterministic=deterministic)
     return layers.constrain_activations(x), biases

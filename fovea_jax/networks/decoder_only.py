@@ -29,14 +29,15 @@ class DecoderOnly(nn.Module):
     """Logits [batch, length, vocab]; decode=True: one token per row, cached.
 
     Prompts are fed through the cache one token at a time (T5X's decoding loop
-    without `prefill`); prefix-LM masks (decoder_causal_attention) are not
-    supported and raise.
+    without `prefill`). decoder_causal_attention [batch, length] (T5X's
+    prefix-LM): positions marked 1 also attend to each other; dense layers only
+    (sparse schemes raise), and not while decoding.
     """
     del decoder_positions, max_decode_length  # relative bias needs neither
-    if decoder_causal_attention is not None:
-      raise ValueError('decoder_causal_attention (prefix-LM bidirectional inputs) '
-                       'is not supported by DecoderOnly; use a plain LM task '
-                       'without the "inputs" feature.')
+    if decoder_causal_attention is not None and decode:
+      raise ValueError('decoder_causal_attention (prefix-LM inputs) needs the '
+                       'whole prompt at once; it cannot be used with decode=True '
+                       '(prompts are fed token by token).')
     if prefill or prefill_lengths is not None:
       raise ValueError('prefill is not supported by DecoderOnly: decode the '
                        'prompt token by token with decode=True (forced tokens).')
@@ -48,6 +49,9 @@ class DecoderOnly(nn.Module):
       key_mask, decoder_segment_ids = None, None
     else:
       key_mask = jnp.asarray(decoder_target_tokens).astype(jnp.int32) > 0
+    prefix = (None if decoder_causal_attention is None else
+              jnp.asarray(decoder_causal_attention) > 0)
     return self.decoder(tokens, key_mask=key_mask,
                         segment_ids=decoder_segment_ids,
+                        bidirectional_prefix=prefix,
                         deterministic=not enable_dropout, decode=decode)

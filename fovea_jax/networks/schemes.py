@@ -140,6 +140,10 @@ class MASFormer(SchemeSpec):
   window: int = 256
   block_len: int = 256
 
+  def __post_init__(self):
+    if self.full_layers is not None:  # gin may give a list; specs stay hashable
+      object.__setattr__(self, 'full_layers', tuple(self.full_layers))
+
   def dense_layers(self, num_layers: int) -> tuple:
     if self.full_layers is not None:
       bad = [i for i in self.full_layers if not 0 <= i < num_layers]

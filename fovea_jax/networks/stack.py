@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from fovea_jax import layers
 from fovea_jax.layers import sharding as layer_sharding
-from fovea_jax.networks.blocks import TransformerLayer, _dropout, _norm
+from fovea_jax.networks.blocks import TransformerLayer, dropout_layer, norm_layer
 from fovea_jax.networks.config import Config
 from fovea_jax.networks.schemes import SchemeSpec
 from fovea_jax.sharding import axis_names as ax
@@ -38,11 +38,11 @@ class Stack(nn.Module):
   @nn.compact
   def __call__(self, tokens, *, key_mask=None, segment_ids=None, encoded=None,
                encoder_key_mask=None, encoder_segment_ids=None,
-               deterministic=True, decode=False):
+               bidirectional_prefix=None, deterministic=True, decode=False):
     cfg = self.config
     x = self.shared_embedding(tokens.astype(jnp.int32)).astype(
         cfg.activation_dtype)
-    x = _dropout(cfg)(x, deterministic=deterministic)
+    x = dropout_layer(cfg)(x, deterministic=deterministic)
     x = layers.constrain_activations(x)
     biases = None
     for i in range(self.num_layers):
@@ -54,9 +54,10 @@ class Stack(nn.Module):
               x, biases, key_mask=key_mask, segment_ids=segment_ids,
               encoded=encoded, encoder_key_mask=encoder_key_mask,
               encoder_segment_ids=encoder_segment_ids,
+              bidirectional_prefix=bidirectional_prefix,
               deterministic=deterministic, decode=decode)
-    x = _norm(cfg, self.norm_name)(x)
-    x = _dropout(cfg)(x, deterministic=deterministic)
+    x = norm_layer(cfg, self.norm_name)(x)
+    x = dropout_layer(cfg)(x, deterministic=deterministic)
     x = layers.constrain_activations(x)
     if not self.with_logits:
       return x

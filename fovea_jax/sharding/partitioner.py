@@ -110,18 +110,13 @@ class Partitioner:
       yield
 
   def partition(self, fn: Callable, in_shardings=None, out_shardings=None,
-                static_argnums=(), donate_argnums=()) -> Callable:
+                static_argnums=(), donate_argnums=()) -> 'PartitionedFunction':
     """`jax.jit` of `fn` that traces and runs under this mesh and rules."""
-    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
-                     static_argnums=static_argnums,
-                     donate_argnums=donate_argnums)
-
-    def run(*args, **kwargs):
-      with self.activate():
-        return jitted(*args, **kwargs)
-
-    run.lower = lambda *a, **k: _lower_in(self, jitted, *a, **k)
-    return run
+    return PartitionedFunction(
+        self, jax.jit(fn, in_shardings=in_shardings,
+                      out_shardings=out_shardings,
+                      static_argnums=static_argnums,
+                      donate_argnums=donate_argnums))
 
   # ------------------------------------------------------ logical -> mesh
 
@@ -285,9 +280,21 @@ def _flatten_specs(tree) -> dict:
   return {tuple(_path_name([k]) for k in path): leaf for path, leaf in flat}
 
 
-def _lower_in(partitioner, jitted, *args, **kwargs):
-  with partitioner.activate():
-    return jitted.lower(*args, **kwargs)
+class PartitionedFunction:
+  """A jitted function whose calls and lowerings happen under the partitioner's
+  mesh and logical axis rules (so activation constraints apply)."""
+
+  def __init__(self, partitioner: Partitioner, jitted):
+    self._partitioner = partitioner
+    self._jitted = jitted
+
+  def __call__(self, *args, **kwargs):
+    with self._partitioner.activate():
+      return self._jitted(*args, **kwargs)
+
+  def lower(self, *args, **kwargs):
+    with self._partitioner.activate():
+      return self._jitted.lower(*args, **kwargs)
 
 
 def flatten_specs_for_display(specs) -> dict[str, PartitionSpec]:

@@ -94,13 +94,18 @@ def _module_paths(root: pathlib.Path) -> List[pathlib.Path]:
   return paths
 
 
-@functools.lru_cache(maxsize=4)
 def load_modules(root: Optional[str] = None) -> Tuple[StdlibModule, ...]:
   """Every stdlib module that parses and has a non-empty docstring summary.
 
   Sorted by relative path so that datasets built from it are deterministic.
+  Parsed once per process and root.
   """
-  root_path = pathlib.Path(root) if root else stdlib_root()
+  return _load_modules(str(root or stdlib_root()))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_modules(root: str) -> Tuple[StdlibModule, ...]:
+  root_path = pathlib.Path(root)
   if not root_path.is_dir():
     raise FileNotFoundError(f'Standard library folder {root_path} not found.')
   modules = []

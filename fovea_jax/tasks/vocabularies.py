@@ -28,6 +28,20 @@ class ConfiguredSentencePieceVocabulary(seqio.SentencePieceVocabulary):
   def sentencepiece_model_file(self) -> str:
     return paths.sentencepiece_model_path()
 
+  # seqio compares a model's vocabulary with its tasks'. Every instance reads
+  # the same configured path, so equality must not depend on which instance
+  # has loaded its model yet.
+  def __eq__(self, other):
+    if isinstance(other, ConfiguredSentencePieceVocabulary):
+      return self.extra_ids == other.extra_ids
+    if isinstance(other, seqio.SentencePieceVocabulary):
+      return (self.extra_ids == other.extra_ids and
+              self.sentencepiece_model_file == other.sentencepiece_model_file)
+    return False
+
+  def __hash__(self):
+    return hash((ConfiguredSentencePieceVocabulary, self.extra_ids))
+
 
 BYTE_VOCABULARY = seqio.ByteVocabulary()
 SENTENCEPIECE_VOCABULARY = ConfiguredSentencePieceVocabulary()

@@ -23,7 +23,7 @@ def random_inputs(seed, *, batch=2, length=37, heads=2, kv_heads=None, head_dim=
   position_bias = None
   if bias:
     position_bias = attention.RelativePositionBias(
-        normal(32, heads), num_buckets=32, max_distance=16,
+        normal(32, heads), num_buckets=32, max_distance=24,
         bidirectional=bidirectional)
   return q, k, v, key_mask, position_bias
 

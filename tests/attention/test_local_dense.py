@@ -60,3 +60,5 @@ def test_relative_position_bucket_matches_t5():
   causal = attention.relative_position_bucket(rel, bidirectional=False)
   np.testing.assert_array_equal(causal[:6], [31, 31, 17, 8, 1, 0])
   np.testing.assert_array_equal(causal[6:], 0)
+  with pytest.raises(ValueError, match='max_distance'):
+    attention.relative_position_bucket(rel, bidirectional=False, max_distance=16)

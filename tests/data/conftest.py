@@ -8,10 +8,10 @@ import fovea_jax.tasks  # noqa: F401  (registers the tasks)
 
 @pytest.fixture(scope='session')
 def sentencepiece_model(tmp_path_factory):
-  """A 300-piece SentencePiece model trained by our tool on stdlib text."""
+  """A 512-piece SentencePiece model trained by our tool on 10 stdlib modules."""
   tool = importlib.import_module('tools.train_sentencepiece')
-  prefix = tmp_path_factory.mktemp('spm') / 'stdlib_300'
-  return tool.train('stdlib_summarization', str(prefix), 300, max_examples=40)
+  prefix = tmp_path_factory.mktemp('spm') / 'stdlib_512'
+  return tool.train('stdlib_summarization', str(prefix), 512, max_examples=10)
 
 
 @pytest.fixture

@@ -37,9 +37,21 @@ def test_unknown_task_is_named_with_close_matches():
   assert 'stdlib_summarization' in str(error.value)
 
 
+def test_missing_task_name_or_module_is_explained():
+  with pytest.raises(ValueError, match='MIXTURE_OR_TASK_NAME'):
+    _config(mixture_or_task_name='')
+  with pytest.raises(ValueError, match="module 'fovea_jax.taks'"):
+    data.get_dataset(_config(module='fovea_jax.taks'))
+
+
 def test_lengths_must_cover_the_task_features():
   with pytest.raises(ValueError, match="features \\['inputs', 'targets'\\]"):
     data.get_dataset(_config(task_feature_lengths={'targets': 32}))
+
+
+def test_unknown_split_lists_the_tasks_splits():
+  with pytest.raises(ValueError, match="no split 'dev'.*'validation'"):
+    data.get_dataset(_config(split='dev'))
 
 
 def test_encoder_decoder_batches_and_packing():
@@ -68,9 +80,11 @@ def test_language_model_task_gets_the_lm_converter():
 
 
 def test_resuming_from_a_saved_state_continues_identically():
-  cfg = _config(pack=True)
+  # The validation split (two dozen modules, about 6 batches an epoch): the
+  # resumed run must also reproduce the next epoch's reshuffle.
+  cfg = _config(split='validation', pack=True)
   uninterrupted = data.DataIterator(cfg)
-  expected = [next(uninterrupted) for _ in range(5)]
+  expected = [next(uninterrupted) for _ in range(9)]
 
   first_run = data.DataIterator(cfg)
   for _ in range(3):
@@ -81,11 +95,11 @@ def test_resuming_from_a_saved_state_continues_identically():
     got = next(resumed)
     for key in want:
       np.testing.assert_array_equal(got[key], want[key])
-  assert resumed.get_state()['batches_consumed'] == 5
+  assert resumed.get_state()['batches_consumed'] == 9
 
 
 def test_unseeded_shuffle_picks_a_seed_and_keeps_it_in_the_state():
-  cfg = _config(seed=None)
+  cfg = _config(split='validation', seed=None)
   iterator = data.DataIterator(cfg)
   next(iterator)
   state = iterator.get_state()
@@ -124,3 +138,22 @@ def test_processes_read_disjoint_shards_of_half_the_batch():
   with pytest.raises(ValueError, match='not divisible'):
     data.get_dataset(_config(batch_size=3),
                      shard_info=seqio.ShardInfo(index=0, num_shards=2))
+
+
+def test_one_processes_saved_state_resumes_every_process():
+  # Multi-host checkpoints keep the data state one process saved.
+  cfg = _config(split='validation', batch_size=2)
+  first, second = (seqio.ShardInfo(index=i, num_shards=2) for i in range(2))
+  saver = data.DataIterator(cfg, shard_info=first)
+  uninterrupted = data.DataIterator(cfg, shard_info=second)
+  for _ in range(2):
+    next(saver)
+    next(uninterrupted)
+  resumed = data.DataIterator(cfg, shard_info=second, state=saver.get_state())
+  for _ in range(2):
+    np.testing.assert_array_equal(next(resumed)['encoder_input_tokens'],
+                                  next(uninterrupted)['encoder_input_tokens'])
+  other_layout = seqio.ShardInfo(index=0, num_shards=4)
+  with pytest.raises(ValueError, match='num_shards'):
+    data.DataIterator(_config(split='validation', batch_size=4),
+                      shard_info=other_layout, state=saver.get_state())

@@ -1,9 +1,7 @@
 """Tiny network configurations shared by the network tests."""
-import dataclasses
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fovea_jax import networks
@@ -16,6 +14,10 @@ TINY_SCHEMES = {
     'longt5_tglobal': networks.schemes.LongT5TransientGlobal(
         local_radius=3, global_block_size=4),
     'fovea': networks.schemes.Fovea(block_len=4),
+    # Every other fovea option: two nodes per band, nodes cut at the edges
+    # dropped, log-count weights, levels capped at 1 (further level-1 nodes).
+    'fovea_options': networks.schemes.Fovea(block_len=2, wing=2, edge='drop',
+                                            coarse_weight='count', max_level=1),
     'fma': networks.schemes.Fma(fine_len=4, rank=2, max_length=32),
     'fma_learned': networks.schemes.Fma(fine_len=4, rank=2,
                                         downsample='grouped_conv', max_length=32),
@@ -38,14 +40,11 @@ def tiny_config(scheme='dense', **overrides):
   return networks.Config(**options)
 
 
-def replace(config, **changes):
-  return dataclasses.replace(config, **changes)
-
-
 def random_variables(model, *init_args, seed=0, **init_kwargs):
   """Variables shaped as `model.init` makes them, filled from numpy at random.
 
-  Compiling `init` costs seconds per configuration on a loaded CPU; tests that
+  Compiling `init` costs seconds per configuration on a loaded CPU (and so does
+  every eager jnp op on a new shape: test data is numpy); tests that
   need some weights, not T5's initial ones, take these. Random (not mean-valued)
   FMA filters and norm scales also make every parameter matter.
   """
@@ -53,5 +52,5 @@ def random_variables(model, *init_args, seed=0, **init_kwargs):
                           jax.random.PRNGKey(0), *init_args)
   rng = np.random.default_rng(seed)
   return jax.tree.map(
-      lambda s: jnp.asarray(rng.normal(0.0, 0.5, s.shape), s.dtype),
+      lambda s: np.asarray(rng.normal(0.0, 0.5, s.shape), s.dtype),
       {'params': shapes['params']})

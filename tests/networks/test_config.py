@@ -4,6 +4,7 @@ import functools
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from fovea_jax import networks
@@ -34,7 +35,7 @@ def test_gin_builds_a_fovea_lm_and_a_tglobal_encoder_decoder(clean_gin):
   config = networks.Config()
   assert config.scheme == schemes.Fovea(block_len=16, coarse_weight='count')
   model = networks.DecoderOnly(config)
-  tokens = jnp.ones((2, 40), jnp.float32)
+  tokens = np.ones((2, 40), np.float32)
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, tokens)
   logits = jax.eval_shape(
       lambda v: model.apply(v, tokens, tokens, enable_dropout=False), variables)
@@ -59,7 +60,8 @@ def test_gin_builds_a_fovea_lm_and_a_tglobal_encoder_decoder(clean_gin):
 def test_masformer_schedule():
   spec = schemes.MASFormer(num_full=2, local='block', block_len=8)
   assert spec.dense_layers(6) == (0, 1)
-  assert schemes.MASFormer(full_layers=(5, 2)).dense_layers(6) == (2, 5)
+  assert schemes.MASFormer(full_layers=[5, 2]).dense_layers(6) == (2, 5)
+  assert hash(schemes.MASFormer(full_layers=[5, 2]))  # lists from gin are fine
   dense_layer = spec.layer_factory(1, 6, causal=True)
   local_layer = spec.layer_factory(2, 6, causal=True)
   assert dense_layer.func.__name__ == 'DenseScheme'
@@ -88,7 +90,7 @@ def test_fma_learned_filters_are_bounded_by_max_length():
       attention=schemes.Fma(fine_len=4, rank=2, downsample='grouped_conv',
                             max_length=16))
   model = networks.EncoderDecoder(config)
-  tokens = jnp.ones((1, 24), jnp.float32)
+  tokens = np.ones((1, 24), np.float32)
   with pytest.raises(ValueError, match='max_length=16'):
     jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, tokens[:, :4],
                    tokens[:, :4])
@@ -99,7 +101,7 @@ def test_bfloat16_decoding_traces_for_every_scheme(scheme):
   """bf16 compute: full pass and one cached step trace (dtype-consistent caches)
   and keep float32 logits. Tracing only (eval_shape): no compile."""
   model = networks.DecoderOnly(tiny_config(scheme, dtype='bfloat16'))
-  tokens = jnp.ones((2, 19), jnp.float32)
+  tokens = np.ones((2, 19), np.float32)
   variables = jax.eval_shape(functools.partial(model.init, decode=True),
                              jax.random.PRNGKey(0), tokens, tokens)
   logits, mutated = jax.eval_shape(

@@ -8,7 +8,6 @@ logits to 1e-4, with an input length that is not a multiple of the local block
 """
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -70,11 +69,11 @@ def test_imported_longt5_matches_transformers(attention_type, tmp_path):
   hf_encoded = out.encoder_last_hidden_state.numpy()
 
   model = networks.EncoderDecoder(config)
-  variables = {'params': jax.tree.map(jnp.asarray, params)}
+  variables = {'params': params}
   # The imported tree must be exactly the tree our model creates.
   created = jax.eval_shape(lambda: model.init(
-      jax.random.PRNGKey(0), jnp.ones((1, 8)), jnp.ones((1, 4)),
-      jnp.ones((1, 4))))['params']
+      jax.random.PRNGKey(0), np.ones((1, 8)), np.ones((1, 4)),
+      np.ones((1, 4))))['params']
   assert jax.tree.map(lambda a: a.shape, created) == jax.tree.map(
       lambda a: a.shape, variables['params'])
   encoded, logits = jax.jit(lambda v: (
@@ -100,10 +99,11 @@ def test_imported_longt5_matches_transformers(attention_type, tmp_path):
 
 
 def test_fovea_encoder_warm_starts_from_longt5_with_every_weight(tmp_path):
-  _hf_model('local', tmp_path)
-  local_config, local_params, _ = interop.load_hf_checkpoint(str(tmp_path))
+  _hf_model('local', tmp_path / 'local')
+  local_config, local_params, _ = interop.load_hf_checkpoint(
+      str(tmp_path / 'local'))
   fovea = networks.schemes.Fovea(block_len=4)
-  config, params, unused = interop.load_hf_checkpoint(str(tmp_path),
+  config, params, unused = interop.load_hf_checkpoint(str(tmp_path / 'local'),
                                                       attention=fovea)
   assert unused == []
   assert config.attention == fovea
@@ -113,6 +113,15 @@ def test_fovea_encoder_warm_starts_from_longt5_with_every_weight(tmp_path):
   logits = jax.jit(lambda v: model.apply(v, enc, dec_in, targets,
                                          enable_dropout=False))({'params': params})
   assert np.all(np.isfinite(logits))
+  # From a transient-global checkpoint, only TGlobal's own extras stay unused.
+  _hf_model('transient-global', tmp_path / 'tglobal')
+  _, params, unused = interop.load_hf_checkpoint(str(tmp_path / 'tglobal'),
+                                                 attention=fovea)
+  assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, local_params)
+  prefix = 'encoder.block.{}.layer.0.TransientGlobalSelfAttention.'
+  assert sorted(unused) == sorted(
+      [prefix.format(0) + 'global_relative_attention_bias.weight'] +
+      [prefix.format(i) + 'global_input_layer_norm.weight' for i in (0, 1)])
 
 
 def test_export_loads_in_transformers_with_the_same_logits(tmp_path):

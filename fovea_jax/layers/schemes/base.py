@@ -8,7 +8,7 @@ pyramid it keeps. Every cache leaf except `cache_index` is batch-major so beam
 search can expand it.
 """
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -35,6 +35,8 @@ class AttentionInputs:
     them into global tokens); project_kv maps such states to (key, value) with the
     layer's own projections.
   decode: one-token incremental decoding against the cache (self-attention only).
+  bidirectional_prefix: [batch, length] bool, prefix-LM inputs (T5X's
+    decoder_causal_attention): positions marked True also see each other.
   """
   key_mask: Optional[jax.Array] = None
   position_bias: Optional[attention.RelativePositionBias] = None
@@ -45,15 +47,22 @@ class AttentionInputs:
   project_kv: Optional[Callable[[jax.Array], tuple]] = None
   decode: bool = False
   implementation: Optional[str] = None
+  bidirectional_prefix: Optional[jax.Array] = None
 
 
 def reject_packing(scheme_name: str, inputs: AttentionInputs):
-  """Sparse schemes cannot separate packed examples; say so instead of leaking."""
+  """Sparse schemes cannot separate packed examples or open a bidirectional
+  prefix; say so instead of leaking or silently ignoring it."""
   if inputs.q_segment_ids is not None or inputs.kv_segment_ids is not None:
     raise ValueError(
         f'attention scheme {scheme_name!r} does not support packed examples '
         '(segment ids); use the dense scheme or turn packing off '
         '(DatasetConfig.pack = False).')
+  if inputs.bidirectional_prefix is not None:
+    raise ValueError(
+        f'attention scheme {scheme_name!r} does not support prefix-LM inputs '
+        '(decoder_causal_attention); use the dense scheme or set '
+        'DecoderOnlyModel.inputs_bidirectional_attention = False.')
 
 
 @dataclasses.dataclass

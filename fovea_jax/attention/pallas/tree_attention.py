@@ -1,0 +1,657 @@
+"""Tree-level block attention as Pallas kernels: forward, dq and dk/dv.
+
+The fast path of fovea, FMA, local and (flash) dense attention on GPU and TPU, and
+the same kernels in interpret mode on CPU. Semantics are those of
+`tree_attention_xla` (the engine contract): query block `i` of a `TreeLayout`
+attends to its spans of the flat K/V buffer built by `pyramid.build_flat_kv`;
+causal (`hi <= query_pos`), sliding-window and T5 relative-position terms are
+computed inside the kernels from the token window `[lo, hi]` of each flat entry.
+
+* forward: one program per (batch, head, query tile); online softmax over the
+  tile's key tiles (`tile_tables`), saving the log-sum-exp.
+* dq: the same programs and tiles again; also the position-bias table gradient.
+* dk/dv: one program per (batch, kv head, aligned key tile), walking the
+  transposed table (the query blocks that use the tile); GQA groups are summed
+  inside, so every program owns its output tile and nothing is scattered.
+
+Tables are passed as scalar prefetch on TPU and as ordinary inputs to the Triton
+lowering on GPU (and in interpret mode). The readable math is
+`tree_level_attention_reference` at the bottom of this file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional
+
+import jax
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+from jax.experimental.pallas import triton as pltriton
+import jax.numpy as jnp
+import numpy as np
+
+from fovea_jax.attention import common
+from fovea_jax.attention.layout import TreeLayout
+from fovea_jax.attention.pallas import sharding
+from fovea_jax.attention.pallas import tile_tables as tables_lib
+from fovea_jax.attention.tree_attention_xla import relative_position_to_window
+from fovea_jax.attention.tree_attention_xla import static_entry_mask
+
+BACKENDS = ('gpu', 'tpu')
+# Smallest query tile per backend: Triton's dot needs 16 rows, TPU 8 sublanes.
+_MIN_QUERY_TILE = {'gpu': 16, 'tpu': 8}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+  """Tile sizes of the kernels.
+
+  block_q: query rows per program (capped at the layout's query block, rounded
+    up to a power of two). block_k: flat entries per key tile of the forward and
+    dq loops. block_k_dkv: entries per dk/dv program. num_warps / num_stages:
+    Triton launch parameters (GPU only).
+  """
+  block_q: int = 64
+  block_k: int = 64
+  block_k_dkv: int = 64
+  num_warps: Optional[int] = None
+  num_stages: int = 2
+
+  def __post_init__(self):
+    for name in ('block_q', 'block_k', 'block_k_dkv'):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 8 or value & (value - 1):
+        raise ValueError(f'BlockSizes.{name} must be a power of two >= 8, got '
+                         f'{value!r}.')
+
+  @classmethod
+  def get_default(cls, backend: Optional[str] = None) -> 'BlockSizes':
+    backend = backend or jax.default_backend()
+    if backend == 'tpu':  # MXU-sized tiles
+      return cls(block_q=128, block_k=128, block_k_dkv=128)
+    if backend == 'gpu':
+      return cls(block_q=64, block_k=64, block_k_dkv=64)
+    # Interpret mode on CPU: small tiles waste the least work on padding.
+    return cls(block_q=32, block_k=32, block_k_dkv=32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Config:
+  """Everything static about one call (hashed by identity, built once)."""
+  layout: TreeLayout
+  tables: tables_lib.TileTables
+  scale: float
+  groups: int
+  head_dim: int
+  padded_head_dim: int
+  bias_pieces: Optional[tuple]
+  num_buckets_padded: int
+  block_sizes: BlockSizes
+  backend: str
+  interpret: object  # bool, or pltpu.InterpretParams (TPU interpreter on CPU)
+  vmem_limit_bytes: Optional[int] = None  # TPU: raised when residency needs it
+
+
+# --------------------------------------------------------------------------------
+# Shared in-kernel math.
+
+
+def _query_positions(row, config):
+  """Token positions `[tile, 1]` and validity of kernel query tile `row`."""
+  tiling = config.tables.tiling
+  block = lax.div(row, tiling.sub_tiles)
+  offset = (lax.rem(row, tiling.sub_tiles) * tiling.tile +
+            lax.broadcasted_iota(jnp.int32, (tiling.tile, 1), 0))
+  position = block * tiling.query_block + offset
+  valid = (offset < tiling.query_block) & (position < config.layout.length)
+  return position, valid
+
+
+def _position_bias(rel, table_ref, head, pieces):
+  """T5 bias of relative positions `rel` as a chain of range selects."""
+  value = jnp.full(rel.shape, table_ref[head, pieces[-1][2]], jnp.float32)
+  for _, rel_hi, bucket in reversed(pieces[:-1]):
+    value = jnp.where(rel <= rel_hi, table_ref[head, bucket], value)
+  return value
+
+
+def _masked_logits(q, k, entry_bias, lo, hi, entry_ok, position, query_ok, head,
+                   table_ref, config):
+  """Scores `[tq, tk]` float32 of one tile; -inf where a pair may not attend.
+
+  Query-side values are columns `[tq, 1]`, entry-side values rows `[1, tk]`.
+  """
+  logits = lax.dot_general(q, k, (((1,), (1,)), ((), ())),
+                           preferred_element_type=jnp.float32) * config.scale
+  logits = logits + entry_bias
+  allowed = static_entry_mask(position, lo, hi, config.layout) & query_ok
+  if entry_ok is not None:
+    allowed &= entry_ok
+  rel = None
+  if config.bias_pieces is not None:
+    rel = relative_position_to_window(position, lo, hi)
+    logits = logits + _position_bias(rel, table_ref, head, config.bias_pieces)
+  return jnp.where(allowed, logits, common.MASKED), rel
+
+
+def _split_refs(refs, names):
+  return dict(zip(names, refs))
+
+
+def _forward_tile(r, t, tables):
+  """K, V `[tk, d]` and entry bias, lo, hi `[1, tk]` of forward key tile `t`."""
+  start = r['start'][t]
+  if tables.align > 1:
+    start = pl.multiple_of(start, tables.align)
+  entries = pl.ds(start, tables.block_k)
+  row = pl.ds(t, 1)
+  return (r['k'][entries, :], r['v'][entries, :], r['entry_bias'][row, :],
+          r['lo'][row, :], r['hi'][row, :])
+
+
+# --------------------------------------------------------------------------------
+# Forward.
+
+
+def _forward_kernel(*refs, config: _Config):
+  has_bias = config.bias_pieces is not None
+  names = ['row_ptr', 'start'] + ['table'] * has_bias + [
+      'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'out', 'lse']
+  r = _split_refs(refs, names)
+  head, row = pl.program_id(1), pl.program_id(2)
+  block = lax.div(row, config.tables.tiling.sub_tiles)
+  position, query_ok = _query_positions(row, config)
+  q = r['q'][...]
+  table_ref = r.get('table')
+
+  def body(t, carry):
+    acc, row_max, total = carry
+    k, v, entry_bias, lo, hi = _forward_tile(r, t, config.tables)
+    logits, _ = _masked_logits(q, k, entry_bias, lo, hi, None, position, query_ok,
+                               head, table_ref, config)
+    new_max = jnp.maximum(row_max, jnp.max(logits, axis=1, keepdims=True))
+    safe_max = jnp.where(new_max == common.MASKED, 0.0, new_max)
+    weights = jnp.exp(logits - safe_max)
+    correction = jnp.exp(row_max - safe_max)
+    total = correction * total + jnp.sum(weights, axis=1, keepdims=True)
+    acc = correction * acc + jnp.dot(
+        weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return acc, new_max, total
+
+  tile = config.tables.tiling.tile
+  init = (jnp.zeros((tile, q.shape[-1]), jnp.float32),
+          jnp.full((tile, 1), common.MASKED, jnp.float32),
+          jnp.zeros((tile, 1), jnp.float32))
+  acc, row_max, total = lax.fori_loop(r['row_ptr'][block], r['row_ptr'][block + 1],
+                                      body, init)
+  nonempty = total > 0
+  norm = jnp.where(nonempty, total, 1.0)
+  r['out'][...] = (acc / norm).astype(r['out'].dtype)
+  # +inf marks rows with nothing to attend: the backward gives them zero weight.
+  r['lse'][...] = jnp.where(nonempty, row_max + jnp.log(norm), jnp.inf)
+
+
+# --------------------------------------------------------------------------------
+# Backward: dq (and the position-bias table gradient).
+
+
+def _dq_kernel(*refs, config: _Config):
+  has_bias = config.bias_pieces is not None
+  names = (['row_ptr', 'start'] + ['table'] * has_bias +
+           ['q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta', 'dq']
+           + ['d_table'] * has_bias)
+  r = _split_refs(refs, names)
+  head, row = pl.program_id(1), pl.program_id(2)
+  block = lax.div(row, config.tables.tiling.sub_tiles)
+  position, query_ok = _query_positions(row, config)
+  q, d_out = r['q'][...], r['d_out'][...]
+  lse, delta = r['lse'][...], r['delta'][...]
+  table_ref = r.get('table')
+  bucket_ids = lax.broadcasted_iota(jnp.int32, (1, config.num_buckets_padded), 1)
+
+  def body(t, carry):
+    dq, d_table = carry
+    k, v, entry_bias, lo, hi = _forward_tile(r, t, config.tables)
+    logits, rel = _masked_logits(q, k, entry_bias, lo, hi, None, position,
+                                 query_ok, head, table_ref, config)
+    weights = jnp.exp(logits - lse)
+    d_weights = lax.dot_general(d_out, v, (((1,), (1,)), ((), ())),
+                                preferred_element_type=jnp.float32)
+    d_logits = weights * (d_weights - delta)
+    dq = dq + jnp.dot(d_logits.astype(k.dtype), k,
+                      preferred_element_type=jnp.float32)
+    if has_bias:
+      for rel_lo, rel_hi, bucket in config.bias_pieces:
+        inside = jnp.ones(rel.shape, bool)
+        if rel_lo is not None:
+          inside &= rel >= rel_lo
+        if rel_hi is not None:
+          inside &= rel <= rel_hi
+        piece_sum = jnp.sum(jnp.where(inside, d_logits, 0.0))
+        d_table = d_table + jnp.where(bucket_ids == bucket, piece_sum, 0.0)
+    return dq, d_table
+
+  init = (jnp.zeros(q.shape, jnp.float32),
+          jnp.zeros((1, config.num_buckets_padded), jnp.float32))
+  dq, d_table = lax.fori_loop(r['row_ptr'][block], r['row_ptr'][block + 1], body,
+                              init)
+  r['dq'][...] = (dq * config.scale).astype(r['dq'].dtype)
+  if has_bias:
+    r['d_table'][...] = d_table
+
+
+# --------------------------------------------------------------------------------
+# Backward: dk and dv over the transposed tile table.
+
+
+def _dkv_kernel(*refs, config: _Config):
+  has_bias = config.bias_pieces is not None
+  names = (['row_ptr', 'query_block', 'entry_lo', 'entry_hi'] +
+           ['table'] * has_bias +
+           ['q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta',
+            'dk', 'dv'])
+  r = _split_refs(refs, names)
+  kv_head, key_tile = pl.program_id(1), pl.program_id(2)
+  k, v = r['k'][...], r['v'][...]
+  entry_bias, lo, hi = r['entry_bias'][...], r['lo'][...], r['hi'][...]
+  tiling = config.tables.tiling
+  entry_index = lax.broadcasted_iota(jnp.int32, (1, k.shape[0]), 1)
+  table_ref = r.get('table')
+
+  def body(t, carry):
+    dk, dv = carry
+    entry_ok = (entry_index >= r['entry_lo'][t]) & (entry_index < r['entry_hi'][t])
+    first_row = r['query_block'][t] * tiling.sub_tiles
+    for sub in range(tiling.sub_tiles):
+      row = first_row + sub
+      position, query_ok = _query_positions(row, config)
+      rows = pl.ds(pl.multiple_of(row * tiling.tile, tiling.tile), tiling.tile)
+      for group in range(config.groups):
+        q, d_out = r['q'][group, rows, :], r['d_out'][group, rows, :]
+        lse, delta = r['lse'][group, rows, :], r['delta'][group, rows, :]
+        logits, _ = _masked_logits(q, k, entry_bias, lo, hi, entry_ok, position,
+                                   query_ok, kv_head * config.groups + group,
+                                   table_ref, config)
+        weights = jnp.exp(logits - lse)
+        dv = dv + lax.dot_general(weights.astype(d_out.dtype), d_out,
+                                  (((0,), (0,)), ((), ())),
+                                  preferred_element_type=jnp.float32)
+        d_weights = lax.dot_general(d_out, v, (((1,), (1,)), ((), ())),
+                                    preferred_element_type=jnp.float32)
+        d_logits = weights * (d_weights - delta)
+        dk = dk + lax.dot_general(d_logits.astype(q.dtype), q,
+                                  (((0,), (0,)), ((), ())),
+                                  preferred_element_type=jnp.float32)
+    return dk, dv
+
+  init = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
+  dk, dv = lax.fori_loop(r['row_ptr'][key_tile], r['row_ptr'][key_tile + 1], body,
+                         init)
+  r['dk'][...] = (dk * config.scale).astype(r['dk'].dtype)
+  r['dv'][...] = dv.astype(r['dv'].dtype)
+
+
+# --------------------------------------------------------------------------------
+# pallas_call plumbing: the same kernels under the Triton and Mosaic lowerings.
+
+
+def _pallas_call(kernel, config, *, grid, index_tables, in_specs, inputs, out_specs,
+                 out_shape, table, name):
+  """Runs `kernel(*index_tables, [table], *inputs, *outputs)` on the backend."""
+  kernel = functools.partial(kernel, config=config)
+  index_tables = [jnp.asarray(x) for x in index_tables]
+  if table is not None:
+    space = {'memory_space': pltpu.SMEM} if config.backend == 'tpu' else {}
+    in_specs = [pl.BlockSpec(table.shape, lambda *_: (0, 0), **space)] + in_specs
+    inputs = [table] + inputs
+  if config.backend == 'tpu':
+    grid_spec = pltpu.PrefetchScalarGridSpec(
+        num_scalar_prefetch=len(index_tables), grid=grid, in_specs=in_specs,
+        out_specs=out_specs)
+    params = pltpu.CompilerParams(dimension_semantics=('parallel',) * len(grid),
+                                  vmem_limit_bytes=config.vmem_limit_bytes)
+    return pl.pallas_call(kernel, grid_spec=grid_spec, out_shape=out_shape,
+                          compiler_params=params, interpret=config.interpret,
+                          name=name)(*index_tables, *inputs)
+  table_specs = [pl.BlockSpec(x.shape, lambda *_: (0,)) for x in index_tables]
+  params = None
+  if not config.interpret:
+    head_dim = config.padded_head_dim
+    num_warps = config.block_sizes.num_warps or (4 if head_dim <= 64 else 8)
+    params = pltriton.CompilerParams(num_warps=num_warps,
+                                     num_stages=config.block_sizes.num_stages)
+  return pl.pallas_call(kernel, grid=grid, in_specs=table_specs + in_specs,
+                        out_specs=out_specs, out_shape=out_shape,
+                        compiler_params=params, interpret=config.interpret,
+                        name=name)(*index_tables, *inputs)
+
+
+def _query_major(x, config, width=None):
+  """`[b, n, heads, d]` -> `[b, heads, num_tiles * tile, width]` in tile order.
+
+  width: the padded head_dim by default; 1 for per-query statistics.
+  """
+  tiling = config.tables.tiling
+  b, n, heads, d = x.shape
+  width = width or config.padded_head_dim
+  x = common.pad_length(x, tiling.num_query_blocks * tiling.query_block)
+  x = x.reshape(b, tiling.num_query_blocks, tiling.query_block, heads, d)
+  x = jnp.pad(x, ((0, 0), (0, 0),
+                  (0, tiling.sub_tiles * tiling.tile - tiling.query_block),
+                  (0, 0), (0, width - d)))
+  x = x.reshape(b, tiling.padded_length, heads, width)
+  return jnp.swapaxes(x, 1, 2)
+
+
+def _from_query_major(x, length, config):
+  """Inverse of `_query_major` (drops padded rows and head_dim padding)."""
+  tiling = config.tables.tiling
+  b, heads = x.shape[:2]
+  x = jnp.swapaxes(x, 1, 2).reshape(b, tiling.num_query_blocks,
+                                    tiling.sub_tiles * tiling.tile, heads, -1)
+  x = x[:, :, :tiling.query_block].reshape(b, -1, heads, x.shape[-1])
+  return x[:, :length, :, :config.head_dim]
+
+
+def _flat_major(x, config):
+  """`[b, flat, kv_heads, d]` -> `[b, kv_heads, flat_padded, d_pad]`."""
+  extra = config.tables.flat_padded - x.shape[1]
+  x = jnp.pad(x, ((0, 0), (0, extra), (0, 0),
+                  (0, config.padded_head_dim - x.shape[3])))
+  return jnp.swapaxes(x, 1, 2)
+
+
+def _entry_rows(entry_bias, config):
+  """Entry bias `[b, 1, flat_padded]` and windows lo, hi `[1, flat_padded]`.
+
+  Entry-side values are kept as rows so that they broadcast against `[tq, tk]`
+  scores without reshapes (and meet TPU's 2-D block rules).
+  """
+  extra = config.tables.flat_padded - entry_bias.shape[1]
+  entry_bias = jnp.pad(entry_bias.astype(jnp.float32), ((0, 0), (0, extra)),
+                       constant_values=common.MASKED)[:, None, :]
+  return (entry_bias, jnp.asarray(config.tables.entry_lo)[None],
+          jnp.asarray(config.tables.entry_hi)[None])
+
+
+def _bias_table(table, config):
+  """`[num_buckets, heads]` -> `[heads, num_buckets_padded]` float32, or None."""
+  if table is None:
+    return None
+  table = table.astype(jnp.float32).T
+  return jnp.pad(table, ((0, 0), (0, config.num_buckets_padded - table.shape[1])))
+
+
+def _row_spec(config, width):
+  """Spec of a `[b, heads, padded_length, width]` array, one query tile."""
+  return pl.BlockSpec((None, None, config.tables.tiling.tile, width),
+                      lambda b, h, i, *_: (b, h, i, 0))
+
+
+def _key_side_specs(config):
+  """Whole flat K/V (of the head's kv group) and per-forward-tile entry rows."""
+  t = config.tables
+  flat, d, groups = t.flat_padded, config.padded_head_dim, config.groups
+  tiles = t.fwd_entries.shape
+  kv = pl.BlockSpec((None, None, flat, d),
+                    lambda b, h, i, *_: (b, h // groups, 0, 0))
+  window = pl.BlockSpec(tiles, lambda *_: (0, 0))
+  return [kv, kv, pl.BlockSpec((None,) + tiles, lambda b, h, i, *_: (b, 0, 0)),
+          window, window]
+
+
+def _forward_tile_inputs(k_t, v_t, entry_bias_rows, config):
+  """Inputs matching `_key_side_specs`: entry bias gathered per forward tile."""
+  t = config.tables
+  tile_bias = jnp.take(entry_bias_rows[:, 0], jnp.asarray(t.fwd_entries), axis=1)
+  return [k_t, v_t, tile_bias, jnp.asarray(t.fwd_lo), jnp.asarray(t.fwd_hi)]
+
+
+def _forward(q, k_flat, v_flat, entry_bias, table, config):
+  t = config.tables
+  b, heads = q.shape[0], q.shape[2]
+  q_t = _query_major(q, config)
+  grid = (b, heads, t.tiling.num_tiles)
+  d = config.padded_head_dim
+  out, lse = _pallas_call(
+      _forward_kernel, config, grid=grid,
+      index_tables=(t.fwd_row_ptr, t.fwd_start),
+      in_specs=[_row_spec(config, d)] + _key_side_specs(config),
+      inputs=[q_t] + _forward_tile_inputs(
+          _flat_major(k_flat, config), _flat_major(v_flat, config),
+          _entry_rows(entry_bias, config)[0], config),
+      out_specs=[_row_spec(config, d), _row_spec(config, 1)],
+      out_shape=[jax.ShapeDtypeStruct(q_t.shape, v_flat.dtype),
+                 jax.ShapeDtypeStruct(q_t.shape[:3] + (1,), jnp.float32)],
+      table=_bias_table(table, config), name='tree_attention_forward')
+  return _from_query_major(out, q.shape[1], config), lse
+
+
+def _backward(q, k_flat, v_flat, entry_bias, table, out, lse, d_out, config):
+  t = config.tables
+  b, heads = q.shape[0], q.shape[2]
+  kv_heads = k_flat.shape[2]
+  q_t = _query_major(q, config)
+  do_t = _query_major(d_out.astype(q.dtype), config)
+  # delta_i = sum_d dO_i * O_i: the softmax-Jacobian term shared by all keys.
+  delta = _query_major(jnp.sum(d_out.astype(jnp.float32) *
+                               out.astype(jnp.float32), axis=-1, keepdims=True),
+                       config, width=1)
+  k_t, v_t = _flat_major(k_flat, config), _flat_major(v_flat, config)
+  eb_t, lo, hi = _entry_rows(entry_bias, config)
+  bias_table = _bias_table(table, config)
+  d = config.padded_head_dim
+  nbp = config.num_buckets_padded
+
+  out_specs = [_row_spec(config, d)]
+  out_shape = [jax.ShapeDtypeStruct(q_t.shape, q.dtype)]
+  if bias_table is not None:  # per-program partial sums of the table gradient
+    out_specs.append(pl.BlockSpec((None, None, None, 1, nbp),
+                                  lambda b, h, i, *_: (b, h, i, 0, 0)))
+    out_shape.append(jax.ShapeDtypeStruct(
+        (b, heads, t.tiling.num_tiles, 1, nbp), jnp.float32))
+  dq_outputs = _pallas_call(
+      _dq_kernel, config, grid=(b, heads, t.tiling.num_tiles),
+      index_tables=(t.fwd_row_ptr, t.fwd_start),
+      in_specs=[_row_spec(config, d)] + _key_side_specs(config) + [
+          _row_spec(config, d), _row_spec(config, 1), _row_spec(config, 1)],
+      inputs=[q_t] + _forward_tile_inputs(k_t, v_t, eb_t, config) +
+      [do_t, lse, delta],
+      out_specs=out_specs, out_shape=out_shape, table=bias_table,
+      name='tree_attention_dq')
+  dq = _from_query_major(dq_outputs[0], q.shape[1], config)
+  d_table = None
+  if bias_table is not None:
+    d_table = dq_outputs[1].sum(axis=(0, 2, 3))[:, :table.shape[0]].T
+    d_table = d_table.astype(table.dtype)
+
+  groups, bk = config.groups, t.block_k_dkv
+  whole_rows = pl.BlockSpec((None, groups, t.tiling.padded_length, d),
+                            lambda b, h, j, *_: (b, h, 0, 0))
+  whole_row_stats = pl.BlockSpec((None, groups, t.tiling.padded_length, 1),
+                                 lambda b, h, j, *_: (b, h, 0, 0))
+  key_tile = pl.BlockSpec((None, None, bk, d), lambda b, h, j, *_: (b, h, j, 0))
+  entry_tile = pl.BlockSpec((1, bk), lambda b, h, j, *_: (0, j))
+  dk, dv = _pallas_call(
+      _dkv_kernel, config, grid=(b, kv_heads, t.num_dkv_tiles),
+      index_tables=(t.dkv_row_ptr, t.dkv_query_block, t.dkv_entry_lo,
+                    t.dkv_entry_hi),
+      in_specs=[whole_rows, key_tile, key_tile,
+                pl.BlockSpec((None, 1, bk), lambda b, h, j, *_: (b, 0, j)),
+                entry_tile, entry_tile, whole_rows, whole_row_stats,
+                whole_row_stats],
+      inputs=[q_t, k_t, v_t, eb_t, lo, hi, do_t, lse, delta],
+      out_specs=[key_tile, key_tile],
+      out_shape=[jax.ShapeDtypeStruct(k_t.shape, jnp.float32)] * 2,
+      table=bias_table, name='tree_attention_dkv')
+  flat = k_flat.shape[1]
+  dk = jnp.swapaxes(dk, 1, 2)[:, :flat, :, :config.head_dim].astype(k_flat.dtype)
+  dv = jnp.swapaxes(dv, 1, 2)[:, :flat, :, :config.head_dim].astype(v_flat.dtype)
+  return dq, dk, dv, d_table
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _tree_attention(q, k_flat, v_flat, entry_bias, table, config):
+  return _forward(q, k_flat, v_flat, entry_bias, table, config)[0]
+
+
+def _tree_attention_fwd(q, k_flat, v_flat, entry_bias, table, config):
+  out, lse = _forward(q, k_flat, v_flat, entry_bias, table, config)
+  return out, (q, k_flat, v_flat, entry_bias, table, out, lse)
+
+
+def _tree_attention_bwd(config, residuals, d_out):
+  q, k_flat, v_flat, entry_bias, table, out, lse = residuals
+  dq, dk, dv, d_table = _backward(q, k_flat, v_flat, entry_bias, table, out, lse,
+                                  d_out, config)
+  # entry_bias depends only on masks and counts: it carries no gradient.
+  return dq, dk, dv, jnp.zeros_like(entry_bias), d_table
+
+
+_tree_attention.defvjp(_tree_attention_fwd, _tree_attention_bwd)
+
+
+@functools.lru_cache(maxsize=256)
+def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
+            interpret, itemsize):
+  min_tile = _MIN_QUERY_TILE[backend]
+  if backend == 'gpu' and not interpret and min(
+      block_sizes.block_k, block_sizes.block_k_dkv) < 16:
+    raise ValueError(f'Triton dots need key tiles of at least 16 entries; got '
+                     f'{block_sizes}.')
+  # TPU: K/V tiles start on a (16, 128) sublane tile, which fits bf16 and f32.
+  align = 16 if backend == 'tpu' else 1
+  tables = tables_lib.tile_tables(layout, block_sizes.block_q, block_sizes.block_k,
+                                  block_sizes.block_k_dkv, min_tile, align)
+  pieces, num_buckets_padded = None, 1
+  if bias_spec is not None:
+    num_buckets, max_distance, bidirectional = bias_spec
+    lookup = common.RelativePositionBias(
+        None, num_buckets, max_distance, bidirectional).bucket_lookup_table()
+    pieces = tables_lib.bias_pieces(tuple(int(x) for x in lookup), max_distance)
+    num_buckets_padded = tables_lib.next_power_of_2(num_buckets)
+  padded_head_dim = max(16, tables_lib.next_power_of_2(head_dim))
+  vmem_limit = None
+  if backend == 'tpu' and interpret is False:
+    vmem_limit = _tpu_vmem_limit(tables, groups, padded_head_dim, itemsize)
+  return _Config(layout, tables, scale, groups, head_dim, padded_head_dim, pieces,
+                 num_buckets_padded, block_sizes, backend, interpret, vmem_limit)
+
+
+def _round_up(x, multiple):
+  return -(-x // multiple) * multiple
+
+
+def tpu_vmem_bytes(tables, groups, padded_head_dim, itemsize) -> int:
+  """VMEM the TPU kernels keep resident (double-buffered, (8, 128)-tiled).
+
+  The forward and dq programs hold the flat K/V of one kv head; the dk/dv
+  programs hold q, dO and the row statistics of one kv group. That caps the
+  sequence length on TPU (a tile-pipelined TPU variant would lift it).
+  """
+  def tiled(rows, cols, size):
+    return _round_up(rows, 8) * _round_up(cols, 128) * size
+  tiles, block_k = tables.fwd_entries.shape
+  forward = 2 * (2 * tiled(tables.flat_padded, padded_head_dim, itemsize) +
+                 3 * tiled(tiles, block_k, 4))
+  rows = tables.tiling.padded_length
+  dkv = 2 * groups * (2 * tiled(rows, padded_head_dim, itemsize) +
+                      2 * tiled(rows, 1, 4))
+  return max(forward, dkv)
+
+
+def _tpu_vmem_limit(tables, groups, padded_head_dim, itemsize):
+  """The vmem_limit_bytes to compile with; a clear error when it cannot fit."""
+  needed = tpu_vmem_bytes(tables, groups, padded_head_dim, itemsize)
+  capacity = pltpu.get_tpu_info().vmem_capacity_bytes
+  if needed > 0.9 * capacity:
+    raise ValueError(
+        f'the TPU Pallas tree-attention kernels keep the flat K/V of a head in '
+        f'VMEM: this call needs {needed / 2**20:.0f} MiB of '
+        f'{capacity / 2**20:.0f} MiB (sequence length {tables.tiling.padded_length}'
+        f'). Use implementation="xla" for this length on TPU.')
+  return int(min(0.9 * capacity, max(needed + (8 << 20), 32 << 20)))
+
+
+def _check_inputs(q, k_flat, v_flat, entry_bias, layout):
+  if q.ndim != 4 or k_flat.ndim != 4 or k_flat.shape != v_flat.shape:
+    raise ValueError(f'q must be [batch, length, heads, head_dim] and k_flat/v_flat '
+                     f'[batch, flat, kv_heads, head_dim]; got q {q.shape}, k_flat '
+                     f'{k_flat.shape}, v_flat {v_flat.shape}.')
+  if q.shape[1] != layout.length or k_flat.shape[1] != layout.flat_size:
+    raise ValueError(f'layout is for length {layout.length} and flat size '
+                     f'{layout.flat_size}; got q length {q.shape[1]} and k_flat '
+                     f'{k_flat.shape[1]}: build the buffer with '
+                     'pyramid.build_flat_kv(layout, ...).')
+  if entry_bias.shape != k_flat.shape[:2]:
+    raise ValueError(f'entry_bias must be [batch, flat] = {k_flat.shape[:2]}, got '
+                     f'{entry_bias.shape}.')
+  if q.shape[2] % k_flat.shape[2] or q.shape[3] != k_flat.shape[3]:
+    raise ValueError(f'q heads {q.shape[2]} must be a multiple of kv heads '
+                     f'{k_flat.shape[2]} and head_dims must match ({q.shape[3]} vs '
+                     f'{k_flat.shape[3]}).')
+
+
+def tree_level_attention_pallas(q, k_flat, v_flat, entry_bias, layout: TreeLayout,
+                                *, scale, position_bias=None, block_sizes=None,
+                                interpret=None, backend=None):
+  """Attention of `q [b, n, heads, d]` over the flat K/V buffer of `layout`.
+
+  k_flat, v_flat: `[b, flat, kv_heads, d]`; entry_bias `[b, flat]` float32 (-inf =
+  masked entry). Differentiable in q, k_flat, v_flat and position_bias.table.
+  block_sizes: `BlockSizes` (default per backend). interpret: run the kernels in
+  Pallas' interpreter (default: on CPU); with backend='tpu' a
+  `pltpu.InterpretParams()` selects the stricter TPU interpreter. backend: 'gpu'
+  (Triton lowering) or 'tpu' (Mosaic); default the JAX backend ('gpu' on CPU).
+  """
+  _check_inputs(q, k_flat, v_flat, entry_bias, layout)
+  common.check_position_bias(position_bias, q.shape[2])
+  platform = jax.default_backend()
+  if backend is None:
+    backend = 'tpu' if platform == 'tpu' else 'gpu'
+  common.check_choice('backend', backend, BACKENDS)
+  if interpret is None:
+    interpret = platform not in BACKENDS
+  if block_sizes is None:
+    block_sizes = BlockSizes.get_default(None if interpret else backend)
+  table, bias_spec = None, None
+  if position_bias is not None:
+    table = position_bias.table
+    bias_spec = (position_bias.num_buckets, position_bias.max_distance,
+                 position_bias.bidirectional)
+  if not isinstance(interpret, pltpu.InterpretParams):
+    interpret = bool(interpret)
+  config = _config(layout, float(scale), q.shape[2] // k_flat.shape[2], q.shape[3],
+                   bias_spec, block_sizes, backend, interpret,
+                   max(q.dtype.itemsize, k_flat.dtype.itemsize))
+  entry_bias = lax.stop_gradient(entry_bias)
+  attend = functools.partial(_call_tree_attention, config=config)
+  return sharding.per_shard(attend, q, k_flat, v_flat, entry_bias, table)
+
+
+def _call_tree_attention(q, k_flat, v_flat, entry_bias, table, *, config):
+  return _tree_attention(q, k_flat, v_flat, entry_bias, table, config)
+
+
+def tree_level_attention_reference(q, k_flat, v_flat, entry_bias, layout, *, scale,
+                                   position_bias=None):
+  """Dense jnp oracle over the flat buffer: `[n, flat]` scores, then softmax."""
+  index, valid = layout.gather_index
+  attended = np.zeros((layout.num_query_blocks, layout.flat_size), bool)
+  rows = np.broadcast_to(np.arange(layout.num_query_blocks)[:, None], index.shape)
+  attended[rows[valid], index[valid]] = True
+  block_of_query = np.arange(layout.length) // layout.query_block
+  attended = attended[block_of_query]                       # [n, flat]
+  lo, hi = layout.entry_lo_hi
+  query_pos = np.arange(layout.length)[:, None]
+  allowed = jnp.asarray(attended) & static_entry_mask(
+      jnp.asarray(query_pos), jnp.asarray(lo[None]), jnp.asarray(hi[None]), layout)
+  bias = jnp.where(allowed[None, None], entry_bias[:, None, None, :],
+                   common.MASKED)                            # [b, 1, n, flat]
+  if position_bias is not None:
+    rel = relative_position_to_window(query_pos, lo[None], hi[None])
+    values = position_bias.bias(jnp.asarray(rel))           # [n, flat, heads]
+    bias = bias + jnp.transpose(values, (2, 0, 1))[None]
+  return common.masked_dense_attention(q, k_flat, v_flat, bias, scale)
