@@ -56,7 +56,7 @@ def infer(*,
   path = os.path.join(output_dir, f'{dataset_cfg.mixture_or_task_name}-'
                       f'{dataset_cfg.split}.jsonl')
   rows = []
-  for _, batch, num_real in evaluator_lib._padded_batches(  # pylint: disable=protected-access
+  for _, batch, num_real in evaluator_lib.padded_batches(
       dataset.enumerate(), dataset_cfg.batch_size):
     predictions = predict_batch(batch)
     inputs = batch.get('encoder_input_tokens', batch['decoder_input_tokens'])
