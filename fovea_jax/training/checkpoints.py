@@ -68,9 +68,11 @@ def _cast_floats(tree: PyTree, dtype: str) -> PyTree:
 
 def _manager(directory: str, keep: Optional[int] = None, use_async: bool = True,
              read_only: bool = False) -> ocp.CheckpointManager:
+  # Readers do not pass orbax's read_only (it warns on every use); create=False
+  # keeps them from making directories, and they never save.
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=not read_only, read_only=read_only,
-      step_prefix=STEP_PREFIX, enable_async_checkpointing=use_async)
+      max_to_keep=keep, create=not read_only, step_prefix=STEP_PREFIX,
+      enable_async_checkpointing=use_async)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 

@@ -5,6 +5,7 @@ gin configurable (tasks, models, partitioner, training libraries), parses the
 gin flags, then calls the named configurable with everything from gin.
 """
 import logging
+import os
 
 import gin
 
@@ -37,8 +38,8 @@ def _register_configurables() -> dict:
 
 
 def _own_or_important(record: logging.LogRecord) -> bool:
-  return (record.levelno >= logging.WARNING or record.name == 'root' or
-          record.name.startswith('fovea_jax'))
+  return (record.levelno >= logging.WARNING or
+          f'{os.sep}fovea_jax{os.sep}' in record.pathname)
 
 
 def show_own_info_logs() -> None:
