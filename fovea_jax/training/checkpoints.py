@@ -177,7 +177,7 @@ def restore(config: RestoreCheckpointConfig,
   directory, step = _resolve(config)
   if step is None:
     if config.fallback_to_scratch:
-      logging.warning('No checkpoint found at %s; starting from scratch '
+      logging.info('No checkpoint found at %s; starting from scratch '
                       '(fallback_to_scratch=True).', config.path)
       return None, None
     raise missing_checkpoint_error(config)
