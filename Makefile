@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 quickstart: $(STAMP)
-	$(BIN)/python tools/benchmark_attention.py --max_len 8192
+	$(BIN)/python -m fovea_jax.quickstart
 
 benchmark: $(STAMP)
 	$(BIN)/python tools/benchmark_attention.py
