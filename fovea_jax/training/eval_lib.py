@@ -43,6 +43,15 @@ def jitted_model_fns(model: Any, partitioner: Any, params: Any):
   return (lambda batch: run(predict, batch)), (lambda batch: run(score, batch))
 
 
+def restored_model_fns(model, dataset_cfg, restore_checkpoint_cfg, partitioner):
+  """`(predict_batch, score_batch, step)` over the checkpoint's restored params."""
+  shapes, types = model_inputs.input_shapes_and_types(model, dataset_cfg)
+  params, step = inference_params.restore_params(
+      model, partitioner, restore_checkpoint_cfg, shapes, types)
+  predict_batch, score_batch = jitted_model_fns(model, partitioner, params)
+  return predict_batch, score_batch, step
+
+
 @gin.configurable('evaluate')
 def evaluate(*,
              model: Any = gin.REQUIRED,
@@ -53,10 +62,8 @@ def evaluate(*,
              output_dir: str = gin.REQUIRED,
              num_examples: Optional[int] = None) -> dict:
   """{task: {metric: value}} for the restored checkpoint on dataset_cfg.split."""
-  shapes, types = model_inputs.input_shapes_and_types(model, dataset_cfg)
-  params, step = inference_params.restore_params(
-      model, partitioner, restore_checkpoint_cfg, shapes, types)
-  predict_batch, score_batch = jitted_model_fns(model, partitioner, params)
+  predict_batch, score_batch, step = restored_model_fns(
+      model, dataset_cfg, restore_checkpoint_cfg, partitioner)
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   evaluation = SeqioEvaluation(
       dataset_cfg, output_dir,

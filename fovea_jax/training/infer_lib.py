@@ -18,8 +18,6 @@ from fovea_jax.data.config import get_mixture_or_task
 from fovea_jax.evaluation import evaluator as evaluator_lib
 from fovea_jax.training import checkpoints
 from fovea_jax.training import eval_lib
-from fovea_jax.training import inference_params
-from fovea_jax.training import model_inputs
 
 
 def _decode(vocabulary, tokens) -> str:
@@ -36,10 +34,8 @@ def infer(*,
           output_dir: str = gin.REQUIRED,
           num_examples: Optional[int] = None) -> str:
   """Writes predictions for dataset_cfg's split; returns the JSONL path."""
-  shapes, types = model_inputs.input_shapes_and_types(model, dataset_cfg)
-  params, _ = inference_params.restore_params(
-      model, partitioner, restore_checkpoint_cfg, shapes, types)
-  predict_batch, _ = eval_lib.jitted_model_fns(model, partitioner, params)
+  predict_batch, _, _ = eval_lib.restored_model_fns(
+      model, dataset_cfg, restore_checkpoint_cfg, partitioner)
   get_mixture_or_task(dataset_cfg.mixture_or_task_name, dataset_cfg.module)
   dataset = seqio.get_dataset(
       dataset_cfg.mixture_or_task_name,
