@@ -63,11 +63,11 @@ def fovea_attention(q, k, v, *, block_len, wing=1, edge='clip', coarse_weight='o
   key_mask = _validate(q, k, v, key_mask, position_bias, same_length=True)
   options = dict(block_len=block_len, wing=wing, edge=edge,
                  coarse_weight=coarse_weight, max_level=max_level, causal=causal)
-  layout = fovea.fovea_layout(q.shape[1], **options)  # validates options
   implementation = registry.resolve_implementation(implementation)
   if implementation == 'reference':
     return fovea.fovea_attention_reference(q, k, v, scale=scale, key_mask=key_mask,
                                            position_bias=position_bias, **options)
+  layout = fovea.fovea_layout(q.shape[1], **options)
   return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
                          position_bias=position_bias, implementation=implementation)
 
@@ -77,8 +77,7 @@ def fma_attention(q, k, v, *, fine_len, rank, downsample='avg', k_levels=None,
                   implementation=None):
   """Fast Multipole Attention (spec section 3); learned levels via k/v_levels."""
   key_mask = _validate(q, k, v, key_mask, None, same_length=True)
-  layout = fma.fma_layout(q.shape[1], fine_len=fine_len, rank=rank,
-                          downsample=downsample, causal=causal)
+  common.check_choice('downsample', downsample, fma.DOWNSAMPLES)
   coarse = fma.check_levels(k_levels, v_levels, k, q.shape[1], fine_len, rank)
   if (coarse is None) != (downsample == 'avg'):
     raise ValueError("downsample='grouped_conv' is learned: pass k_levels and "
@@ -90,6 +89,8 @@ def fma_attention(q, k, v, *, fine_len, rank, downsample='avg', k_levels=None,
         q, k, v, fine_len=fine_len, rank=rank, downsample=downsample,
         k_levels=k_levels, v_levels=v_levels, causal=causal, scale=scale,
         key_mask=key_mask)
+  layout = fma.fma_layout(q.shape[1], fine_len=fine_len, rank=rank,
+                          downsample=downsample, causal=causal)
   return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
                          position_bias=None, implementation=implementation,
                          coarse_levels=coarse)
@@ -100,13 +101,13 @@ def local_attention(q, k, v, *, window=None, block_len=None, causal=False,
                     implementation=None):
   """Sliding-window (`window`) or block-local (`block_len`) attention."""
   key_mask = _validate(q, k, v, key_mask, position_bias, same_length=True)
-  layout = local.local_layout(q.shape[1], window=window, block_len=block_len,
-                              causal=causal)
   implementation = registry.resolve_implementation(implementation)
   if implementation == 'reference':
     return local.local_attention_reference(
         q, k, v, window=window, block_len=block_len, causal=causal, scale=scale,
         key_mask=key_mask, position_bias=position_bias)
+  layout = local.local_layout(q.shape[1], window=window, block_len=block_len,
+                              causal=causal)
   return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
                          position_bias=position_bias, implementation=implementation)
 

@@ -143,9 +143,9 @@ def _forward(q, k_flat, v_flat, entry_bias, table, layout, plan, scale, bias_spe
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
 def _attention(q, k_flat, v_flat, entry_bias, table, layout, plan, scale, bias_spec):
-  out, _ = _forward(q, k_flat, v_flat, entry_bias, table, layout, plan, scale,
-                    bias_spec)
-  return _merge_queries(out, q.shape[1]).astype(v_flat.dtype)
+  result, _ = _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan,
+                             scale, bias_spec)
+  return result
 
 
 def _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan, scale,
