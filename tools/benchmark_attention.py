@@ -74,8 +74,16 @@ def time_compiled(compiled, args, repeats):
   return best
 
 
-def measure(fn, args, repeats, memory_limit):
-  """`(fwd_s, fwd_bytes, fwdbwd_s, fwdbwd_bytes)`; time is None when it cannot fit."""
+# Share of the currently free memory a program may need before it is not run.
+MEMORY_HEADROOM = 0.8
+
+
+def measure(fn, args, repeats):
+  """`(fwd_s, fwd_bytes, fwdbwd_s, fwdbwd_bytes)`; time is None when it cannot fit.
+
+  Free memory is read before each program, not once per run: other processes come
+  and go, and a dense program that no longer fits is killed, losing the run.
+  """
   def loss(q, k, v):
     return jnp.sum(fn(q, k, v).astype(jnp.float32))
 
@@ -84,7 +92,7 @@ def measure(fn, args, repeats, memory_limit):
     compiled = jax.jit(program).lower(*args).compile()
     peak = compiled_peak_bytes(compiled)
     seconds = None
-    if not peak > memory_limit:
+    if not peak > available_memory_bytes() * MEMORY_HEADROOM:
       seconds = time_compiled(compiled, args, repeats)
     results += [seconds, peak]
     del compiled
@@ -100,7 +108,6 @@ def run(args):
       ['xla'] + (['pallas'] if registry.default_implementation() == 'pallas'
                  else []))
   dtype = jnp.dtype(args.dtype)
-  memory_limit = available_memory_bytes() * 0.8
   rows = []
   for n in lengths:
     key = jax.random.PRNGKey(n)
@@ -118,8 +125,7 @@ def run(args):
     if 'dense' in args.schemes and jax.default_backend() == 'gpu':
       candidates.append(('dense', 'cudnn', 1.0, cudnn_dense))
     for name, impl, fraction, fn in candidates:
-      fwd_s, fwd_b, both_s, both_b = measure(fn, (q, k, v), args.repeats,
-                                             memory_limit)
+      fwd_s, fwd_b, both_s, both_b = measure(fn, (q, k, v), args.repeats)
       row = dict(scheme=name, implementation=impl, length=n, fraction=fraction,
                  forward_s=fwd_s, forward_bytes=fwd_b, fwd_bwd_s=both_s,
                  fwd_bwd_bytes=both_b)
