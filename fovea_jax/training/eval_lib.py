@@ -19,14 +19,11 @@ from fovea_jax.evaluation.evaluator import SeqioEvaluation
 from fovea_jax.training import checkpoints
 from fovea_jax.training import inference_params
 from fovea_jax.training import model_inputs
-from fovea_jax.training import trainer as trainer_lib
 
 
 def jitted_model_fns(model: Any, partitioner: Any, params: Any):
   """(predict_batch(batch) -> tokens, score_tokens(batch) -> [B, L] log-probs)
   on host numpy batches, compiled once per shape."""
-  contexts = lambda: trainer_lib.mesh_and_rules(partitioner.mesh,
-                                                partitioner.logical_axis_rules)
   predict = jax.jit(lambda p, b: model.predict_batch(p, b))
 
   def token_scores(p, b):
@@ -36,7 +33,7 @@ def jitted_model_fns(model: Any, partitioner: Any, params: Any):
   score = jax.jit(token_scores)
 
   def run(fn, batch):
-    with contexts():
+    with partitioner.activate():
       out = fn(params, inference_params.batch_on_mesh(batch, partitioner))
     return np.asarray(jax.device_get(out))
 

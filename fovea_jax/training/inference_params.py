@@ -17,7 +17,6 @@ import numpy as np
 from fovea_jax.sharding import axis_names
 from fovea_jax.training import checkpoints
 from fovea_jax.training import train_state as train_state_lib
-from fovea_jax.training import trainer as trainer_lib
 
 
 def params_layout(model: Any, partitioner: Any, input_shapes: Mapping,
@@ -26,8 +25,7 @@ def params_layout(model: Any, partitioner: Any, input_shapes: Mapping,
   init = functools.partial(model.get_initial_variables,
                            input_shapes=dict(input_shapes),
                            input_types=dict(input_types))
-  with trainer_lib.mesh_and_rules(partitioner.mesh,
-                                  partitioner.logical_axis_rules):
+  with partitioner.activate():
     boxed = jax.eval_shape(init, jax.random.PRNGKey(0))
   specs = train_state_lib.logical_param_specs(boxed)
   shardings = train_state_lib.param_shardings(specs, partitioner.mesh,
@@ -51,8 +49,7 @@ def restore_params(model: Any, partitioner: Any,
       train_state_lib.TrainState(step=rep, params=shardings, opt_state=None))
   if state is not None:
     return state.params, int(meta.get('step', 0))
-  with trainer_lib.mesh_and_rules(partitioner.mesh,
-                                  partitioner.logical_axis_rules):
+  with partitioner.activate():
     params = jax.jit(lambda r: train_state_lib.unbox(init(r)['params']),
                      out_shardings=shardings)(jax.random.PRNGKey(seed))
   return params, 0
