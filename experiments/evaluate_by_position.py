@@ -1,0 +1,125 @@
+"""`evaluate_by_position`: `fovea_jax.eval`'s evaluation plus loss by token position.
+
+Runs the same restore and seqio evaluation as `python -m fovea_jax.eval` (bits
+per byte for language modelling, ROUGE for summarization) and, from the same
+per-token log-likelihoods, the mean loss of the target tokens in each position
+bin (e.g. 0-256, 256-1k, 1k-2k, 2k-4k): a model that uses distant context keeps
+getting better further into the sequence. Bound to runs/eval.gin's settings by
+experiments/gin/evaluate_by_position.gin.
+"""
+import json
+import math
+import os
+from typing import Any, Optional, Sequence
+
+import gin
+import jax
+import numpy as np
+import seqio
+
+from fovea_jax.data import pipeline
+from fovea_jax.data.config import DatasetConfig
+from fovea_jax.evaluation import evaluator as evaluator_lib
+from fovea_jax.training import checkpoints
+from fovea_jax.training import eval_lib
+
+DEFAULT_BINS = (0, 256, 1024, 2048, 4096)
+
+
+class PositionLoss:
+  """Accumulates -log p of real target tokens into position bins."""
+
+  def __init__(self, bins: Sequence[int]):
+    if list(bins) != sorted(set(bins)) or len(bins) < 2 or bins[0] < 0:
+      raise ValueError(f'position bins must be increasing and >= 0, got {bins}.')
+    self.bins = tuple(int(b) for b in bins)
+    self.nll = np.zeros(len(bins) - 1)
+    self.count = np.zeros(len(bins) - 1)
+
+  def add(self, token_scores: np.ndarray, weights: np.ndarray) -> None:
+    positions = np.arange(token_scores.shape[1])
+    for i, (lo, hi) in enumerate(zip(self.bins[:-1], self.bins[1:])):
+      in_bin = ((positions >= lo) & (positions < hi))[None, :] * weights
+      self.nll[i] -= float((token_scores * in_bin).sum())
+      self.count[i] += float(in_bin.sum())
+
+  @property
+  def total_tokens(self) -> float:
+    return float(self.count.sum())
+
+  def mean_nll(self) -> float:
+    return float(self.nll.sum() / max(self.count.sum(), 1))
+
+  def table(self) -> list:
+    """[{'bin': '0-256', 'tokens': n, 'nll': nats/token, 'bits': bits/token}]."""
+    rows = []
+    for i, (lo, hi) in enumerate(zip(self.bins[:-1], self.bins[1:])):
+      nll = self.nll[i] / self.count[i] if self.count[i] else float('nan')
+      rows.append({'bin': f'{lo}-{hi}', 'tokens': int(self.count[i]),
+                   'nll': float(nll), 'bits': float(nll / math.log(2))})
+    return rows
+
+
+def _recording(score_batch, position_loss: PositionLoss):
+
+  def score(batch):
+    scores = np.asarray(score_batch(batch), np.float64)
+    targets = batch['decoder_target_tokens']
+    weights = batch.get('decoder_loss_weights', targets > 0).astype(np.float64)
+    position_loss.add(scores, weights)
+    return scores
+
+  return score
+
+
+@gin.configurable('evaluate_by_position')
+def evaluate_by_position(*,
+                         model: Any = gin.REQUIRED,
+                         dataset_cfg: DatasetConfig = gin.REQUIRED,
+                         restore_checkpoint_cfg: checkpoints.RestoreCheckpointConfig
+                         = gin.REQUIRED,
+                         partitioner: Any = gin.REQUIRED,
+                         output_dir: str = gin.REQUIRED,
+                         num_examples: Optional[int] = None,
+                         bins: Sequence[int] = DEFAULT_BINS) -> dict:
+  """{'step', 'metrics': {task: {metric: value}}, 'nll_per_token',
+  'position_loss': [...]}; also written to `<output_dir>/results.json`."""
+  predict_batch, score_batch, step = eval_lib.restored_model_fns(
+      model, dataset_cfg, restore_checkpoint_cfg, partitioner)
+  output_dir = os.path.abspath(os.path.expanduser(output_dir))
+  position_loss = PositionLoss(bins)
+  evaluation = evaluator_lib.SeqioEvaluation(
+      dataset_cfg, output_dir,
+      feature_converter_cls=getattr(model, 'FEATURE_CONVERTER_CLS', None),
+      num_examples=num_examples)
+  try:
+    metrics = evaluation.evaluate(
+        step, predict_batch=predict_batch,
+        score_batch=_recording(score_batch, position_loss))
+  finally:
+    evaluation.close()
+  if not position_loss.total_tokens:
+    # The task has no score metric (summarization: ROUGE only), so seqio never
+    # scored; score the same examples here for the validation loss.
+    dataset = seqio.get_dataset(
+        dataset_cfg.mixture_or_task_name,
+        task_feature_lengths=dict(dataset_cfg.task_feature_lengths),
+        dataset_split=dataset_cfg.split, shuffle=False, num_epochs=1,
+        feature_converter=pipeline.make_feature_converter(
+            dataset_cfg, getattr(model, 'FEATURE_CONVERTER_CLS', None)),
+        use_cached=dataset_cfg.use_cached, seed=dataset_cfg.seed)
+    if num_examples is not None:
+      dataset = dataset.take(num_examples)
+    record = _recording(score_batch, position_loss)
+    for _, batch, _ in evaluator_lib.padded_batches(dataset.enumerate(),
+                                                    dataset_cfg.batch_size):
+      record(batch)
+  result = {'step': step, 'metrics': metrics,
+            'nll_per_token': position_loss.mean_nll(),
+            'scored_tokens': position_loss.total_tokens,
+            'position_loss': position_loss.table()}
+  if jax.process_index() == 0:
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, 'results.json'), 'w') as f:
+      json.dump(result, f, indent=2)
+  return result

@@ -1,0 +1,74 @@
+"""The language-modelling study: every attention scheme on one small byte LM.
+
+  python -m experiments.run_study --config=experiments/lm_study.py        # full
+  python -m experiments.run_study --config=experiments/lm_study.py:quick  # smoke
+
+Each row trains `python -m fovea_jax.train`'s gin files (the study's model file,
+an attention/*.gin file, runs/pretrain.gin) on `stdlib_lm` with the same data,
+steps, seed and optimizer; only the attention (and the seed, for the noise rows)
+changes; a row's options are its own gin file under experiments/gin/lm_study/.
+Local windows are 127 tokens back (LongT5's radius) or blocks of 128,
+fovea blocks are 128 (wing 1), FMA's fine level is 128 tokens.
+"""
+import ml_collections
+
+
+def _row(name, attention, seed=0, label=None):
+  return dict(name=name, attention=attention, bindings=[],
+              seed=seed, label=label or name, init_from='', extra_steps=0)
+
+
+def rows():
+  study = 'experiments/gin/lm_study'
+  return [
+      _row('dense', 'attention/dense.gin'),
+      _row('dense_seed1', 'attention/dense.gin', seed=1, label='dense'),
+      _row('sliding', 'attention/longt5_local.gin'),
+      _row('block_local', f'{study}/block_local.gin'),
+      _row('masformer_bottom1', f'{study}/masformer_bottom1.gin'),
+      _row('masformer_bottom2', f'{study}/masformer_bottom2.gin'),
+      _row('fovea', 'attention/fovea.gin'),
+      _row('fovea_seed1', 'attention/fovea.gin', seed=1, label='fovea'),
+      _row('fma_avg', f'{study}/fma_avg.gin'),
+      _row('fma_learned', f'{study}/fma_learned.gin'),
+      _row('longt5_tglobal', 'attention/longt5_tglobal.gin'),
+  ]
+
+
+def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
+  if arg not in ('full', 'quick'):
+    raise ValueError(f"lm_study config takes 'full' or 'quick', got {arg!r}.")
+  c = ml_collections.ConfigDict()
+  c.study = 'lm'
+  c.mode = arg
+  c.task = 'stdlib_lm'
+  c.causal = True
+  c.model_gin = 'experiments/gin/lm_small.gin'
+  c.num_layers = 4
+  c.length_feature = 'targets'
+  c.seed = 0
+  # Adafactor as in runs/pretrain.gin, at a constant rate for these short runs.
+  c.optimizer_bindings = [
+      "create_learning_rate_scheduler.factors = 'constant'",
+      'create_learning_rate_scheduler.base_learning_rate = 0.01',
+  ]
+  c.rows = rows()
+  if arg == 'full':
+    c.feature_lengths = {'targets': 4096}
+    c.train_steps = 40
+    c.batch_size = 1
+    c.eval_examples = 32
+    c.eval_batch_size = 4
+    c.position_bins = (0, 256, 1024, 2048, 4096)
+    c.isolate_rows = True
+  else:
+    c.feature_lengths = {'targets': 256}
+    c.train_steps = 2
+    c.batch_size = 1
+    c.eval_examples = 2
+    c.eval_batch_size = 2
+    c.position_bins = (0, 64, 128, 256)
+    c.isolate_rows = False
+    keep = ('dense', 'fovea', 'masformer_bottom1')
+    c.rows = [r for r in c.rows if r['name'] in keep]
+  return c

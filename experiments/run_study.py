@@ -1,0 +1,100 @@
+"""Runs a study config: every row, a progress line per row, then the results.
+
+  python -m experiments.run_study --config=experiments/lm_study.py
+  python -m experiments.run_study --config=experiments/summarization_study.py:quick \
+      --output_dir=/tmp/results --work_dir=/tmp/study
+
+Rows run in order (a warm-started row after the row it starts from). With
+`config.isolate_rows` each row runs in its own process (`--only_row`), so one
+row's compiled programs and memory never weigh on the next.
+"""
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'A study config, e.g. experiments/lm_study.py:quick.')
+_OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', 'experiments/results', 'Where the JSON, table and plots go.')
+_WORK_DIR = flags.DEFINE_string(
+    'work_dir', None, 'Checkpoints and logs per row (default '
+    '/tmp/fovea_jax_experiments/<study>_<mode>).')
+_ONLY_ROW = flags.DEFINE_string(
+    'only_row', None, 'Run just this row in this process (used by the runner).')
+
+
+def _config_arg(argv) -> str:
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg
+    if arg == '--config':
+      return f'--config={argv[i + 1]}'
+  raise ValueError('--config is required, e.g. '
+                   '--config=experiments/lm_study.py:quick.')
+
+
+def _context() -> str:
+  return (f'measured on {platform.node() or "this machine"} '
+          f'({os.cpu_count()} CPU cores, shared with other jobs while the study '
+          f'ran), {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.')
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  work_dir = _WORK_DIR.value or os.path.join(
+      '/tmp/fovea_jax_experiments', f'{config.study}_{config.mode}')
+  # Imported here: the study imports jax, which the flag parsing does not need.
+  from experiments import report  # pylint: disable=g-import-not-at-top
+  from experiments import study  # pylint: disable=g-import-not-at-top
+  rows = {r['name']: r for r in config.rows}
+  if _ONLY_ROW.value:
+    if _ONLY_ROW.value not in rows:
+      raise app.UsageError(f'--only_row={_ONLY_ROW.value} is not a row of this '
+                           f'config; rows: {sorted(rows)}.')
+    study.run_row(config, rows[_ONLY_ROW.value], work_dir)
+    return
+  if os.path.exists(work_dir):
+    # A study always starts afresh: old checkpoints would be resumed, not rerun.
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(work_dir)
+  os.makedirs(work_dir)
+  results, started = [], time.time()
+  for i, row in enumerate(config.rows, 1):
+    row_start = time.time()
+    if config.isolate_rows:
+      log = os.path.join(work_dir, f'{row["name"]}.log')
+      with open(log, 'w') as f:
+        done = subprocess.run(
+            [sys.executable, '-m', 'experiments.run_study',
+             _config_arg(sys.argv), f'--work_dir={work_dir}',
+             f'--only_row={row["name"]}'],
+            stdout=f, stderr=subprocess.STDOUT, cwd=study.REPO_ROOT, check=False)
+      if done.returncode:
+        with open(log) as f:
+          tail = f.read()[-3000:]
+        raise RuntimeError(f'Row {row["name"]} failed (exit {done.returncode}); '
+                           f'log {log}:\n{tail}')
+      result = study.load_row_result(work_dir, row)
+    else:
+      result = study.run_row(config, row, work_dir)
+    results.append(result)
+    print(f'[{config.study} {i}/{len(config.rows)}] {row["name"]}: '
+          f'{report.main_metric(config, result):.4f} '
+          f'({"bits/byte" if config.study == "lm" else "val nats/token"}), '
+          f'{result["step_seconds"]:.2f} s/step, '
+          f'{time.time() - row_start:.0f} s; {time.time() - started:.0f} s total',
+          flush=True)
+  paths = report.write(config, results, _OUTPUT_DIR.value, _context())
+  print(f'[{config.study}] done in {time.time() - started:.0f} s; wrote '
+        + ', '.join(paths), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
