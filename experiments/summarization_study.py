@@ -54,13 +54,13 @@ def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
   ]
   if arg == 'full':
     c.feature_lengths = {'inputs': 4096, 'targets': 128}
-    c.train_steps = 40
+    c.train_steps = 16
     c.batch_size = 1
-    c.eval_examples = 24
-    c.eval_batch_size = 8
+    c.eval_examples = 12
+    c.eval_batch_size = 6
     c.position_bins = (0, 32, 64, 128)
-    c.isolate_rows = True
-    c.rows = rows(switch_steps=20)
+    c.isolate_rows = False
+    c.rows = rows(switch_steps=8)
   else:
     c.feature_lengths = {'inputs': 256, 'targets': 16}
     c.train_steps = 2
