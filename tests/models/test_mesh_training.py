@@ -102,7 +102,7 @@ def test_mesh_training_matches_one_device(model):
 
 def test_beam_search_on_the_mesh_equals_one_device():
   model = build_model(['sizes/tiny.gin', 'attention/fovea.gin'],
-                      ['schemes.Fovea.block_len = 4'])
+                      ['fovea.Fovea.block_len = 4'])
   batch = {'encoder_input_tokens': jnp.asarray(
                np.random.default_rng(1).integers(2, 300, (8, 32))),
            'decoder_input_tokens': jnp.zeros((8, 6), jnp.int32)}
