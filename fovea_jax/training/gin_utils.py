@@ -194,8 +194,9 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
 
 
 def _quiet_search_misses(record: logging.LogRecord) -> bool:
-  """gin logs an ERROR for every search path a file is *not* in; drop those."""
-  return not str(record.msg).startswith('Path not found')
+  """gin's file lookup logs every path it tries (INFO) and an ERROR for every
+  search path a file is *not* in; drop those (a missing file still raises)."""
+  return not record.pathname.endswith(os.path.join('gin', 'resource_reader.py'))
 
 
 def run(main: Callable[[], None], argv: Optional[Sequence[str]] = None) -> None:

@@ -1,5 +1,8 @@
 """Every override form README teaches is applied (the value reaches what the run
 builds), and a run's saved config.gin can be fed back with copied bindings."""
+import pathlib
+import re
+
 import gin
 import pytest
 
@@ -102,3 +105,31 @@ def test_gin_files_resolve_package_first_then_search_paths_then_cwd(
       other / 'mine.gin')
   with pytest.raises(gin_utils.GinConfigError, match='sizes/tiny.gin'):
     gin_utils.resolve_gin_file('sizes/tinny.gin')
+
+
+REPO = pathlib.Path(__file__).parents[2]
+
+
+def test_one_registration_convention():
+  """Code declares configurables with a bare @gin.configurable (registered under
+  its full module path); gin files use dynamic registration and import modules
+  under their own names, so `module.Name` works everywhere."""
+  for path in (REPO / 'fovea_jax').rglob('*.py'):
+    text = path.read_text()
+    assert 'external_configurable' not in text, path
+    for match in re.finditer(r'@gin\.configurable\(([^)]*)\)', text):
+      assert match.group(1).startswith('denylist='), (path, match.group(0))
+  gin_files = [*(REPO / 'gin_configs').rglob('*.gin'),
+               *(REPO / 'fovea_jax').rglob('*.gin')]
+  assert len(gin_files) > 20
+  for path in gin_files:
+    statements = [l for l in path.read_text().splitlines()
+                  if l and not l.startswith('#')]
+    if any(re.match(r'(from \S+ )?import ', l) for l in statements):
+      assert statements[0] == 'from __gin__ import dynamic_registration', path
+    if 't5x_compat' in path.parts:
+      continue  # runs inside T5X, whose own `models` etc. its aliases avoid
+    for line in statements:
+      if line.startswith('from fovea_jax') or line.startswith('import fovea'):
+        assert re.fullmatch(r'from fovea_jax[\w.]* import \w+', line), (
+            path, line)

@@ -1,5 +1,6 @@
 """A regular (non-editable) install runs from any directory: the gin files ship
-with the package, command-line overrides reach the run, misspelt macros fail.
+with the package, command-line overrides reach the run, misspelt macros fail,
+and the log is readable.
 
 The project is installed with pip into a temporary directory (reusing this
 environment's dependencies) and run there with only that directory on
@@ -7,6 +8,7 @@ PYTHONPATH, from a working directory with no gin files in it.
 """
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -56,8 +58,16 @@ def test_installed_package_trains_from_another_directory(installed, tmp_path):
   model_dir = tmp_path / 'run'
   done = _run(installed, elsewhere, *_train_args(
       model_dir, '--gin.fovea.Fovea.block_len=64',
-      '--gin.train_lib.train.show_progress=False'))
+      '--gin.train_lib.train.stats_period=1'))
   assert done.returncode == 0, done.stderr[-3000:]
+  # A log a person can read: one plain line per stats period, no progress bar
+  # (stderr is not a terminal), no CUDA probing, no gin file-lookup lines.
+  log = done.stderr
+  assert re.search(r'step 1/2: loss [\d.]+, accuracy [\d.]+, \d+ tokens/s, '
+                   r'learning rate [\d.e-]+', log), log[-3000:]
+  assert 'step 2/2: loss' in log
+  assert '\r' not in log and 'cuInit' not in log
+  assert 'resource_reader' not in log and 'Path not found' not in log
   assert 'fovea.Fovea.block_len = 64' in (model_dir / 'config.gin').read_text()
   # The operative config is what the model was built with.
   operative = (model_dir / 'operative_config.gin').read_text()
