@@ -1,8 +1,8 @@
 """What `python -m fovea_jax.{train,eval,infer,export}` share.
 
-Joins a multi-process run if the environment describes one, registers every
-gin configurable (tasks, models, partitioner, training libraries), parses the
-gin flags, then calls the named configurable with everything from gin.
+Joins a multi-process run if the environment describes one, registers the seqio
+tasks, parses the gin flags (the gin files import and so register everything
+they configure), then calls the named configurable with everything from gin.
 """
 import logging
 import os
