@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test quickstart benchmark clean
+.PHONY: venv test quickstart benchmark experiments experiments-quick clean
 
 $(STAMP): requirements.txt requirements-test.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,3 +32,14 @@ benchmark: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The CPU-scale study (experiments/README.md): results into experiments/results/.
+experiments: $(STAMP)
+	$(BIN)/python -m experiments.run_study --config=experiments/lm_study.py
+	$(BIN)/python -m experiments.run_study --config=experiments/summarization_study.py
+
+# A few steps per row of both studies (also run by `make test`, in
+# tests/experiments/test_quick_study.py); results into runs/experiments_quick/.
+experiments-quick: $(STAMP)
+	$(BIN)/python -m experiments.run_study --config=experiments/lm_study.py:quick --output_dir=runs/experiments_quick
+	$(BIN)/python -m experiments.run_study --config=experiments/summarization_study.py:quick --output_dir=runs/experiments_quick

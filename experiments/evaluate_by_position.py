@@ -72,7 +72,7 @@ def _recording(score_batch, position_loss: PositionLoss):
   return score
 
 
-@gin.configurable('evaluate_by_position')
+@gin.configurable
 def evaluate_by_position(*,
                          model: Any = gin.REQUIRED,
                          dataset_cfg: DatasetConfig = gin.REQUIRED,

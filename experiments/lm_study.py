@@ -49,9 +49,10 @@ def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
   c.seed = 0
   # Adafactor as in runs/pretrain.gin, at a constant rate for these short runs.
   c.optimizer_bindings = [
-      "create_learning_rate_scheduler.factors = 'constant'",
-      'create_learning_rate_scheduler.base_learning_rate = 0.01',
+      "lr_schedules.create_learning_rate_scheduler.factors = 'constant'",
+      'lr_schedules.create_learning_rate_scheduler.base_learning_rate = 0.01',
   ]
+  c.model_bindings = []
   c.rows = rows()
   if arg == 'full':
     c.feature_lengths = {'targets': 4096}
@@ -67,8 +68,8 @@ def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
     c.feature_lengths = {'targets': 256}
     c.train_steps = 2
     c.batch_size = 1
-    c.eval_examples = 2
-    c.eval_batch_size = 2
+    c.eval_examples = 1
+    c.eval_batch_size = 1
     c.position_bins = (0, 64, 128, 256)
     c.isolate_rows = False
     keep = ('dense', 'fovea', 'masformer_bottom1')

@@ -27,6 +27,9 @@ _WORK_DIR = flags.DEFINE_string(
     '/tmp/fovea_jax_experiments/<study>_<mode>).')
 _ONLY_ROW = flags.DEFINE_string(
     'only_row', None, 'Run just this row in this process (used by the runner).')
+_REPORT_ONLY = flags.DEFINE_bool(
+    'report_only', False, 'Train nothing: write the report from the rows that '
+    'finished in --work_dir (a stopped study; missing rows are listed).')
 
 
 def _config_arg(argv) -> str:
@@ -59,6 +62,16 @@ def main(argv):
       raise app.UsageError(f'--only_row={_ONLY_ROW.value} is not a row of this '
                            f'config; rows: {sorted(rows)}.')
     study.run_row(config, rows[_ONLY_ROW.value], work_dir)
+    return
+  if _REPORT_ONLY.value:
+    done = [r for r in config.rows
+            if os.path.exists(os.path.join(study.row_dir(work_dir, r),
+                                           study.ROW_RESULT))]
+    missing = [r['name'] for r in config.rows if r not in done]
+    context = _context() + (f' Rows not finished: {missing}.' if missing else '')
+    paths = report.write(config, [study.load_row_result(work_dir, r)
+                                  for r in done], _OUTPUT_DIR.value, context)
+    print(f'[{config.study}] report of {len(done)} rows: ' + ', '.join(paths))
     return
   if os.path.exists(work_dir):
     # A study always starts afresh: old checkpoints would be resumed, not rerun.

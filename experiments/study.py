@@ -49,9 +49,9 @@ def train_args(config, row, work_dir: str):
       f'MODEL_DIR = {row_dir(work_dir, row)!r}',
       f'CHECKPOINT_PERIOD = {steps}',
       'CHECKPOINTS_TO_KEEP = 1',
-      f'train.stats_period = {max(1, min(10, steps // 5))}',
-      'train.show_progress = False',
-      *config.optimizer_bindings, *row['bindings'],
+      f'train_lib.train.stats_period = {max(1, min(10, steps // 5))}',
+      'train_lib.train.show_progress = False',
+      *config.optimizer_bindings, *config.model_bindings, *row['bindings'],
   ]
   if row['init_from']:
     # A warm start restarts at step 0 with a fresh optimizer: extra_steps more.
@@ -79,7 +79,7 @@ def write_warm_start(work_dir: str, row, files, bindings) -> str:
   gin_utils.parse_gin(files, bindings, [REPO_ROOT])
   model = gin.query_parameter('%MODEL').scoped_configurable_fn()
   dataset_cfg = gin.query_parameter(
-      'train.train_dataset_cfg').scoped_configurable_fn()
+      'train_lib.train.train_dataset_cfg').scoped_configurable_fn()
   shapes, types = model_inputs.input_shapes_and_types(model, dataset_cfg)
   target = jax.eval_shape(lambda: model.get_initial_variables(
       jax.random.PRNGKey(0), shapes, types))['params']
@@ -122,9 +122,9 @@ def eval_args(config, row, work_dir: str):
       f'CHECKPOINT_PATH = {row_dir(work_dir, row)!r}',
       f'EVAL_OUTPUT_DIR = {os.path.join(row_dir(work_dir, row), "eval")!r}',
       f'BATCH_SIZE = {config.eval_batch_size}',
-      f'evaluate_by_position.num_examples = {config.eval_examples}',
-      f'evaluate_by_position.bins = {tuple(config.position_bins)!r}',
-      *config.optimizer_bindings, *row['bindings'],
+      f'evaluate_by_position.evaluate_by_position.num_examples = {config.eval_examples}',
+      f'evaluate_by_position.evaluate_by_position.bins = {tuple(config.position_bins)!r}',
+      *config.model_bindings, *row['bindings'],
   ]
   return files, bindings
 

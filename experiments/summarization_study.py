@@ -46,12 +46,11 @@ def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
   c.length_feature = 'inputs'
   c.seed = 0
   c.optimizer_bindings = [
-      "create_learning_rate_scheduler.factors = 'constant'",
-      'create_learning_rate_scheduler.base_learning_rate = 0.01',
-      # Greedy decoding for ROUGE (beam 1), and no dropout in these short runs.
-      'BEAM_SIZE = 1',
-      'DROPOUT_RATE = 0.0',
+      "lr_schedules.create_learning_rate_scheduler.factors = 'constant'",
+      'lr_schedules.create_learning_rate_scheduler.base_learning_rate = 0.01',
   ]
+  # Greedy decoding for ROUGE (beam 1), and no dropout in these short runs.
+  c.model_bindings = ['BEAM_SIZE = 1', 'DROPOUT_RATE = 0.0']
   if arg == 'full':
     c.feature_lengths = {'inputs': 4096, 'targets': 128}
     c.train_steps = 16
@@ -65,8 +64,8 @@ def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
     c.feature_lengths = {'inputs': 256, 'targets': 16}
     c.train_steps = 2
     c.batch_size = 1
-    c.eval_examples = 2
-    c.eval_batch_size = 2
+    c.eval_examples = 1
+    c.eval_batch_size = 1
     c.position_bins = (0, 8, 16)
     c.isolate_rows = False
     c.rows = [r for r in rows(switch_steps=1)

@@ -24,8 +24,8 @@ from fovea_jax.training import model_inputs
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / 'experiments'
 # Paths a user passes on the command line (never read: eval_shape only).
-USER_BINDINGS = ["MODEL_DIR = '/tmp/unused_model_dir'",
-                 "INITIAL_CHECKPOINT_PATH = '/tmp/unused_checkpoint'"]
+MODEL_DIR = "MODEL_DIR = '/tmp/unused_model_dir'"
+WARM_START = "INITIAL_CHECKPOINT_PATH = '/tmp/unused_checkpoint'"
 STUDY_DIRS = ('gin',)
 
 
@@ -36,7 +36,6 @@ def _relative(path: pathlib.Path) -> str:
 def paper_run_files():
   return sorted(p for p in EXPERIMENTS.glob('*/*.gin')
                 if p.parent.name not in STUDY_DIRS and
-                "include 'runs/" not in p.read_text() and
                 not p.name.startswith('data_') and p.name != 'recipe.gin')
 
 
@@ -50,12 +49,23 @@ def study_rows():
   return rows
 
 
+def _warm_starts(path: pathlib.Path) -> bool:
+  """Whether the run (or a file it includes from experiments/) fine-tunes."""
+  text = path.read_text()
+  included = [REPO / line.split("'")[1] for line in text.splitlines()
+              if line.startswith("include 'experiments/")]
+  return 'runs/finetune.gin' in text or any(map(_warm_starts, included))
+
+
 def _abstract_params(files, bindings=()):
   entry_points._register_configurables()  # pylint: disable=protected-access
-  gin_utils.parse_gin(files, [*USER_BINDINGS, *bindings], [str(REPO)])
+  user = [MODEL_DIR]
+  if any(_warm_starts(REPO / f) for f in files if (REPO / f).exists()):
+    user.append(WARM_START)
+  gin_utils.parse_gin(files, [*user, *bindings], [str(REPO)])
   model = gin.query_parameter('%MODEL').scoped_configurable_fn()
   dataset_cfg = gin.query_parameter(
-      'train.train_dataset_cfg').scoped_configurable_fn()
+      'train_lib.train.train_dataset_cfg').scoped_configurable_fn()
   dataset_cfg = dataclasses.replace(dataset_cfg, batch_size=1)
   shapes, types = model_inputs.input_shapes_and_types(model, dataset_cfg)
   variables = jax.eval_shape(lambda: model.get_initial_variables(
@@ -95,10 +105,10 @@ def test_paper_schemes_are_the_papers():
   expected = {
       'fovea/multi_news.gin': ('fovea', dict(block_len=128, wing=1)),
       'longt5/tglobal_pubmed.gin': ('longt5_tglobal', {}),
-      'longt5/local_wcep10.gin': ('longt5_local', {}),
+      'longt5/local_wcep10.gin': ('local', dict(window=127)),
       'fma/fma_learned.gin': ('fma', dict(rank=4, downsample='grouped_conv')),
       'fma/fma_avg.gin': ('fma', dict(rank=4, downsample='avg')),
-      'fma/sliding.gin': ('longt5_local', {}),
+      'fma/sliding.gin': ('local', dict(window=127)),
       'masformer/continual_l8_sliding.gin': ('masformer', dict(num_full=8)),
       'masformer/continual_l4_block.gin': ('masformer',
                                            dict(num_full=4, local='block')),
@@ -116,7 +126,8 @@ def test_study_row_builds(config, row):
   _, dataset_cfg, params = _abstract_params(
       [config.model_gin, row['attention'], 'runs/pretrain.gin'],
       [f'TASK_FEATURE_LENGTHS = {dict(config.feature_lengths)!r}',
-       f'MIXTURE_OR_TASK_NAME = {config.task!r}', 'TRAIN_STEPS = 1'])
+       f'MIXTURE_OR_TASK_NAME = {config.task!r}', 'TRAIN_STEPS = 1',
+       *config.model_bindings, *row['bindings']])
   assert dict(dataset_cfg.task_feature_lengths) == dict(config.feature_lengths)
   assert _num_params(params) > 0
 

@@ -1,0 +1,73 @@
+"""`make experiments-quick` inside the test suite: both studies, a few steps a row.
+
+Runs the same command lines as the Makefile target (a subprocess each) into a
+temporary directory and checks what a full study's report is built from: every
+row trained, evaluated and measured, the switch row warm-started from the row
+it names, and the table and plots written.
+"""
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from experiments import lm_study
+from experiments import summarization_study
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _run_quick(config_file, tmp_path):
+  out, work = tmp_path / 'results', tmp_path / 'work'
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [str(REPO), os.environ.get('PYTHONPATH', '')]))
+  done = subprocess.run(
+      [sys.executable, '-m', 'experiments.run_study',
+       f'--config=experiments/{config_file}:quick', f'--output_dir={out}',
+       f'--work_dir={work}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert done.returncode == 0, done.stderr[-4000:]
+  return done.stdout, out, work
+
+
+@pytest.mark.parametrize('module', [lm_study, summarization_study],
+                         ids=['lm', 'summarization'])
+def test_quick_study_runs_every_row(module, tmp_path):
+  config = module.get_config('quick')
+  stdout, out, work = _run_quick(f'{module.__name__.split(".")[-1]}.py',
+                                 tmp_path)
+  # A progress line per row.
+  for i, row in enumerate(config.rows, 1):
+    assert f'[{config.study} {i}/{len(config.rows)}] {row["name"]}:' in stdout
+  stem = out / f'{config.study}_study_quick'
+  for suffix in ('.md', '_position_loss.png', '_metric.png'):
+    assert (stem.parent / (stem.name + suffix)).stat().st_size > 0
+  results = json.loads((stem.parent / (stem.name + '.json')).read_text())
+  assert [r['name'] for r in results['rows']] == [r['name'] for r in config.rows]
+  for r in results['rows']:
+    evaluation = r['evaluation']
+    assert math.isfinite(evaluation['nll_per_token'])
+    assert evaluation['scored_tokens'] > 0
+    assert len(evaluation['position_loss']) == len(config.position_bins) - 1
+    assert 0 < r['attended_fraction'] <= 1
+    assert r['step_seconds'] > 0
+    metrics = next(iter(evaluation['metrics'].values()))
+    if config.study == 'lm':
+      # The eval's bits per byte and the position bins come from the same
+      # token scores.
+      assert metrics['bits_per_byte'] == pytest.approx(
+          evaluation['nll_per_token'] / math.log(2), rel=1e-6)
+    else:
+      assert 'rouge1' in metrics
+  by_name = {r['name']: r for r in results['rows']}
+  if 'dense' in by_name:
+    assert by_name['dense']['attended_fraction'] == 1.0
+  if 'tglobal_then_fovea' in by_name:
+    # Warm-started from the TGlobal row's params, cut to the fovea network.
+    warm = work / 'tglobal_then_fovea_warm_start' / 'checkpoint_0'
+    assert warm.is_dir()
+    assert by_name['tglobal_then_fovea']['init_from'] == 'longt5_tglobal'
