@@ -12,10 +12,9 @@ fovea blocks are 128 (wing 1), FMA's fine level is 128 tokens.
 """
 import ml_collections
 
+from experiments import study_config
 
-def _row(name, attention, seed=0, label=None):
-  return dict(name=name, attention=attention, bindings=[],
-              seed=seed, label=label or name, init_from='', extra_steps=0)
+_row = study_config.row
 
 
 def rows():
@@ -36,42 +35,25 @@ def rows():
 
 
 def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
-  if arg not in ('full', 'quick'):
-    raise ValueError(f"lm_study config takes 'full' or 'quick', got {arg!r}.")
-  c = ml_collections.ConfigDict()
-  c.study = 'lm'
-  c.mode = arg
-  c.task = 'stdlib_lm'
-  c.causal = True
-  c.model_gin = 'experiments/gin/lm_small.gin'
-  c.num_layers = 4
-  c.length_feature = 'targets'
-  c.seed = 0
-  # Adafactor as in runs/pretrain.gin, at a constant rate for these short runs.
-  c.optimizer_bindings = [
-      "lr_schedules.create_learning_rate_scheduler.factors = 'constant'",
-      'lr_schedules.create_learning_rate_scheduler.base_learning_rate = 0.01',
-  ]
-  c.model_bindings = []
+  c = study_config.base_config(
+      'lm', arg, task='stdlib_lm', causal=True,
+      model_gin='experiments/gin/lm_small.gin', num_layers=3,
+      length_feature='targets')
   c.rows = rows()
   if arg == 'full':
     c.feature_lengths = {'targets': 4096}
     # Sized for 2 shared CPU cores: dense attention at 4,096 bytes took ~40 s a
-    # step there while other jobs ran.
-    c.train_steps = 16
-    c.batch_size = 1
+    # step (4 layers) while other jobs ran; both studies must fit in ~45 min.
+    c.train_steps = 30
     c.eval_examples = 8
     c.eval_batch_size = 4
     c.position_bins = (0, 256, 1024, 2048, 4096)
-    c.isolate_rows = False
   else:
     c.feature_lengths = {'targets': 256}
     c.train_steps = 2
-    c.batch_size = 1
     c.eval_examples = 1
     c.eval_batch_size = 1
     c.position_bins = (0, 64, 128, 256)
-    c.isolate_rows = False
     keep = ('dense', 'fovea', 'masformer_bottom1')
     c.rows = [r for r in c.rows if r['name'] in keep]
   return c

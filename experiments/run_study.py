@@ -4,12 +4,14 @@
   python -m experiments.run_study --config=experiments/summarization_study.py:quick \
       --output_dir=/tmp/results --work_dir=/tmp/study
 
-Rows run in order (a warm-started row after the row it starts from). With
+Rows run in order (a warm-started row after the row it starts from); rows
+already finished in --work_dir are reused unless --fresh. With
 `config.isolate_rows` each row runs in its own process (`--only_row`), so one
 row's compiled programs and memory never weigh on the next.
 """
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +29,9 @@ _WORK_DIR = flags.DEFINE_string(
     '/tmp/fovea_jax_experiments/<study>_<mode>).')
 _ONLY_ROW = flags.DEFINE_string(
     'only_row', None, 'Run just this row in this process (used by the runner).')
+_FRESH = flags.DEFINE_bool(
+    'fresh', False, 'Delete --work_dir first; otherwise rows that finished '
+    'there are reused (a stopped study continues where it stopped).')
 _REPORT_ONLY = flags.DEFINE_bool(
     'report_only', False, 'Train nothing: write the report from the rows that '
     'finished in --work_dir (a stopped study; missing rows are listed).')
@@ -73,15 +78,21 @@ def main(argv):
                                   for r in done], _OUTPUT_DIR.value, context)
     print(f'[{config.study}] report of {len(done)} rows: ' + ', '.join(paths))
     return
-  if os.path.exists(work_dir):
-    # A study always starts afresh: old checkpoints would be resumed, not rerun.
-    import shutil  # pylint: disable=g-import-not-at-top
+  if _FRESH.value and os.path.exists(work_dir):
     shutil.rmtree(work_dir)
-  os.makedirs(work_dir)
+  os.makedirs(work_dir, exist_ok=True)
   results, started = [], time.time()
   for i, row in enumerate(config.rows, 1):
     row_start = time.time()
-    if config.isolate_rows:
+    finished = os.path.exists(os.path.join(study.row_dir(work_dir, row),
+                                           study.ROW_RESULT))
+    if not finished and os.path.exists(study.row_dir(work_dir, row)):
+      # A row stopped part-way restarts from scratch, so that its step time
+      # and its steps are those of one uninterrupted run.
+      shutil.rmtree(study.row_dir(work_dir, row))
+    if finished:
+      result = study.load_row_result(work_dir, row)
+    elif config.isolate_rows:
       log = os.path.join(work_dir, f'{row["name"]}.log')
       with open(log, 'w') as f:
         done = subprocess.run(

@@ -166,7 +166,12 @@ def run_row(config, row, work_dir: str) -> dict:
   files, bindings = train_args(config, row, work_dir)
   if row['init_from']:
     write_warm_start(work_dir, row, files, bindings)
-  entry_points.run_configured('train', files, bindings, search_paths=[REPO_ROOT])
+  trained = entry_points.run_configured('train', files, bindings,
+                                        search_paths=[REPO_ROOT])
+  if trained.stopped_by_signal:
+    raise RuntimeError(
+        f'Row {row["name"]} was stopped (SIGTERM) at step '
+        f'{int(trained.state.step)}; run the study again to redo this row.')
   train_seconds = time.time() - start
   files_e, bindings_e = eval_args(config, row, work_dir)
   gin_utils.parse_gin(files_e, bindings_e, [REPO_ROOT])

@@ -22,7 +22,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def _run_quick(config_file, tmp_path):
   out, work = tmp_path / 'results', tmp_path / 'work'
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+  # One CPU device, as `make experiments-quick` runs (conftest fakes eight).
+  xla_flags = ' '.join(f for f in os.environ.get('XLA_FLAGS', '').split()
+                       if 'force_host_platform_device_count' not in f)
+  env = dict(os.environ, XLA_FLAGS=xla_flags, PYTHONPATH=os.pathsep.join(
       [str(REPO), os.environ.get('PYTHONPATH', '')]))
   done = subprocess.run(
       [sys.executable, '-m', 'experiments.run_study',

@@ -1,0 +1,43 @@
+"""What every study config shares: its fields, the row format, the optimizer.
+
+A study config (`experiments/<study>.py`, `get_config(arg)`) is a ConfigDict
+with the task and model, the run sizes (`train_steps`, `batch_size`,
+`feature_lengths`, `eval_examples`, `position_bins`) and `rows`: one dict per
+run, `{name, attention (gin file), bindings, seed, label (rows with one label
+are seeds of one setting), init_from (a row to warm-start from), extra_steps}`.
+"""
+import ml_collections
+
+MODES = ('full', 'quick')
+
+
+def row(name, attention, *, seed=0, label=None, init_from='', extra_steps=0):
+  return dict(name=name, attention=attention, bindings=[], seed=seed,
+              label=label or name, init_from=init_from, extra_steps=extra_steps)
+
+
+def base_config(study: str, mode: str, *, task: str, causal: bool,
+                model_gin: str, num_layers: int,
+                length_feature: str) -> ml_collections.ConfigDict:
+  if mode not in MODES:
+    raise ValueError(f'{study} study config takes one of {MODES} after the '
+                     f"file name (e.g. ':quick'), got {mode!r}.")
+  c = ml_collections.ConfigDict()
+  c.study = study
+  c.mode = mode
+  c.task = task
+  c.causal = causal
+  c.model_gin = model_gin
+  c.num_layers = num_layers
+  c.length_feature = length_feature
+  c.seed = 0
+  c.batch_size = 1
+  # Adafactor as in runs/pretrain.gin, at a constant rate for these short runs.
+  c.optimizer_bindings = [
+      "lr_schedules.create_learning_rate_scheduler.factors = 'constant'",
+      'lr_schedules.create_learning_rate_scheduler.base_learning_rate = 0.01',
+  ]
+  c.model_bindings = []
+  # Rows run in the runner's process; True gives each its own process.
+  c.isolate_rows = False
+  return c
