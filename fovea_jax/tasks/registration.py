@@ -14,7 +14,11 @@ def summarization_features(vocabulary: seqio.Vocabulary):
 
 def language_model_features(vocabulary: seqio.Vocabulary):
   # Chunks are cut from running text: there is no end of sequence to predict.
-  return {'targets': seqio.Feature(vocabulary=vocabulary, add_eos=False)}
+  # `inputs` (a prompt the targets continue) exists only when
+  # TASK_FEATURE_LENGTHS gives it a length (preprocessors.split_tokens_into_examples).
+  return {'inputs': seqio.Feature(vocabulary=vocabulary, add_eos=False,
+                                  required=False),
+          'targets': seqio.Feature(vocabulary=vocabulary, add_eos=False)}
 
 
 def add_task(name: str, **task_kwargs) -> seqio.Task:
