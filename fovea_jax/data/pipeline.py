@@ -13,6 +13,7 @@ from fovea_jax.data import packing
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.data.config import get_mixture_or_task
 from fovea_jax.data.tensorflow_setup import tf
+from fovea_jax.tasks import preprocessors
 
 
 def default_shard_info() -> seqio.ShardInfo:
@@ -31,10 +32,9 @@ def per_process_batch_size(cfg: DatasetConfig,
 
 def feature_converter_cls_for(task_or_mixture, task_feature_lengths=()
                               ) -> Type[seqio.FeatureConverter]:
-  """Encoder-decoder for tasks that require `inputs`; otherwise a decoder-only
-  LM, prompted (prefix LM) when `task_feature_lengths` gives `inputs` a length."""
-  inputs = task_or_mixture.output_features.get('inputs')
-  if inputs is not None and inputs.required:
+  """Encoder-decoder for tasks with `inputs`; otherwise a decoder-only LM,
+  prompted (prefix LM) when `task_feature_lengths` gives `inputs` a length."""
+  if 'inputs' in task_or_mixture.output_features:
     return seqio.EncDecFeatureConverter
   if 'inputs' in task_feature_lengths:
     return seqio.PrefixLMFeatureConverter
@@ -55,17 +55,17 @@ def make_feature_converter(
 
 
 def check_features_match(cfg: DatasetConfig, task_or_mixture) -> None:
-  """TASK_FEATURE_LENGTHS must give a length for each feature the task requires
-  and may give one for its optional features (an LM task's prompt `inputs`)."""
-  features = task_or_mixture.output_features
-  required = {name for name, feature in features.items() if feature.required}
+  """TASK_FEATURE_LENGTHS must give a length for each of the task's features,
+  and may give a prompt length (`inputs`) to a language-model task."""
+  features = set(task_or_mixture.output_features)
+  optional = ({'inputs'} - features
+              if preprocessors.cuts_prompts(task_or_mixture) else set())
   given = set(cfg.task_feature_lengths)
-  if not required <= given <= set(features):
-    optional = sorted(set(features) - required)
+  if not features <= given <= features | optional:
     raise ValueError(
         f'TASK_FEATURE_LENGTHS has {sorted(given)} but task '
-        f'{cfg.mixture_or_task_name!r} has features {sorted(required)}'
-        + (f' (and optionally {optional})' if optional else '') +
+        f'{cfg.mixture_or_task_name!r} has features {sorted(features)}'
+        + (f' (and optionally {sorted(optional)})' if optional else '') +
         '; give exactly one positive length per feature.')
 
 

@@ -52,6 +52,13 @@ def split_tokens_into_examples(
   return dataset.flat_map(to_chunks)
 
 
+def cuts_prompts(task_or_mixture) -> bool:
+  """Whether each task cuts an `inputs` prompt when TASK_FEATURE_LENGTHS gives
+  one (the language-model tasks, through `split_tokens_into_examples`)."""
+  return all(split_tokens_into_examples in task.preprocessors
+             for task in seqio.get_subtasks(task_or_mixture))
+
+
 def summarization_preprocessors(input_key: str, target_key: str):
   """Steps for a `{input_key: text, target_key: text}` summarization source."""
   return [

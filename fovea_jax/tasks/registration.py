@@ -14,11 +14,10 @@ def summarization_features(vocabulary: seqio.Vocabulary):
 
 def language_model_features(vocabulary: seqio.Vocabulary):
   # Chunks are cut from running text: there is no end of sequence to predict.
-  # `inputs` (a prompt the targets continue) exists only when
-  # TASK_FEATURE_LENGTHS gives it a length (preprocessors.split_tokens_into_examples).
-  return {'inputs': seqio.Feature(vocabulary=vocabulary, add_eos=False,
-                                  required=False),
-          'targets': seqio.Feature(vocabulary=vocabulary, add_eos=False)}
+  # A prompt `inputs` is cut too when TASK_FEATURE_LENGTHS gives it a length
+  # (preprocessors.split_tokens_into_examples); it is no output feature since
+  # seqio's Evaluator expects every output feature in every example.
+  return {'targets': seqio.Feature(vocabulary=vocabulary, add_eos=False)}
 
 
 def add_task(name: str, **task_kwargs) -> seqio.Task:
