@@ -3,10 +3,6 @@ infer continues prompts ({'inputs': 256, 'targets': 64}), and export writes a
 decode function that a Python process without fovea_jax loads and calls,
 giving the same continuations as infer (same examples, same sampling key)."""
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -38,18 +34,6 @@ def _checkpoint_bindings(model_dir, output_macro, output_dir):
           f"{output_macro} = '{output_dir}'"]
 
 
-_CALL_WITHOUT_FOVEA = textwrap.dedent('''
-    import sys
-    sys.modules['fovea_jax'] = None  # Any import of our code would now fail.
-    import numpy as np, jax, safetensors.numpy
-    exported = jax.export.deserialize(
-        bytearray(open(sys.argv[1] + '/predict.jax_export', 'rb').read()))
-    params = safetensors.numpy.load_file(sys.argv[1] + '/params.safetensors')
-    prompts = np.load(sys.argv[2])
-    np.save(sys.argv[3], np.asarray(exported.call(params, prompts)))
-''')
-
-
 def test_infer_continues_prompts_and_export_decodes_alike(model_dir, tmp_path):
   path = gin_runs.run('infer', 'runs/infer.gin', _checkpoint_bindings(
       model_dir, 'INFER_OUTPUT_DIR', tmp_path / 'infer') + [
@@ -75,15 +59,7 @@ def test_infer_continues_prompts_and_export_decodes_alike(model_dir, tmp_path):
   assert manifest['step'] == 2 and set(manifest['functions']) == {'predict'}
   assert 'huggingface' not in manifest  # no HF layout for a decoder-only LM
   prompts = np.stack([e['inputs'] for e in examples]).astype(np.int32)
-  np.save(tmp_path / 'prompts.npy', prompts)
-  # -I: no PYTHONPATH, no user site; fovea_jax blocked as well.
-  subprocess.run([sys.executable, '-I', '-c', _CALL_WITHOUT_FOVEA,
-                  str(export_dir), str(tmp_path / 'prompts.npy'),
-                  str(tmp_path / 'out.npy')],
-                 check=True, timeout=300, cwd=str(tmp_path),
-                 env={k: v for k, v in os.environ.items()
-                      if k != 'PYTHONPATH'})
-  generated = np.load(tmp_path / 'out.npy')
+  generated = gin_runs.call_export_without_fovea(export_dir, prompts, tmp_path)
   assert generated.shape == (BATCH, GENERATE)
   assert [vocab.decode(g.tolist()) for g in generated] == [
       r['prediction'] for r in rows]
