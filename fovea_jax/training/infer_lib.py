@@ -58,7 +58,7 @@ def rows_to_write(batch, predictions, targets_length: int):
   return prompts, np.asarray(predictions)[:, :targets_length], targets
 
 
-@gin.configurable('infer')
+@gin.configurable
 def infer(*,
           model: Any = gin.REQUIRED,
           dataset_cfg: DatasetConfig = gin.REQUIRED,
