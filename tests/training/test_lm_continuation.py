@@ -23,15 +23,17 @@ def model_dir(tmp_path_factory):
   gin_runs.run('train', 'runs/pretrain.gin', [
       TASK, f"TASK_FEATURE_LENGTHS = {{'targets': {PROMPT + GENERATE}}}",
       'TRAIN_STEPS = 2', f"MODEL_DIR = '{model_dir}'", 'BATCH_SIZE = 8',
-      'CHECKPOINT_PERIOD = 2', 'train.show_progress = False'],
+      'CHECKPOINT_PERIOD = 2', 'train_lib.train.show_progress = False'],
                model_gin=MODEL_GIN)
   return model_dir
 
 
-def _checkpoint_bindings(model_dir, output_macro, output_dir):
-  return [TASK, f'TASK_FEATURE_LENGTHS = {PROMPT_LENGTHS}',
-          f'BATCH_SIZE = {BATCH}', f"CHECKPOINT_PATH = '{model_dir}'",
-          f"{output_macro} = '{output_dir}'"]
+def _checkpoint_bindings(model_dir, output_macro, output_dir, dataset=True):
+  """infer's bindings, or export's (dataset=False: export reads no task)."""
+  data = [TASK, f'BATCH_SIZE = {BATCH}'] if dataset else []
+  return data + [f'TASK_FEATURE_LENGTHS = {PROMPT_LENGTHS}',
+                 f"CHECKPOINT_PATH = '{model_dir}'",
+                 f"{output_macro} = '{output_dir}'"]
 
 
 def test_infer_continues_prompts_and_export_decodes_alike(model_dir, tmp_path):
@@ -53,7 +55,7 @@ def test_infer_continues_prompts_and_export_decodes_alike(model_dir, tmp_path):
 
   export_dir = tmp_path / 'export'
   gin_runs.run('export', 'runs/export.gin', _checkpoint_bindings(
-      model_dir, 'EXPORT_OUTPUT_DIR', export_dir) + [
+      model_dir, 'EXPORT_OUTPUT_DIR', export_dir, dataset=False) + [
           f'EXPORT_BATCH_SIZE = {BATCH}'], model_gin=MODEL_GIN)
   manifest = json.load(open(export_dir / 'manifest.json'))
   assert manifest['step'] == 2 and set(manifest['functions']) == {'predict'}
