@@ -172,10 +172,22 @@ class StepTables:
   dkv_entry_lo: np.ndarray  # [dkv_steps] entries of the key tile it uses
   dkv_entry_hi: np.ndarray
 
-  @property
-  def smem_bytes(self) -> int:
-    """SMEM the prefetched steps take in the forward/dq and dk/dv calls."""
-    return 4 * max(3 * self.fwd_row.size, 4 * self.dkv_row.size)
+
+def run_chunks(owner: np.ndarray, max_steps: int):
+  """`[(begin, end), ...]` cutting the steps only between output tiles' runs.
+
+  Each chunk has at most `max_steps` steps unless one output tile alone has
+  more; every run lies inside one chunk, so chunks write disjoint outputs.
+  """
+  run_ends = np.flatnonzero(np.diff(owner)) + 1
+  chunks, begin, previous = [], 0, 0
+  for end in list(run_ends) + [owner.size]:
+    if end - begin > max_steps and previous > begin:
+      chunks.append((int(begin), int(previous)))
+      begin = previous
+    previous = end
+  chunks.append((int(begin), int(owner.size)))
+  return chunks
 
 
 def _expand(counts):

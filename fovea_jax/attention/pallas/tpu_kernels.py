@@ -6,7 +6,10 @@ pair per step, scalar-prefetched into SMEM) and every BlockSpec's index map read
 from them which tile to fetch, as jax's splash attention does with its block
 masks. Steps of one output tile are consecutive, so the output block and the
 float32 accumulators (VMEM scratch) stay put while they run; the pipeline
-fetches the next step's tiles while the current one computes.
+fetches the next step's tiles while the current one computes. SMEM does not
+grow either: a long step list is cut, between output tiles, into calls of at
+most `MAX_STEPS_PER_CALL` steps that write disjoint tiles of one output buffer
+(aliased from call to call).
 
 * forward / dq: grid (batch, head, step); K/V tiles start at any multiple of the
   16-entry alignment of the forward tables (element-offset windows,
@@ -18,8 +21,6 @@ Inputs arrive in the layouts `tree_attention` builds for both backends; the
 per-tile math is `tile_math`, shared with the GPU kernels.
 """
 from __future__ import annotations
-
-import functools
 
 import jax
 from jax import lax
@@ -34,6 +35,9 @@ from fovea_jax.attention.pallas import tile_tables as tables_lib
 _ROWS = 8
 # The default scoped VMEM limit is 16 MiB on v5e, 32 MiB on later chips.
 _SMALL_VMEM = 16 << 20
+# Steps per pallas_call: at most 4 int32 tables of this length (256 KiB) in SMEM,
+# which has 1 MiB per core on v4 and later.
+MAX_STEPS_PER_CALL = 16384
 
 
 def _round_up(x, multiple):
@@ -70,25 +74,19 @@ def tpu_vmem_bytes(tables, groups, padded_head_dim, itemsize,
 
 
 def check_fits(tables, groups, padded_head_dim, itemsize, num_buckets_padded):
-  """`vmem_limit_bytes` to compile with; a clear error when VMEM or SMEM is short."""
-  info = pltpu.get_tpu_info()
-  steps = tables_lib.step_tables(tables)
-  if steps.smem_bytes > 0.8 * info.smem_capacity_bytes:
-    raise ValueError(
-        f'the TPU tree-attention kernels prefetch their grid steps into SMEM: '
-        f'this layout needs {steps.smem_bytes / 2**10:.0f} KiB of '
-        f'{info.smem_capacity_bytes / 2**10:.0f} KiB. Use larger BlockSizes '
-        f'(fewer, bigger tiles) or implementation="xla" for this length on TPU.')
+  """`vmem_limit_bytes` to compile with (None: the default); a clear error when
+  the tiles of one step do not fit this TPU's VMEM."""
+  capacity = pltpu.get_tpu_info().vmem_capacity_bytes
   needed = tpu_vmem_bytes(tables, groups, padded_head_dim, itemsize,
                           num_buckets_padded)
-  if needed > 0.9 * info.vmem_capacity_bytes:
+  if needed > 0.9 * capacity:
     raise ValueError(
         f'the TPU tree-attention kernels need {needed / 2**20:.0f} MiB of VMEM '
-        f'per grid step, more than the {info.vmem_capacity_bytes / 2**20:.0f} '
-        f'MiB this TPU has: use smaller BlockSizes.')
+        f'per grid step, more than the {capacity / 2**20:.0f} MiB this TPU has: '
+        f'use smaller BlockSizes.')
   if needed + (4 << 20) <= _SMALL_VMEM:
-    return None  # the compiler's default limit suffices
-  return int(min(0.9 * info.vmem_capacity_bytes, needed + (8 << 20)))
+    return None
+  return int(min(0.9 * capacity, needed + (8 << 20)))
 
 
 # --------------------------------------------------------------------------------
@@ -120,7 +118,9 @@ def _forward_kernel(rows_ref, tiles_ref, starts_ref, *refs, config, num_steps):
   r = dict(zip(['table'] * has_bias + [
       'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'out', 'lse', 'acc', 'row_max',
       'total'], refs))
-  step = pl.program_id(2)
+  # program_id is read here, outside the pl.when bodies (the interpreter
+  # substitutes it only at the kernel's top level).
+  head, step = pl.program_id(1), pl.program_id(2)
   row, tile = rows_ref[step], tiles_ref[step]
   first, last = _run_bounds(rows_ref, step, num_steps)
   state_refs = (r['acc'], r['row_max'], r['total'])
@@ -136,7 +136,7 @@ def _forward_kernel(rows_ref, tiles_ref, starts_ref, *refs, config, num_steps):
     state = tile_math.forward_step(
         tuple(ref[...] for ref in state_refs), r['q'][...], r['k'][...],
         r['v'][...], *_entry_rows(r, tile), position, query_ok,
-        pl.program_id(1), r.get('table'), config)
+        head, r.get('table'), config)
     for ref, value in zip(state_refs, state):
       ref[...] = value
 
@@ -153,7 +153,9 @@ def _dq_kernel(rows_ref, tiles_ref, starts_ref, *refs, config, num_steps):
   r = dict(zip(['table'] * has_bias + [
       'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta', 'dq'] +
                ['d_table'] * has_bias + ['dq_acc', 'd_table_acc'], refs))
-  step = pl.program_id(2)
+  # program_id is read here, outside the pl.when bodies (the interpreter
+  # substitutes it only at the kernel's top level).
+  head, step = pl.program_id(1), pl.program_id(2)
   row, tile = rows_ref[step], tiles_ref[step]
   first, last = _run_bounds(rows_ref, step, num_steps)
   state_refs = (r['dq_acc'], r['d_table_acc'])
@@ -169,7 +171,7 @@ def _dq_kernel(rows_ref, tiles_ref, starts_ref, *refs, config, num_steps):
     state = tile_math.dq_step(
         tuple(ref[...] for ref in state_refs), r['q'][...], r['k'][...],
         r['v'][...], *_entry_rows(r, tile), r['d_out'][...], r['lse'][...],
-        r['delta'][...], position, query_ok, pl.program_id(1), r.get('table'),
+        r['delta'][...], position, query_ok, head, r.get('table'),
         config)
     for ref, value in zip(state_refs, state):
       ref[...] = value
@@ -224,25 +226,42 @@ def _dkv_kernel(tiles_ref, rows_ref, entry_lo_ref, entry_hi_ref, *refs, config,
 # pallas_calls.
 
 
-def _call(kernel, config, *, prefetch, grid, in_specs, inputs, out_specs,
+def _call(kernel, config, *, prefetch, owner, grid, in_specs, inputs, out_specs,
           out_shape, scratch, table, name):
-  num_steps = grid[-1]
-  kernel = functools.partial(kernel, config=config, num_steps=num_steps)
+  """The kernel over all steps, in chunks of at most `MAX_STEPS_PER_CALL`.
+
+  prefetch: per-step int32 tables; owner: the one whose runs are output tiles.
+  grid: the leading grid axes (the step axis is appended per chunk).
+  """
   if table is not None:
     in_specs = [pl.BlockSpec(table.shape, lambda *_: (0, 0),
                              memory_space=pltpu.SMEM)] + in_specs
     inputs = [table] + inputs
-  grid_spec = pltpu.PrefetchScalarGridSpec(
-      num_scalar_prefetch=len(prefetch), grid=grid, in_specs=in_specs,
-      out_specs=out_specs,
-      scratch_shapes=[pltpu.VMEM(shape, jnp.float32) for shape in scratch])
+  num_in = len(prefetch) + len(inputs)
   # Steps of one output tile accumulate in order: the step axis is sequential.
   params = pltpu.CompilerParams(
       dimension_semantics=('parallel', 'parallel', 'arbitrary'),
       vmem_limit_bytes=config.vmem_limit_bytes)
-  return pl.pallas_call(kernel, grid_spec=grid_spec, out_shape=out_shape,
-                        compiler_params=params, interpret=config.interpret,
-                        name=name)(*[jnp.asarray(x) for x in prefetch], *inputs)
+  outputs = None
+  for begin, end in tables_lib.run_chunks(owner, MAX_STEPS_PER_CALL):
+    previous = [] if outputs is None else list(outputs)
+
+    def body(*refs, num_steps=end - begin, skip=len(previous)):
+      # The previous chunk's outputs are aliased inputs the kernel never reads.
+      kernel(*refs[:num_in], *refs[num_in + skip:], config=config,
+             num_steps=num_steps)
+
+    grid_spec = pltpu.PrefetchScalarGridSpec(
+        num_scalar_prefetch=len(prefetch), grid=grid + (end - begin,),
+        in_specs=in_specs + [pl.BlockSpec(memory_space=pl.ANY)] * len(previous),
+        out_specs=out_specs,
+        scratch_shapes=[pltpu.VMEM(shape, jnp.float32) for shape in scratch])
+    outputs = pl.pallas_call(
+        body, grid_spec=grid_spec, out_shape=out_shape, compiler_params=params,
+        interpret=config.interpret, name=name,
+        input_output_aliases={num_in + i: i for i in range(len(previous))})(
+            *[jnp.asarray(x[begin:end]) for x in prefetch], *inputs, *previous)
+  return outputs
 
 
 def _query_side_specs(config):
@@ -286,7 +305,7 @@ def forward(config, q_t, tile_inputs, table):
   return _call(
       _forward_kernel, config,
       prefetch=(steps.fwd_row, steps.fwd_tile, steps.fwd_start),
-      grid=(b, heads, steps.fwd_row.size), in_specs=[q_spec] + key_specs,
+      owner=steps.fwd_row, grid=(b, heads), in_specs=[q_spec] + key_specs,
       inputs=[q_t] + _tile_inputs(tile_inputs), out_specs=[q_spec, stats],
       out_shape=[jax.ShapeDtypeStruct(q_t.shape, tile_inputs[1].dtype),
                  jax.ShapeDtypeStruct(q_t.shape[:3] + (1,), jnp.float32)],
@@ -311,7 +330,7 @@ def dq(config, q_t, tile_inputs, do_t, lse, delta, table):
   return _call(
       _dq_kernel, config,
       prefetch=(steps.fwd_row, steps.fwd_tile, steps.fwd_start),
-      grid=(b, heads, steps.fwd_row.size),
+      owner=steps.fwd_row, grid=(b, heads),
       in_specs=[q_spec] + key_specs + [q_spec, stats, stats],
       inputs=[q_t] + _tile_inputs(tile_inputs) + [do_t, lse, delta],
       out_specs=out_specs, out_shape=out_shape,
@@ -341,7 +360,7 @@ def dkv(config, q_t, k_t, v_t, entry_rows, do_t, lse, delta, table):
       _dkv_kernel, config,
       prefetch=(steps.dkv_tile, steps.dkv_row, steps.dkv_entry_lo,
                 steps.dkv_entry_hi),
-      grid=(q_t.shape[0], k_t.shape[1], steps.dkv_tile.size),
+      owner=steps.dkv_tile, grid=(q_t.shape[0], k_t.shape[1]),
       in_specs=[group_rows, key_tile, key_tile, entry_bias, window, window,
                 group_rows, group_stats, group_stats],
       inputs=[q_t, k_t, v_t, *entry_rows, do_t, lse, delta],

@@ -461,16 +461,24 @@ def _call_tree_attention(q, k_flat, v_flat, entry_bias, table, *, config):
 
 
 def tree_level_attention_reference(q, k_flat, v_flat, entry_bias, layout, *, scale,
-                                   position_bias=None):
-  """Dense jnp oracle over the flat buffer: `[n, flat]` scores, then softmax."""
+                                   position_bias=None, query_rows=None):
+  """Dense jnp oracle over the flat buffer: `[n, flat]` scores, then softmax.
+
+  query_rows: optional token positions; then only those queries are computed
+  (output `[b, len(query_rows), heads, d]`), so long inputs can be checked on a
+  sample of rows without the whole `[n, flat]` score matrix.
+  """
   index, valid = layout.gather_index
   attended = np.zeros((layout.num_query_blocks, layout.flat_size), bool)
   rows = np.broadcast_to(np.arange(layout.num_query_blocks)[:, None], index.shape)
   attended[rows[valid], index[valid]] = True
-  block_of_query = np.arange(layout.length) // layout.query_block
-  attended = attended[block_of_query]                       # [n, flat]
+  query_pos = np.arange(layout.length)
+  if query_rows is not None:
+    query_pos = np.asarray(query_rows)
+    q = q[:, query_pos]
+  attended = attended[query_pos // layout.query_block]       # [n, flat]
   lo, hi = layout.entry_lo_hi
-  query_pos = np.arange(layout.length)[:, None]
+  query_pos = query_pos[:, None]
   allowed = jnp.asarray(attended) & static_entry_mask(
       jnp.asarray(query_pos), jnp.asarray(lo[None]), jnp.asarray(hi[None]), layout)
   bias = jnp.where(allowed[None, None], entry_bias[:, None, None, :],
