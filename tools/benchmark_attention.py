@@ -132,7 +132,29 @@ def run(args):
       rows.append(row)
       print(format_row(row), flush=True)
   add_ratios(rows)
+  add_throughput(rows, args.batch, args.heads, args.head_dim)
   return rows
+
+
+def attended_flops(row, batch, heads, head_dim):
+  """Matmul FLOPs of one forward over the entries each query attends.
+
+  Two products (scores, weighted values) of 2 * head_dim FLOPs per attended
+  (query, key) pair. The forward+backward counts 3.5x this, the convention of
+  FlashAttention's benchmarks (the backward recomputes the scores: 5 products).
+  """
+  n = row['length']
+  return 4.0 * batch * heads * n * n * row['fraction'] * head_dim
+
+
+def add_throughput(rows, batch, heads, head_dim):
+  """`fwd_tflops`, `fwd_bwd_tflops`: achieved TFLOP/s on attended FLOPs."""
+  for r in rows:
+    flops = attended_flops(r, batch, heads, head_dim)
+    r['attended_flops'] = flops
+    r['fwd_tflops'] = flops / r['forward_s'] / 1e12 if r['forward_s'] else None
+    r['fwd_bwd_tflops'] = (3.5 * flops / r['fwd_bwd_s'] / 1e12
+                           if r['fwd_bwd_s'] else None)
 
 
 def _ratio(a, b):
@@ -191,7 +213,8 @@ def print_summary(rows):
     extra = (f" {speed:8.2f} {r['ideal_speedup']:6.2f} "
              f"{speed / r['ideal_speedup']:5.0%}" if speed else '')
     goals = [f'{name}={r[name]:.3g}' for name in
-             ('fwd_vs_cudnn', 'bwd_over_fwd', 'mem_vs_flash') if r.get(name)]
+             ('fwd_vs_cudnn', 'bwd_over_fwd', 'mem_vs_flash', 'fwd_tflops',
+              'fwd_bwd_tflops') if r.get(name)]
     print(format_row(r) + extra + ('  ' + ' '.join(goals) if goals else ''))
 
 
