@@ -16,8 +16,9 @@ defined to attend (dense: all, causal: the prefix, local: the window, TGlobal:
 window + globals, fovea/FMA: their layout's entries); recomputation is not counted.
 Peak memory: XLA's buffer assignment of the compiled step (arguments, outputs,
 temporaries); for PyTorch, the rise of the peak resident memory of a fresh process
-during one step (`ru_maxrss`). On a GPU the step runs in bfloat16 and the dense row
-uses cuDNN; the Hugging Face rows run only on CPU.
+during one step (`ru_maxrss`). On a GPU the step runs in bfloat16 with the default
+(Pallas) kernels, the dense row being flash attention; the Hugging Face rows run
+only on CPU.
 
   python tools/benchmark_model.py                       # 1k..64k, every scheme
   python tools/benchmark_model.py --max_len 16384 --schemes longt5_local,fovea
@@ -177,13 +178,10 @@ def jax_step(arch, name, n, targets, dtype):
   layers = DIMENSIONS['num_encoder_layers'] + DIMENSIONS['num_decoder_layers']
   spec = scheme_spec(name, layers)
   dims = dict(DIMENSIONS)
-  implementation = None
-  if name == 'dense' and jax.default_backend() == 'gpu':
-    implementation = 'cudnn'
   if arch == 'decoder':
     dims['num_decoder_layers'], dims['num_encoder_layers'] = layers, 0
   config = networks.Config(vocab_size=BYTE_VOCAB, dtype=dtype, dropout_rate=0.0,
-                           attention=spec, implementation=implementation, **dims)
+                           attention=spec, **dims)
   model = (networks.EncoderDecoder if arch == 'encdec' else
            networks.DecoderOnly)(config)
   batch = {k: jnp.asarray(v) for k, v in _batch(arch, n, targets).items()}
