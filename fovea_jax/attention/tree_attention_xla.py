@@ -45,7 +45,13 @@ def static_entry_mask(query_pos, lo, hi, layout: TreeLayout):
 
 
 class _Plan:
-  """Chunked static tables for the scan (numpy, built once per layout/shape)."""
+  """Static tables of the scan (numpy, built once per layout/shape).
+
+  The scan runs over (kv head, chunk of query blocks) pairs, head-major: one
+  step's scores are one kv head's group of query heads over `chunk` blocks, small
+  enough to stay in the CPU's caches, and a head's key/value gradients are
+  accumulated by consecutive steps. Per-chunk tables are tiled over the heads.
+  """
 
   def __init__(self, layout: TreeLayout, chunk: int, kv_heads: int):
     self.kv_heads = kv_heads
@@ -62,17 +68,26 @@ class _Plan:
       out[:blocks] = x
       return out.reshape(self.num_chunks, chunk, keys)
 
-    self.index = chunked(index, 0)
-    self.valid = chunked(valid, False)
-    self.lo = chunked(lo[index], 1)
-    self.hi = chunked(hi[index], 0)
-    self.first_block = np.arange(self.num_chunks, dtype=np.int32) * chunk
+    def per_head(x):
+      return np.concatenate([x] * kv_heads)
+
+    self.index = per_head(chunked(index, 0))
+    self.valid = per_head(chunked(valid, False))
+    self.lo = per_head(chunked(lo[index], 1))
+    self.hi = per_head(chunked(hi[index], 0))
+    self.first_block = per_head(np.arange(self.num_chunks, dtype=np.int32) * chunk)
+    self.head = np.repeat(np.arange(kv_heads, dtype=np.int32), self.num_chunks)
     self.keys = keys
 
+  @property
+  def xs(self):
+    return (self.index, self.valid, self.lo, self.hi, self.first_block, self.head)
 
-def _choose_chunk(layout, batch, heads, chunk_bytes):
+
+def _choose_chunk(layout, batch, heads_per_step, chunk_bytes):
+  """Query blocks per scan step; `heads_per_step`: query heads of one kv head."""
   keys = layout.gather_index[0].shape[1]
-  per_block = 4 * 4 * batch * heads * layout.query_block * keys
+  per_block = 4 * 4 * batch * heads_per_step * layout.query_block * keys
   return int(max(1, min(layout.num_query_blocks, chunk_bytes // per_block)))
 
 
@@ -96,7 +111,7 @@ def _chunk_logits(q_c, k_g, entry_bias_g, bias_by_distance, xs, *, layout, scale
   Batch dimensions lead and rows precede keys, the natural layout of the product,
   so no score-sized transpose is needed here or in the backward pass.
   """
-  _, valid, lo, hi, first_block = xs
+  _, valid, lo, hi, first_block, _ = xs
   logits = jnp.einsum('bkcrd,bkcjd->bkcrj', q_c, k_g,
                       preferred_element_type=jnp.float32) * scale
   b, kv_heads, chunk, rows, keys = logits.shape
@@ -128,37 +143,45 @@ def _heads_major(flat):
 
 
 def _split_queries(q, layout, plan):
-  """`[b, n, heads, d]` -> `[num_chunks, b, kv_heads, chunk, groups * tq, d]`."""
+  """`[b, n, heads, d]` -> `[kv_heads * num_chunks, b, 1, chunk, groups * tq, d]`."""
   b, _, heads, d = q.shape
   kv_heads, tq = plan.kv_heads, layout.query_block
   groups = heads // kv_heads
   n_pad = plan.num_chunks * plan.chunk * tq
   q = jnp.pad(q, ((0, 0), (0, n_pad - q.shape[1]), (0, 0), (0, 0)))
   q = q.reshape(b, plan.num_chunks, plan.chunk, tq, kv_heads, groups, d)
-  q = jnp.transpose(q, (1, 0, 4, 2, 5, 3, 6))
-  return q.reshape(plan.num_chunks, b, kv_heads, plan.chunk, groups * tq, d)
+  q = jnp.transpose(q, (4, 1, 0, 2, 5, 3, 6))  # [kvh, nc, b, chunk, g, tq, d]
+  return q.reshape(kv_heads * plan.num_chunks, b, 1, plan.chunk, groups * tq, d)
 
 
-def _merge_queries(x, length, layout):
+def _merge_queries(x, length, layout, plan):
   """Inverse of _split_queries."""
-  num_chunks, b, kv_heads, chunk, rows, d = x.shape
-  tq = layout.query_block
-  x = x.reshape(num_chunks, b, kv_heads, chunk, rows // tq, tq, d)
-  x = jnp.transpose(x, (1, 0, 3, 5, 2, 4, 6))
+  _, b, _, chunk, rows, d = x.shape
+  tq, kv_heads, num_chunks = layout.query_block, plan.kv_heads, plan.num_chunks
+  x = x.reshape(kv_heads, num_chunks, b, chunk, rows // tq, tq, d)
+  x = jnp.transpose(x, (2, 1, 3, 5, 0, 4, 6))  # [b, nc, chunk, tq, kvh, g, d]
   return x.reshape(b, num_chunks * chunk * tq, kv_heads * rows // tq, d)[:, :length]
+
+
+def _head_slice(x, head, axis):
+  """One kv head of `x` (kept as a size-1 axis) at a traced head index."""
+  return jax.lax.dynamic_slice_in_dim(x, head, 1, axis=axis)
 
 
 def _forward(q, k_flat, v_flat, entry_bias, bias_by_distance, layout, plan, scale,
              max_distance):
   q_chunks = _split_queries(q, layout, plan)
   k_t, v_t = _heads_major(k_flat), _heads_major(v_flat)
-  xs_static = (plan.index, plan.valid, plan.lo, plan.hi, plan.first_block)
 
   def step(_, inputs):
     q_c, xs = inputs
-    k_g, v_g = _gather(k_t, xs[0]), _gather(v_t, xs[0])
+    head = xs[-1]
+    k_g = _gather(_head_slice(k_t, head, 1), xs[0])
+    v_g = _gather(_head_slice(v_t, head, 1), xs[0])
+    by_distance = (None if bias_by_distance is None else
+                   _head_slice(bias_by_distance, head, 0))
     logits = _chunk_logits(q_c, k_g, jnp.take(entry_bias, xs[0], axis=1),
-                           bias_by_distance, xs, layout=layout, scale=scale,
+                           by_distance, xs, layout=layout, scale=scale,
                            max_distance=max_distance)
     row_max = jnp.max(logits, axis=-1, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
@@ -170,7 +193,7 @@ def _forward(q, k_flat, v_flat, entry_bias, bias_by_distance, layout, plan, scal
     lse = jnp.where(total > 0, row_max + jnp.log(norm), jnp.inf)
     return None, (out / norm, lse)
 
-  _, (out, lse) = jax.lax.scan(step, None, (q_chunks, xs_static))
+  _, (out, lse) = jax.lax.scan(step, None, (q_chunks, plan.xs))
   return out, lse
 
 
@@ -192,7 +215,7 @@ def _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan, scale,
   by_distance, max_distance = _bias_inputs(table, bias_spec, plan.kv_heads)
   out, lse = _forward(q, k_flat, v_flat, entry_bias, by_distance, layout, plan,
                       scale, max_distance)
-  result = _merge_queries(out, q.shape[1], layout).astype(v_flat.dtype)
+  result = _merge_queries(out, q.shape[1], layout, plan).astype(v_flat.dtype)
   return result, (q, k_flat, v_flat, entry_bias, table, out, lse)
 
 
@@ -207,20 +230,22 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, d_out):
   q_chunks = _split_queries(q, layout, plan)
   do_chunks = _split_queries(d_out.astype(jnp.float32), layout, plan)
   k_t, v_t = _heads_major(k_flat), _heads_major(v_flat)
-  xs_static = (plan.index, plan.valid, plan.lo, plan.hi, plan.first_block)
 
   def step(carry, inputs):
     dk_t, dv_t, d_by_distance = carry
     q_c, do_c, out_c, lse_c, xs = inputs
-    index = xs[0]
-    k_g, v_g = _gather(k_t, index), _gather(v_t, index)
+    index, head = xs[0], xs[-1]
+    k_g = _gather(_head_slice(k_t, head, 1), index)
+    v_g = _gather(_head_slice(v_t, head, 1), index)
+    head_bias = (None if by_distance is None else
+                 _head_slice(by_distance, head, 0))
     eb_g = jnp.take(entry_bias, index, axis=1)
 
     def logits_of(q_c, k_g, by_distance):
       return _chunk_logits(q_c, k_g, eb_g, by_distance, xs, layout=layout,
                            scale=scale, max_distance=max_distance)
 
-    logits, logits_vjp = jax.vjp(logits_of, q_c, k_g, by_distance)
+    logits, logits_vjp = jax.vjp(logits_of, q_c, k_g, head_bias)
     weights = jnp.exp(logits - lse_c)  # lse = +inf on empty rows -> 0
     dv_g = jnp.einsum('bkcrj,bkcrd->bkcjd', weights, do_c)
     dp = jnp.einsum('bkcrd,bkcjd->bkcrj', do_c, v_g,
@@ -229,20 +254,19 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, d_out):
     ds = weights * (dp - delta)
     dq_c, dk_g, d_bias = logits_vjp(ds)
     flat_index = index.reshape(-1)
-    b, kv_heads = dk_g.shape[:2]
-    dk_t = dk_t.at[:, :, flat_index].add(
-        dk_g.reshape(b, kv_heads, -1, dk_g.shape[-1]).astype(jnp.float32))
-    dv_t = dv_t.at[:, :, flat_index].add(
-        dv_g.reshape(b, kv_heads, -1, dv_g.shape[-1]))
+    b, d = dk_g.shape[0], dk_g.shape[-1]
+    dk_t = dk_t.at[:, head, flat_index].add(
+        dk_g.reshape(b, -1, d).astype(jnp.float32))
+    dv_t = dv_t.at[:, head, flat_index].add(dv_g.reshape(b, -1, d))
     if d_by_distance is not None:
-      d_by_distance = d_by_distance + d_bias
+      d_by_distance = d_by_distance.at[head].add(d_bias[0])
     return (dk_t, dv_t, d_by_distance), dq_c
 
   init = (jnp.zeros(k_t.shape, jnp.float32), jnp.zeros(v_t.shape, jnp.float32),
           None if table is None else jnp.zeros(by_distance.shape, jnp.float32))
   (dk_t, dv_t, d_by_distance), dq = jax.lax.scan(
-      step, init, (q_chunks, do_chunks, out, lse, xs_static))
-  dq = _merge_queries(dq, q.shape[1], layout).astype(q.dtype)
+      step, init, (q_chunks, do_chunks, out, lse, plan.xs))
+  dq = _merge_queries(dq, q.shape[1], layout, plan).astype(q.dtype)
   d_table = None
   if table is not None:
     d_table, = table_vjp(d_by_distance)
@@ -266,8 +290,9 @@ def tree_level_attention_xla(q, k_flat, v_flat, entry_bias, layout: TreeLayout, 
                              chunk_bytes=DEFAULT_CHUNK_BYTES):
   """Attention of `q [b, n, heads, d]` over the flat buffer of `layout`."""
   batch, _, heads, _ = q.shape
-  chunk = _choose_chunk(layout, batch, heads, chunk_bytes)
-  plan = _plan_for(layout, chunk, k_flat.shape[2])
+  kv_heads = k_flat.shape[2]
+  chunk = _choose_chunk(layout, batch, heads // kv_heads, chunk_bytes)
+  plan = _plan_for(layout, chunk, kv_heads)
   table, bias_spec = None, None
   if position_bias is not None:
     table = position_bias.table
