@@ -4,7 +4,8 @@ For each scheme, implementation and length: forward and forward+backward wall ti
 (best of --repeats after a compile run) and peak memory (XLA's buffer assignment of
 the compiled program: arguments + outputs + temporaries; on GPU also the device's
 own peak counter), plus the scheme's attended fraction of the dense score matrix so
-that time can be read against the ideal. Prints a table and writes JSON and a PNG
+that time can be read against the ideal, and the forward's share of the machine's
+matmul peak (measured in the same run) on the FLOPs of the scores it attends. Prints a table and writes JSON and a PNG
 (log-log time and memory against length).
 
   python tools/benchmark_attention.py                      # 1k..64k
@@ -28,6 +29,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from fovea_jax import attention  # noqa: E402
 from fovea_jax.attention import dense as dense_lib  # noqa: E402
 from fovea_jax.attention import registry  # noqa: E402
+from benchmark_model import measure_matmul_peak  # noqa: E402  (tools/)
 
 
 def scheme_table(block_len, fine_len, rank, window):
@@ -135,6 +137,17 @@ def run(args):
   return rows
 
 
+def add_peak_fractions(rows, peak_flops, heads, head_dim, batch):
+  """Forward's achieved share of the measured matmul peak, on the FLOPs of the
+  scores it attends (QK^T and PV: 4 * attended pairs * head_dim per head)."""
+  for r in rows:
+    flops = 4.0 * batch * heads * head_dim * r['fraction'] * r['length'] ** 2
+    r['forward_flops'] = flops
+    r['matmul_peak_flops'] = peak_flops
+    r['forward_peak_fraction'] = (flops / r['forward_s'] / peak_flops
+                                  if r['forward_s'] else None)
+
+
 def _ratio(a, b):
   return a / b if a and b else None
 
@@ -191,7 +204,8 @@ def print_summary(rows):
     extra = (f" {speed:8.2f} {r['ideal_speedup']:6.2f} "
              f"{speed / r['ideal_speedup']:5.0%}" if speed else '')
     goals = [f'{name}={r[name]:.3g}' for name in
-             ('fwd_vs_cudnn', 'bwd_over_fwd', 'mem_vs_flash') if r.get(name)]
+             ('fwd_vs_cudnn', 'bwd_over_fwd', 'mem_vs_flash',
+              'forward_peak_fraction') if r.get(name)]
     print(format_row(r) + extra + ('  ' + ' '.join(goals) if goals else ''))
 
 
@@ -241,6 +255,8 @@ def parse_args(argv=None):
   parser.add_argument('--rank', type=int, default=32)
   parser.add_argument('--window', type=int, default=128)
   parser.add_argument('--repeats', type=int, default=2)
+  parser.add_argument('--peak_size', type=int, default=4096,
+                      help='side of the matmul whose speed is the peak')
   parser.add_argument('--out', default='benchmarks/out/attention')
   return parser.parse_args(argv)
 
@@ -249,7 +265,10 @@ def main(argv=None):
   args = parse_args(argv)
   print(f'device: {jax.devices()[0].device_kind}, batch {args.batch}, heads '
         f'{args.heads}, head_dim {args.head_dim}, {args.dtype}\n{HEADER}')
+  peak = measure_matmul_peak(args.peak_size, args.repeats)
+  print(f'matmul peak {peak / 1e9:.1f} GFLOP/s ({args.peak_size}^3)', flush=True)
   rows = run(args)
+  add_peak_fractions(rows, peak, args.heads, args.head_dim, args.batch)
   print_summary(rows)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

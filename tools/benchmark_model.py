@@ -21,7 +21,7 @@ during one step (`ru_maxrss`). On a GPU the step runs in bfloat16 with the defau
 only on CPU.
 
   python tools/benchmark_model.py                       # 1k..64k, every scheme
-  python tools/benchmark_model.py --max_len 16384 --schemes longt5_local,fovea
+  python tools/benchmark_model.py --max_len 16384 --schemes local,fovea
 """
 from __future__ import annotations
 
@@ -41,26 +41,25 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from fovea_jax import attention  # noqa: E402
 from fovea_jax import networks  # noqa: E402
-from fovea_jax.networks import schemes as schemes_lib  # noqa: E402
+from fovea_jax.layers import schemes as schemes_lib  # noqa: E402
 
 BYTE_VOCAB = 259  # seqio.ByteVocabulary: 3 specials + 256 bytes
 # The issue's model: 2+2 layers, d_model 256, 4 heads x 64, gated MLP 512.
 DIMENSIONS = dict(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512,
                   num_encoder_layers=2, num_decoder_layers=2)
 # Hugging Face LongT5's encoder attention types, by our scheme name.
-HF_TYPES = {'longt5_local': 'local', 'longt5_tglobal': 'transient-global'}
-ALL_SCHEMES = ('dense', 'longt5_local', 'longt5_tglobal', 'fovea', 'fma',
-               'masformer')
+HF_TYPES = {'local': 'local', 'longt5_tglobal': 'transient-global'}
+ALL_SCHEMES = ('dense', 'local', 'longt5_tglobal', 'fovea', 'fma', 'masformer')
 # Share of the currently free memory a program may need before it is not run.
 MEMORY_HEADROOM = 0.8
 
 
-def scheme_spec(name, num_layers):
-  """Our scheme's spec; MASFormer keeps dense attention in the bottom layer only
-  (its default of 4 dense layers would make a 2-layer stack all dense)."""
+def scheme_spec(name):
+  """Our scheme with default options ('local' is LongT5 local, window 127);
+  MASFormer keeps dense attention in the bottom layer only (its default of 4
+  dense layers would make a 2-layer stack all dense)."""
   if name == 'masformer':
     return schemes_lib.MASFormer(num_full=1, window=128)
-  del num_layers
   return schemes_lib.get_scheme(name)
 
 
@@ -107,8 +106,11 @@ def attended_keys(spec, n, causal, layer, num_layers):
                                         causal=causal).attended_fraction() * n)
   if name == 'dense':
     return (n + 1) / 2 if causal else n
-  if name == 'longt5_local':
-    return _local_keys(n, spec.local_radius, causal)
+  if name == 'local':
+    if spec.window is not None:
+      return _local_keys(n, spec.window, causal)
+    return float(attention.local_layout(n, block_len=spec.block_len,
+                                        causal=causal).attended_fraction() * n)
   if name == 'longt5_tglobal':
     return _local_keys(n, spec.local_radius, causal) + n // spec.global_block_size
   if name == 'fovea':
@@ -176,7 +178,7 @@ def _batch(arch, n, targets, seed=0):
 def jax_step(arch, name, n, targets, dtype):
   """A compiled loss+grad step and its arguments: `(compiled, args)`."""
   layers = DIMENSIONS['num_encoder_layers'] + DIMENSIONS['num_decoder_layers']
-  spec = scheme_spec(name, layers)
+  spec = scheme_spec(name)
   dims = dict(DIMENSIONS)
   if arch == 'decoder':
     dims['num_decoder_layers'], dims['num_encoder_layers'] = layers, 0
@@ -380,7 +382,7 @@ def run(args):
           times[i].append(runner.step_seconds())
     for (arch, framework, name, runner), ts in zip(cands, times):
       runner.close()
-      flops = model_flops(arch, scheme_spec(name, 4), n, args.targets)
+      flops = model_flops(arch, scheme_spec(name), n, args.targets)
       seconds = statistics.median(ts) if ts else None
       tokens = n + (args.targets if arch == 'encdec' else 0)
       row = dict(arch=arch, framework=framework, scheme=name, length=n,

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / 'tools'))
 import benchmark_model  # noqa: E402
-from fovea_jax.networks import schemes  # noqa: E402
+from fovea_jax.layers import schemes  # noqa: E402
 
 
 def test_dense_encoder_decoder_flops_by_hand():
@@ -33,16 +33,16 @@ def test_local_window_keys_at_the_edges():
 def test_tiny_run_writes_rows_and_ratios(tmp_path):
   out = tmp_path / 'model'
   benchmark_model.main(['--lengths', '128', '--schemes',
-                        'longt5_local', '--archs', 'encdec',
+                        'local', '--archs', 'encdec',
                         '--targets', '8', '--repeats', '1', '--peak_size', '64',
                         '--out', str(out)])
   result = json.loads(out.with_suffix('.json').read_text())
   assert result['matmul_peak_flops'] > 0
   rows = {(r['framework'], r['scheme']): r for r in result['rows']}
-  assert set(rows) == {('fovea_jax', 'longt5_local'), ('hf_torch', 'longt5_local')}
+  assert set(rows) == {('fovea_jax', 'local'), ('hf_torch', 'local')}
   for r in rows.values():
     assert r['step_s'] > 0 and r['peak_bytes'] > 0 and r['model_flops'] > 0
-  ours = rows[('fovea_jax', 'longt5_local')]
+  ours = rows[('fovea_jax', 'local')]
   assert ours['vs_hf'] == pytest.approx(
-      ours['step_s'] / rows[('hf_torch', 'longt5_local')]['step_s'])
+      ours['step_s'] / rows[('hf_torch', 'local')]['step_s'])
   assert out.with_suffix('.png').stat().st_size > 0
