@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import pathlib
+import statistics
 import sys
 import time
 
@@ -29,7 +30,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from fovea_jax import attention  # noqa: E402
 from fovea_jax.attention import dense as dense_lib  # noqa: E402
 from fovea_jax.attention import registry  # noqa: E402
-from benchmark_model import measure_matmul_peak  # noqa: E402  (tools/)
 
 
 def scheme_table(block_len, fine_len, rank, window):
@@ -45,6 +45,21 @@ def scheme_table(block_len, fine_len, rank, window):
       'sliding': (functools.partial(attention.local_attention, window=window),
                   lambda n: attention.local_layout(n, window=window)),
   }
+
+
+def measure_matmul_peak(size, repeats):
+  """FLOP/s of an `[size, size] @ [size, size]` product through XLA (median)."""
+  dtype = jnp.bfloat16 if jax.default_backend() == 'gpu' else jnp.float32
+  a, b = (jax.random.normal(k, (size, size), dtype)
+          for k in jax.random.split(jax.random.PRNGKey(0)))
+  product = jax.jit(jnp.matmul).lower(a, b).compile()
+  jax.block_until_ready(product(a, b))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(product(a, b))
+    times.append(time.perf_counter() - start)
+  return 2.0 * size ** 3 / statistics.median(times)
 
 
 def cudnn_dense(q, k, v):
@@ -223,25 +238,37 @@ def plot(rows, path):
               label=label)
     ax_m.plot([r['length'] for r in pts], [r['fwd_bwd_bytes'] / 2**30 for r in pts],
               'o-', label=label)
-  for ax, title in ((ax_t, 'forward+backward time (s)'),
-                    (ax_m, 'forward+backward peak memory (GiB)')):
+  finish_plot(fig, ((ax_t, 'forward+backward time (s)'),
+                    (ax_m, 'forward+backward peak memory (GiB)')),
+              'sequence length', f'attention on {jax.devices()[0].device_kind}', path)
+
+
+def finish_plot(fig, titled_axes, xlabel, title, path, legend_size=8):
+  """Log-log axes with titles, grid and legend; saves the figure."""
+  for ax, axis_title in titled_axes:
     ax.set_xscale('log', base=2)
     ax.set_yscale('log')
-    ax.set_xlabel('sequence length')
-    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_title(axis_title)
     ax.grid(True, which='both', alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.suptitle(f'attention on {jax.devices()[0].device_kind}')
+    ax.legend(fontsize=legend_size)
+  fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
 
 
-def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__,
+def length_parser(description):
+  """Argument parser with the benchmarks' shared --lengths / --max_len."""
+  parser = argparse.ArgumentParser(description=description,
                                    formatter_class=argparse.RawTextHelpFormatter)
   parser.add_argument('--lengths', type=lambda s: [int(x) for x in s.split(',')],
                       default=[1024, 2048, 4096, 8192, 16384, 32768, 65536])
   parser.add_argument('--max_len', type=int, default=65536)
+  return parser
+
+
+def parse_args(argv=None):
+  parser = length_parser(__doc__)
   parser.add_argument('--schemes', type=lambda s: s.split(','),
                       default=['dense', 'fovea', 'fma', 'sliding'])
   parser.add_argument('--implementations', type=lambda s: s.split(','),
@@ -270,10 +297,15 @@ def main(argv=None):
   rows = run(args)
   add_peak_fractions(rows, peak, args.heads, args.head_dim, args.batch)
   print_summary(rows)
-  out = pathlib.Path(args.out)
+  write_outputs(rows, args.out, plot)
+
+
+def write_outputs(result, out, plot_fn):
+  """`out`.json (the result) and `out`.png (`plot_fn(result, path)`)."""
+  out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix('.json').write_text(json.dumps(rows, indent=1))
-  plot(rows, out.with_suffix('.png'))
+  out.with_suffix('.json').write_text(json.dumps(result, indent=1))
+  plot_fn(result, out.with_suffix('.png'))
   print(f'\nwrote {out.with_suffix(".json")} and {out.with_suffix(".png")}')
 
 

@@ -25,8 +25,6 @@ only on CPU.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import pathlib
 import statistics
@@ -42,6 +40,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from fovea_jax import attention  # noqa: E402
 from fovea_jax import networks  # noqa: E402
 from fovea_jax.layers import schemes as schemes_lib  # noqa: E402
+from benchmark_attention import (MEMORY_HEADROOM, available_memory_bytes,  # noqa: E402
+                                 compiled_peak_bytes, finish_plot,
+                                 length_parser, measure_matmul_peak,
+                                 write_outputs)
 
 BYTE_VOCAB = 259  # seqio.ByteVocabulary: 3 specials + 256 bytes
 # The issue's model: 2+2 layers, d_model 256, 4 heads x 64, gated MLP 512.
@@ -50,8 +52,6 @@ DIMENSIONS = dict(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512,
 # Hugging Face LongT5's encoder attention types, by our scheme name.
 HF_TYPES = {'local': 'local', 'longt5_tglobal': 'transient-global'}
 ALL_SCHEMES = ('dense', 'local', 'longt5_tglobal', 'fovea', 'fma', 'masformer')
-# Share of the currently free memory a program may need before it is not run.
-MEMORY_HEADROOM = 0.8
 
 
 def scheme_spec(name):
@@ -66,21 +66,6 @@ def scheme_spec(name):
 def xla_threads():
   """Threads XLA's CPU client runs on: one per usable core."""
   return len(os.sched_getaffinity(0))
-
-
-def measure_matmul_peak(size, repeats):
-  """FLOP/s of an `[size, size] @ [size, size]` product through XLA (median)."""
-  dtype = jnp.bfloat16 if jax.default_backend() == 'gpu' else jnp.float32
-  a, b = (jax.random.normal(k, (size, size), dtype)
-          for k in jax.random.split(jax.random.PRNGKey(0)))
-  product = jax.jit(jnp.matmul).lower(a, b).compile()
-  jax.block_until_ready(product(a, b))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(product(a, b))
-    times.append(time.perf_counter() - start)
-  return 2.0 * size ** 3 / statistics.median(times)
 
 
 # ---------------------------------------------------------------- model FLOPs
@@ -199,21 +184,6 @@ def jax_step(arch, name, n, targets, dtype):
 
   compiled = jax.jit(jax.value_and_grad(loss)).lower(params, batch).compile()
   return compiled, (params, batch)
-
-
-def compiled_peak_bytes(compiled):
-  analysis = compiled.memory_analysis()
-  if analysis is None:
-    return float('nan')
-  return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes +
-          analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
-
-
-def available_memory_bytes():
-  if jax.default_backend() == 'cpu':
-    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES')
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get('bytes_limit', 1 << 60)
 
 
 # ------------------------------------------------------------ Hugging Face
@@ -473,25 +443,13 @@ def plot(result, path):
               'o' + style, label=label)
     ax_m.plot([r['length'] for r in pts], [r['peak_bytes'] / 2**30 for r in pts],
               'o' + style, label=label)
-  for ax, title in ((ax_t, 'loss+grad step time (s)'),
-                    (ax_m, 'step peak memory (GiB)')):
-    ax.set_xscale('log', base=2)
-    ax.set_yscale('log')
-    ax.set_xlabel('input length')
-    ax.set_title(title)
-    ax.grid(True, which='both', alpha=0.3)
-    ax.legend(fontsize=7)
-  fig.suptitle(f"model step on {result['device']}")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  finish_plot(fig, ((ax_t, 'loss+grad step time (s)'),
+                    (ax_m, 'step peak memory (GiB)')), 'input length',
+              f"model step on {result['device']}", path, legend_size=7)
 
 
 def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawTextHelpFormatter)
-  parser.add_argument('--lengths', type=lambda s: [int(x) for x in s.split(',')],
-                      default=[1024, 2048, 4096, 8192, 16384, 32768, 65536])
-  parser.add_argument('--max_len', type=int, default=65536)
+  parser = length_parser(__doc__)
   parser.add_argument('--schemes', type=lambda s: s.split(','),
                       default=list(ALL_SCHEMES))
   parser.add_argument('--archs', type=lambda s: s.split(','),
@@ -521,11 +479,7 @@ def main(argv=None):
   args = parse_args(argv)
   result = run(args)
   print('\n' + markdown_table(result))
-  out = pathlib.Path(args.out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix('.json').write_text(json.dumps(result, indent=1))
-  plot(result, out.with_suffix('.png'))
-  print(f'\nwrote {out.with_suffix(".json")} and {out.with_suffix(".png")}')
+  write_outputs(result, args.out, plot)
 
 
 if __name__ == '__main__':
