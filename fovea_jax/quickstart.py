@@ -137,8 +137,7 @@ class Part:
     return result, time.time() - start
 
 
-def _train_bindings(steps, batch_size, base_learning_rate, warmup_steps):
-  del steps
+def _train_bindings(batch_size, base_learning_rate, warmup_steps):
   return [f'BATCH_SIZE = {batch_size}', 'CHECKPOINT_PERIOD = 100',
           "create_learning_rate_scheduler.factors = "
           "'constant * linear_warmup * rsqrt_decay'",
@@ -151,6 +150,13 @@ def _eval_bindings(part, eval_examples):
   return part.checkpoint_bindings() + [
       f"EVAL_OUTPUT_DIR = '{os.path.join(part.dir, 'eval')}'",
       'BATCH_SIZE = 16', f'evaluate.num_examples = {eval_examples}']
+
+
+def _verdict(margin, unit):
+  """How the model compares with its baseline; `margin` > 0 is better."""
+  if margin > 0:
+    return f'better by {margin:.3f} {unit}'
+  return f'NOT better ({-margin:.3f} {unit} worse)'
 
 
 def _short(text, limit=160):
@@ -171,8 +177,7 @@ def language_model(workdir):
                'network.Config.num_heads = 4',
                f'network.Config.head_dim = {emb_dim // 4}'])
   result, train_seconds = part.train(
-      _LM_STEPS.value, _train_bindings(_LM_STEPS.value, _BATCH_SIZE.value,
-                                       1.0, 50))
+      _LM_STEPS.value, _train_bindings(_BATCH_SIZE.value, 1.0, 50))
   metrics = part.run('evaluate', 'runs/eval.gin',
                      _eval_bindings(part, _EVAL_EXAMPLES.value))[LM_TASK]
   baseline = baselines.unigram_language_model(
@@ -218,7 +223,7 @@ def summarization(workdir):
               lengths, ['BEAM_SIZE = 1'])  # Greedy keeps evaluation quick.
   result, train_seconds = part.train(
       _SUMMARIZATION_STEPS.value,
-      _train_bindings(_SUMMARIZATION_STEPS.value, _BATCH_SIZE.value, 1.0, 50))
+      _train_bindings(_BATCH_SIZE.value, 1.0, 50))
   rouge = part.run('evaluate', 'runs/eval.gin',
                    _eval_bindings(part, _EVAL_EXAMPLES.value))[
                        SUMMARIZATION_TASK]
@@ -278,8 +283,7 @@ def main(argv):
       f'{lm["train_steps"]} steps{", reused" if lm["reused_run"] else ""}):',
       f'   validation bits per byte {lm["model"]:.3f} vs {lm["baseline"]:.3f} '
       f'for the unigram baseline ({lm["baseline_name"]}): '
-      f'{"better" if lm["model"] < lm["baseline"] else "NOT better"} by '
-      f'{lm["baseline"] - lm["model"]:.3f} bits per byte.',
+      f'{_verdict(lm["baseline"] - lm["model"], "bits per byte")}.',
       '   Three validation prompts, the model\'s greedy continuation and the '
       'real one:',
   ]
@@ -293,8 +297,7 @@ def main(argv):
       f'steps{", reused" if summ["reused_run"] else ""}):',
       f'   validation ROUGE-1 {summ["model"]:.2f} vs {summ["baseline"]:.2f} for '
       f'the lead baseline ({summ["baseline_name"]}): '
-      f'{"better" if summ["model"] > summ["baseline"] else "NOT better"} '
-      '(README: why this part is a pipeline demonstration).',
+      f'{_verdict(summ["model"] - summ["baseline"], "ROUGE-1")}.',
       '',
       f'  language model run, evaluation, continuations: {lm_part.dir}',
       f'  summarization run, evaluation, export:         {summ_part.dir}',

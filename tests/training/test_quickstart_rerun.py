@@ -13,7 +13,7 @@ from fovea_jax import quickstart
 
 TINY = dict(lm_steps=2, lm_length=64, lm_emb_dim=16, prompt_length=16,
             continuation_length=8, summarization_steps=2, inputs_length=64,
-            targets_length=16, batch_size=2, eval_examples=3)
+            targets_length=16, batch_size=8, eval_examples=3)  # 8: the tests fake 8 devices.
 
 
 @pytest.fixture(autouse=True)
