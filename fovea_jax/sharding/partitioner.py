@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from flax.core import frozen_dict
@@ -128,21 +129,33 @@ class Partitioner:
                                                 self.logical_axis_rules)
     return PartitionSpec(*spec)
 
-  def params_specs(self, params_axes) -> Any:
-    """The `params_axes` collection -> mesh PartitionSpecs mirroring `params`.
+  def params_specs(self, variables) -> Any:
+    """Logical axis names of the params -> mesh PartitionSpecs mirroring them.
 
-    Accepts the collection as written by `param_with_axes` (leaves
-    `AxisMetadata`, keys `<name>_axes`) or the whole variables dict.
+    Accepts the `params_axes` collection as written by `param_with_axes`
+    (leaves `AxisMetadata`, keys `<name>_axes`), or a whole variables dict
+    holding it, or one whose `params` are `nn.LogicallyPartitioned` boxes.
     """
-    params_axes = frozen_dict.unfreeze(params_axes)
-    if 'params_axes' in params_axes:
-      params_axes = params_axes['params_axes']
-    logical = frozen_dict.unfreeze(nn_partitioning.get_axis_names(params_axes))
-    return jax.tree.map(self.logical_to_mesh_axes, logical,
+    variables = frozen_dict.unfreeze(variables)
+    if 'params_axes' in variables:
+      logical = nn_partitioning.get_axis_names(variables['params_axes'])
+    elif 'params' in variables:
+      logical = nn.get_partition_spec(variables['params'])
+    else:
+      logical = nn_partitioning.get_axis_names(variables)
+    return jax.tree.map(self.logical_to_mesh_axes, frozen_dict.unfreeze(logical),
                         is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+  def replicated_specs(self, tree) -> Any:
+    """`PartitionSpec()` for every leaf of `tree` (scalars, step counters)."""
+    return jax.tree.map(lambda _: PartitionSpec(), tree)
 
   def sharding(self, spec: PartitionSpec) -> NamedSharding:
     return NamedSharding(self.mesh, spec)
+
+  def replicated(self) -> NamedSharding:
+    """Every device holds the whole array (metrics, scalars)."""
+    return self.sharding(PartitionSpec())
 
   def shardings(self, specs) -> Any:
     """A tree of PartitionSpecs -> the same tree of NamedShardings."""
@@ -194,17 +207,33 @@ class Partitioner:
     self.check_fits(tree, specs, what)
     return jax.device_put(tree, self.shardings(specs))
 
+  def with_shardings(self, shapes, specs, what: str = 'param') -> Any:
+    """Abstract arrays (ShapeDtypeStructs) carrying their mesh shardings: the
+    target a checkpoint restores onto, or what a jit is lowered for."""
+    self.check_fits(shapes, specs, what)
+    return jax.tree.map(
+        lambda a, spec: jax.ShapeDtypeStruct(a.shape, a.dtype,
+                                             sharding=self.sharding(spec)),
+        shapes, specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+  def params_layout(self, init_fn: Callable, *args) -> tuple[Any, Any]:
+    """`(abstract params, params_specs)` of `init_fn(*args)` (Linen variables),
+    without allocating anything. The abstract params are plain (unboxed)
+    ShapeDtypeStructs carrying their shardings; every shape is checked to fit."""
+    with self.activate():
+      abstract = jax.eval_shape(init_fn, *args)
+    specs = self.params_specs(abstract)
+    params_shapes = unbox(abstract['params'])
+    return self.with_shardings(params_shapes, specs), specs
+
   def initialize(self, init_fn: Callable, *args) -> tuple[Any, Any]:
     """Runs `init_fn(*args)` (returning Linen variables) directly sharded.
 
     Returns `(params, params_specs)`: params are created on their devices (never
     whole on one), specs are the mesh PartitionSpecs of `params`.
     """
-    abstract = jax.eval_shape(init_fn, *args)
-    specs = self.params_specs(abstract)
-    params_shapes = frozen_dict.unfreeze(abstract['params'])
-    self.check_fits(params_shapes, specs)
-    init_params = lambda *a: frozen_dict.unfreeze(init_fn(*a)['params'])
+    _, specs = self.params_layout(init_fn, *args)
+    init_params = lambda *a: unbox(init_fn(*a)['params'])
     params = self.partition(init_params,
                             out_shardings=self.shardings(specs))(*args)
     return params, specs
@@ -213,11 +242,12 @@ class Partitioner:
                             params_shapes) -> Any:
     """PartitionSpecs for an optax state, mirroring the params' specs.
 
-    Any subtree of the state shaped like the params tree (Adam's `mu`/`nu`,
-    momentum, Adafactor's `v`, ...) takes the params' specs leaf by leaf. A leaf
-    whose shape drops one of the param's dims (Adafactor's factored `v_row`/
-    `v_col`) keeps the specs of the dims it keeps; other leaves (counts,
-    scalars, placeholders) are replicated.
+    The one policy for every optimizer, Adafactor included: any subtree of the
+    state shaped like the params tree (Adam's `mu`/`nu`, momentum, Adafactor's
+    `v`, `v_row`, `v_col`) takes the params' specs leaf by leaf. A leaf whose
+    shape drops one of the param's dims (Adafactor's factored statistics) keeps
+    the specs of the dims it keeps, so it is split where its param is; other
+    leaves (counts, scalars, placeholders) are replicated.
     """
     params_specs = frozen_dict.unfreeze(params_specs)
     params_shapes = frozen_dict.unfreeze(params_shapes)
@@ -232,16 +262,20 @@ class Partitioner:
       except TypeError:
         return False
 
-    def spec_for(node):
+    def spec_for(path, node):
       if not like_params(node):
         return jax.tree.map(lambda _: PartitionSpec(), node)
+      # optax's Adafactor drops the later of two equal-sized dims from
+      # `v_row` and the earlier one from `v_col`: that settles square params.
+      drop_last = _path_name(path[-1:]) == 'v_row'
       leaves = jax.tree.leaves(node)
-      out = [_derived_spec(np.shape(leaf), shape, spec)
+      out = [_derived_spec(np.shape(leaf), shape, spec, drop_last)
              for leaf, shape, spec in zip(leaves, flat_param_shapes,
                                           flat_specs)]
       return jax.tree.unflatten(params_def, out)
 
-    return jax.tree.map(spec_for, opt_state_shapes, is_leaf=like_params)
+    return jax.tree_util.tree_map_with_path(spec_for, opt_state_shapes,
+                                            is_leaf=like_params)
 
   def data_spec(self, ndim: int) -> PartitionSpec:
     """Batch features: leading (batch) dim on the mesh axis `batch` maps to."""
@@ -250,21 +284,66 @@ class Partitioner:
   def batch_specs(self, batch: Mapping[str, Any]) -> dict:
     return {k: self.data_spec(np.ndim(v)) for k, v in batch.items()}
 
-  def shard_batch(self, batch: Mapping[str, Any]) -> dict:
-    """Splits every feature's leading (batch) dim over the data axis."""
-    batch = dict(batch)
-    return self.shard(batch, self.batch_specs(batch), what='batch feature')
+  def shard_batch(self, batch: Mapping[str, Any],
+                  replicate_indivisible: bool = False) -> dict:
+    """A batch every process holds in full -> global arrays whose leading
+    (batch) dim is split over the data axis.
+
+    A batch that does not divide over the data axis raises the "does not
+    divide" error, unless `replicate_indivisible` (evaluation and inference:
+    a small last batch on many devices) replicates it instead: slower, same
+    results.
+    """
+    batch = {k: np.asarray(jax.device_get(v)) for k, v in batch.items()}
+    specs = self.batch_specs(batch)
+    if replicate_indivisible:
+      specs = {k: spec if self._divides(batch[k].shape, spec) else PartitionSpec()
+               for k, spec in specs.items()}
+    self.check_fits(batch, specs, what='batch feature')
+    return {k: jax.make_array_from_callback(
+        v.shape, self.sharding(specs[k]), lambda index, v=v: v[index])
+            for k, v in batch.items()}
+
+  def global_batch(self, local_batch: Mapping[str, Any]) -> dict:
+    """This process's rows of a batch -> global arrays split over the data
+    axis (training: each process reads its own shard of the data)."""
+    local_batch = {k: np.asarray(v) for k, v in local_batch.items()}
+    specs = self.batch_specs(local_batch)
+    global_shapes = {k: (v.shape[0] * jax.process_count(),) + v.shape[1:]
+                     for k, v in local_batch.items()}
+    self.check_fits({k: jax.ShapeDtypeStruct(s, np.int32)
+                     for k, s in global_shapes.items()}, specs,
+                    what='batch feature')
+    return {k: jax.make_array_from_process_local_data(self.sharding(specs[k]), v,
+                                                      global_shapes[k])
+            for k, v in local_batch.items()}
+
+  def _divides(self, shape, spec) -> bool:
+    for dim, mesh_axes in enumerate(spec):
+      names = (() if mesh_axes is None else
+               mesh_axes if isinstance(mesh_axes, tuple) else (mesh_axes,))
+      if shape[dim] % math.prod(self.mesh.shape[n] for n in names):
+        return False
+    return True
 
 
-def _derived_spec(leaf_shape, param_shape, param_spec) -> PartitionSpec:
+def unbox(tree) -> Any:
+  """Plain nested dicts, without `LogicallyPartitioned` boxes or FrozenDicts."""
+  return frozen_dict.unfreeze(nn.meta.unbox(tree))
+
+
+def _derived_spec(leaf_shape, param_shape, param_spec,
+                  drop_last: bool = False) -> PartitionSpec:
   if tuple(leaf_shape) == tuple(param_shape):
     return param_spec
   spec = tuple(param_spec) + (None,) * (len(param_shape) - len(param_spec))
   if len(leaf_shape) == len(param_shape) - 1:
-    for dropped in range(len(param_shape)):
-      kept = param_shape[:dropped] + param_shape[dropped + 1:]
-      if tuple(kept) == tuple(leaf_shape):
-        return PartitionSpec(*(spec[:dropped] + spec[dropped + 1:]))
+    candidates = [d for d in range(len(param_shape))
+                  if tuple(param_shape[:d] + param_shape[d + 1:]) ==
+                  tuple(leaf_shape)]
+    if candidates:
+      dropped = candidates[-1] if drop_last else candidates[0]
+      return PartitionSpec(*(spec[:dropped] + spec[dropped + 1:]))
   return PartitionSpec()
 
 

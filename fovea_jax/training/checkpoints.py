@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from fovea_jax.training import train_state as train_state_lib
+from fovea_jax.sharding import partitioner as partitioner_lib
+from fovea_jax.training.trainer import TrainState
 
 PyTree = Any
 STEP_PREFIX = 'checkpoint'
@@ -93,7 +94,7 @@ class CheckpointManager:
   def should_save(self, step: int) -> bool:
     return step % self.config.period == 0
 
-  def save(self, state: train_state_lib.TrainState, meta: Optional[dict] = None,
+  def save(self, state: TrainState, meta: Optional[dict] = None,
            force: bool = True) -> bool:
     step = int(jax.device_get(state.step))
     if step in self._manager.all_steps():
@@ -165,10 +166,10 @@ def find_checkpoint(config: RestoreCheckpointConfig) -> Optional[str]:
   return None if step is None else step_dir(directory, step)
 
 
-def restore(config: RestoreCheckpointConfig,
-            abstract_state: train_state_lib.TrainState,
-            shardings: train_state_lib.TrainState):
-  """Restores onto `shardings`; returns (state or params-only state, meta).
+def restore(config: RestoreCheckpointConfig, target: TrainState):
+  """Restores onto `target` (abstract arrays carrying the shardings the
+  Partitioner chose, `Trainer.state_layout(...).abstract`); returns
+  (state or params-only state, meta).
 
   With strict=False only params come back (opt_state None): a warm start.
   Returns (None, None) when nothing is there and fallback_to_scratch is set;
@@ -182,7 +183,6 @@ def restore(config: RestoreCheckpointConfig,
       return None, None
     raise missing_checkpoint_error(config)
 
-  target = train_state_lib.with_shardings(abstract_state, shardings)
   items = {'params': ocp.args.StandardRestore(target.params),
            'meta': ocp.args.JsonRestore()}
   if config.strict:
@@ -206,13 +206,31 @@ def restore(config: RestoreCheckpointConfig,
   params = _cast_floats(restored['params'], config.dtype)
   meta = dict(restored['meta'] or {})
   if not config.strict:
-    return train_state_lib.TrainState(step=None, params=params,
-                                      opt_state=None), meta
-  state = train_state_lib.TrainState(
+    return TrainState(step=None, params=params, opt_state=None), meta
+  state = TrainState(
       step=jax.device_put(jnp.asarray(meta.get('step', step), jnp.int32),
-                          shardings.step),
+                          target.step.sharding),
       params=params, opt_state=restored['opt_state'])
   return state, meta
+
+
+def restore_params(config: RestoreCheckpointConfig,
+                   partitioner: partitioner_lib.Partitioner,
+                   init_variables_fn: Any, seed: int = 0) -> tuple[PyTree, int]:
+  """(params on the partitioner's mesh, checkpoint step) for evaluation,
+  inference and export: params only, cast to `config.dtype`. Random init
+  (step 0) only if the config allows fallback_to_scratch and no checkpoint
+  exists."""
+  abstract, _ = partitioner.params_layout(init_variables_fn,
+                                          jax.random.PRNGKey(0))
+  target = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32),
+                      params=abstract, opt_state=None)
+  state, meta = restore(dataclasses.replace(config, strict=False), target)
+  if state is not None:
+    return state.params, int(meta.get('step', 0))
+  params, _ = partitioner.initialize(init_variables_fn,
+                                     jax.random.PRNGKey(seed))
+  return params, 0
 
 
 def save_params(directory: str, params: PyTree, dtype: str = 'float32',

@@ -17,24 +17,22 @@ import numpy as np
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.evaluation.evaluator import SeqioEvaluation
 from fovea_jax.training import checkpoints
-from fovea_jax.training import inference_params
 from fovea_jax.training import model_inputs
 
 
 def jitted_model_fns(model: Any, partitioner: Any, params: Any):
   """(predict_batch(batch) -> tokens, score_tokens(batch) -> [B, L] log-probs)
   on host numpy batches, compiled once per shape."""
-  predict = jax.jit(lambda p, b: model.predict_batch(p, b))
+  predict = partitioner.partition(lambda p, b: model.predict_batch(p, b))
 
   def token_scores(p, b):
     _, intermediates = model.score_batch(p, b, return_intermediates=True)
     return intermediates['decoder']['token_scores'][0]
 
-  score = jax.jit(token_scores)
+  score = partitioner.partition(token_scores)
 
   def run(fn, batch):
-    with partitioner.activate():
-      out = fn(params, inference_params.batch_on_mesh(batch, partitioner))
+    out = fn(params, partitioner.shard_batch(batch, replicate_indivisible=True))
     return np.asarray(jax.device_get(out))
 
   return (lambda batch: run(predict, batch)), (lambda batch: run(score, batch))
@@ -43,8 +41,9 @@ def jitted_model_fns(model: Any, partitioner: Any, params: Any):
 def restored_model_fns(model, dataset_cfg, restore_checkpoint_cfg, partitioner):
   """`(predict_batch, score_batch, step)` over the checkpoint's restored params."""
   shapes, types = model_inputs.input_shapes_and_types(model, dataset_cfg)
-  params, step = inference_params.restore_params(
-      model, partitioner, restore_checkpoint_cfg, shapes, types)
+  params, step = checkpoints.restore_params(
+      restore_checkpoint_cfg, partitioner,
+      model_inputs.init_variables_fn(model, shapes, types))
   predict_batch, score_batch = jitted_model_fns(model, partitioner, params)
   return predict_batch, score_batch, step
 

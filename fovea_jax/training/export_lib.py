@@ -33,7 +33,7 @@ import numpy as np
 import safetensors.numpy
 
 from fovea_jax.training import checkpoints
-from fovea_jax.training import inference_params
+from fovea_jax.training import model_inputs
 
 PyTree = Any
 SEPARATOR = '/'
@@ -186,8 +186,9 @@ def export(*,
   shapes = {'encoder_input_tokens': (batch_size, inputs_length),
             'decoder_input_tokens': (batch_size, targets_length)}
   types = {k: np.int32 for k in shapes}
-  params, step = inference_params.restore_params(
-      model, partitioner, restore_checkpoint_cfg, shapes, types)
+  params, step = checkpoints.restore_params(
+      restore_checkpoint_cfg, partitioner,
+      model_inputs.init_variables_fn(model, shapes, types))
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   clear_previous_export(output_dir)
   os.makedirs(output_dir, exist_ok=True)

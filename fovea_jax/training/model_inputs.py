@@ -6,15 +6,15 @@ segment ids and positions). `check_model_accepts` traces the model's loss on
 those shapes without running it: a TASK_FEATURE_LENGTHS that the configured
 attention cannot serve fails here, in seconds, naming the lengths.
 """
+import functools
 from typing import Any, Callable, Mapping
 
-import flax
-import flax.linen as nn
 import jax
 import numpy as np
 
 from fovea_jax.data import pipeline
 from fovea_jax.data.config import DatasetConfig
+from fovea_jax.sharding import partitioner as partitioner_lib
 
 
 def input_shapes_and_types(model: Any, cfg: DatasetConfig
@@ -29,23 +29,30 @@ def input_shapes_and_types(model: Any, cfg: DatasetConfig
   return shapes, types
 
 
+def init_variables_fn(model: Any, shapes: Mapping, types: Mapping
+                      ) -> Callable[[jax.Array], Any]:
+  """`rng -> variables` of `model` built for these input shapes."""
+  return functools.partial(model.get_initial_variables,
+                           input_shapes=dict(shapes), input_types=dict(types))
+
+
 def abstract_batch(shapes: Mapping[str, tuple], types: Mapping[str, Any]) -> dict:
   return {k: jax.ShapeDtypeStruct(shapes[k], types[k]) for k in shapes}
 
 
 def check_model_accepts(model: Any, init_variables_fn: Callable, shapes: Mapping,
                         types: Mapping, task_feature_lengths: Mapping,
-                        contexts) -> None:
+                        partitioner: Any) -> None:
   """Traces init and loss_fn on the batch shapes (no compute); a failure raises
   ValueError naming the lengths."""
   batch = abstract_batch(shapes, types)
 
   def init_and_loss(rng, batch):
-    params = flax.core.unfreeze(nn.meta.unbox(init_variables_fn(rng)['params']))
+    params = partitioner_lib.unbox(init_variables_fn(rng)['params'])
     return model.loss_fn(params, batch, None)
 
   try:
-    with contexts:
+    with partitioner.activate():
       jax.eval_shape(init_and_loss, jax.random.PRNGKey(0), batch)
   except Exception as e:  # Any trace-time failure means these lengths cannot run.
     raise ValueError(

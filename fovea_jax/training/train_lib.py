@@ -6,7 +6,6 @@ T5X run files carry over. The work is done by Trainer, train_loop and the data
 and model libraries; this function only wires them together and validates the
 configuration before the first step.
 """
-import functools
 import logging
 import os
 from typing import Any, Callable, Optional
@@ -19,7 +18,6 @@ from fovea_jax.data.iterator import DataIterator
 from fovea_jax.training import checkpoints
 from fovea_jax.training import model_inputs
 from fovea_jax.training import train_loop
-from fovea_jax.training import train_state as train_state_lib
 from fovea_jax.training import trainer as trainer_lib
 from fovea_jax.training import warm_start
 
@@ -45,15 +43,13 @@ def train(*,
   os.makedirs(model_dir, exist_ok=True)
   checkpoint_cfg = checkpoint_cfg or checkpoints.CheckpointConfig()
   save_cfg = checkpoint_cfg.save or checkpoints.SaveCheckpointConfig()
-  trainer = trainer_cls(model=model, mesh=partitioner.mesh,
-                        logical_axis_rules=partitioner.logical_axis_rules)
+  trainer = trainer_cls(model=model, partitioner=partitioner)
 
   shapes, types = model_inputs.input_shapes_and_types(model, train_dataset_cfg)
-  init_variables_fn = functools.partial(model.get_initial_variables,
-                                        input_shapes=shapes, input_types=types)
+  init_variables_fn = model_inputs.init_variables_fn(model, shapes, types)
   model_inputs.check_model_accepts(model, init_variables_fn, shapes, types,
                                    train_dataset_cfg.task_feature_lengths,
-                                   trainer.contexts())
+                                   partitioner)
   # Fails fast on a missing checkpoint before any data is read.
   restore_cfg = warm_start.resolve(checkpoint_cfg.restore, model, model_dir)
   if (restore_cfg is not None and restore_cfg.path and

@@ -29,7 +29,6 @@ import numpy as np
 from fovea_jax.training import checkpoints
 from fovea_jax.training import metrics_writers
 from fovea_jax.training import progress
-from fovea_jax.training import train_state as train_state_lib
 from fovea_jax.training import trainer as trainer_lib
 
 
@@ -39,7 +38,7 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class LoopResult:
-  state: train_state_lib.TrainState
+  state: trainer_lib.TrainState
   start_step: int             # Step the run resumed from (0 for a fresh start).
   stopped_by_signal: bool
   last_metrics: dict
@@ -80,21 +79,21 @@ def restore_or_init(trainer: trainer_lib.Trainer,
                     model_dir: str,
                     seed: int,
                     initial_restore: Optional[checkpoints.RestoreCheckpointConfig]
-                    ) -> tuple[train_state_lib.TrainState, dict]:
+                    ) -> tuple[trainer_lib.TrainState, dict]:
   """(state, checkpoint meta): the run's own latest, a warm start, or fresh."""
-  abstract, shardings, _ = trainer.state_layout(init_variables_fn)
+  layout = trainer.state_layout(init_variables_fn)
   state, meta = checkpoints.restore(
-      checkpoints.latest_in(model_dir, fallback_to_scratch=True), abstract,
-      shardings)
+      checkpoints.latest_in(model_dir, fallback_to_scratch=True),
+      layout.abstract)
   if state is not None:
     logging.info('Resuming from %s at step %d.', model_dir, meta['step'])
     return state, meta
   if initial_restore is not None and initial_restore.path:
-    state, meta = checkpoints.restore(initial_restore, abstract, shardings)
+    state, meta = checkpoints.restore(initial_restore, layout.abstract)
     if state is not None:
       logging.info('Warm start from %s.', initial_restore.path)
       if state.opt_state is None:
-        return trainer.state_from_params(state.params, shardings), {}
+        return trainer.state_from_params(state.params, layout), {}
       return state, {}
   return trainer.init_state(init_variables_fn, jax.random.PRNGKey(seed)), {}
 
@@ -132,7 +131,7 @@ def run(trainer: trainer_lib.Trainer,
         seed: int = 0,
         log_period: int = 10,
         show_progress: bool = True,
-        step_callback: Optional[Callable[[int, train_state_lib.TrainState], None]]
+        step_callback: Optional[Callable[[int, trainer_lib.TrainState], None]]
         = None) -> LoopResult:
   """Trains until `total_steps` (a global step count, as in T5X)."""
   state, meta = restore_or_init(trainer, init_variables_fn, model_dir, seed,
@@ -156,7 +155,7 @@ def run(trainer: trainer_lib.Trainer,
   try:
     with _SigtermFlag() as sigterm:
       while step < total_steps:
-        batch = trainer.global_batch(next(batches))
+        batch = trainer.partitioner.global_batch(next(batches))
         new_state, step_metrics = trainer.train_step(state, batch, dropout_rng)
         metrics = jax.device_get(step_metrics)
         loss = float(metrics['loss'])

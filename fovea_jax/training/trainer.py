@@ -8,22 +8,36 @@ logs: loss, accuracy (when the model reports it), learning rate, gradient norm a
 the number of target tokens. Dropout keys are `fold_in(rng, step)`, so a resumed
 run draws exactly the keys an uninterrupted one would.
 """
-import contextlib
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
-import flax.linen as nn
-from flax.linen import partitioning as nn_partitioning
+import flax
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from fovea_jax.sharding import axis_names
+from fovea_jax.sharding import partitioner as partitioner_lib
 from fovea_jax.training import optimizers
-from fovea_jax.training import train_state as train_state_lib
 
 PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: PyTree
+  opt_state: PyTree
+
+
+class StateLayout(NamedTuple):
+  """Where a TrainState lives, before anything is allocated.
+
+  abstract: the TrainState as ShapeDtypeStructs carrying their shardings (what
+    a checkpoint restores onto); specs: the same tree of mesh PartitionSpecs,
+    both from the Partitioner.
+  """
+  abstract: TrainState
+  specs: TrainState
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, jnp.ndarray]:
@@ -56,12 +70,13 @@ def _cast_floats(tree: PyTree, dtype) -> PyTree:
 
 @gin.configurable
 class Trainer:
-  """Owns the optimizer and the compiled train step for one model and mesh."""
+  """Owns the optimizer and the compiled train step for one model; every
+  sharding decision (params, optimizer state, batches, the step's mesh) is the
+  Partitioner's."""
 
   def __init__(self,
                model: Any,
-               mesh: jax.sharding.Mesh,
-               logical_axis_rules: Sequence[tuple[str, Any]],
+               partitioner: partitioner_lib.Partitioner,
                learning_rate_fn: Callable[[Any], Any] = gin.REQUIRED,
                optimizer: Callable[..., optax.GradientTransformation] = (
                    optimizers.adafactor),
@@ -71,59 +86,51 @@ class Trainer:
       raise ValueError(f'num_microbatches must be >= 1 or None, got '
                        f'{num_microbatches}.')
     self.model = model
-    self.mesh = mesh
-    self.logical_axis_rules = tuple(logical_axis_rules)
+    self.partitioner = partitioner
     self.learning_rate_fn = learning_rate_fn
     self.optimizer = optimizer(learning_rate_fn)
     self.num_microbatches = num_microbatches or 1
     self.compute_dtype = jnp.dtype(compute_dtype) if compute_dtype else None
     self._compiled_step = None
 
-  # Sharding ---------------------------------------------------------------
-
-  def batch_sharding(self, ndim: int = 2) -> jax.sharding.NamedSharding:
-    spec = (axis_names.BATCH,) + (None,) * (ndim - 1)
-    return nn.logical_to_mesh_sharding(
-        jax.sharding.PartitionSpec(*spec), self.mesh, list(self.logical_axis_rules))
-
-  def global_batch(self, local_batch: Mapping[str, np.ndarray]) -> dict:
-    """Places this process's rows of the batch onto the global mesh."""
-    return {
-        k: jax.make_array_from_process_local_data(
-            self.batch_sharding(np.ndim(v)), np.asarray(v))
-        for k, v in local_batch.items()
-    }
-
-  def contexts(self):
-    """Mesh and logical rules the model's sharding constraints resolve against."""
-    return mesh_and_rules(self.mesh, self.logical_axis_rules)
-
   # State ------------------------------------------------------------------
 
-  def state_layout(self, init_variables_fn: Callable[[jax.Array], PyTree]):
-    with self.contexts():
-      return train_state_lib.state_layout(
-          init_variables_fn, self.optimizer, self.mesh, self.logical_axis_rules)
+  def _fresh_state(self, params: PyTree) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=self.optimizer.init(params))
+
+  def state_layout(self, init_variables_fn: Callable[[jax.Array], PyTree]
+                   ) -> StateLayout:
+    """The train state's shapes and shardings (the train-state initializer's
+    half that allocates nothing): params from their logical axes, optimizer
+    state from the params, through the Partitioner's one policy."""
+    p = self.partitioner
+    params, params_specs = p.params_layout(init_variables_fn,
+                                           jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(self._fresh_state, params)
+    specs = TrainState(
+        step=p.replicated_specs(shapes.step), params=params_specs,
+        opt_state=p.optimizer_state_specs(shapes.opt_state, params_specs,
+                                          shapes.params))
+    return StateLayout(
+        abstract=p.with_shardings(shapes, specs, what='train state'),
+        specs=specs)
 
   def init_state(self, init_variables_fn: Callable[[jax.Array], PyTree],
-                 rng: jax.Array) -> train_state_lib.TrainState:
+                 rng: jax.Array) -> TrainState:
     """A fresh state, created directly in its shards (never whole on one device)."""
-    _, shardings, _ = self.state_layout(init_variables_fn)
+    layout = self.state_layout(init_variables_fn)
+    make = lambda rng: self._fresh_state(partitioner_lib.unbox(
+        init_variables_fn(rng)['params']))
+    return self.partitioner.partition(
+        make, out_shardings=self.partitioner.shardings(layout.specs))(rng)
 
-    def make(rng):
-      params = train_state_lib.unbox(init_variables_fn(rng)['params'])
-      return train_state_lib.init_state(params, self.optimizer)
-
-    with self.contexts():
-      return jax.jit(make, out_shardings=shardings)(rng)
-
-  def state_from_params(self, params: PyTree,
-                        shardings: train_state_lib.TrainState
-                        ) -> train_state_lib.TrainState:
+  def state_from_params(self, params: PyTree, layout: StateLayout
+                        ) -> TrainState:
     """A fresh optimizer around given (e.g. warm-start) params at step 0."""
-    with self.contexts():
-      return jax.jit(lambda p: train_state_lib.init_state(p, self.optimizer),
-                     out_shardings=shardings)(params)
+    return self.partitioner.partition(
+        self._fresh_state,
+        out_shardings=self.partitioner.shardings(layout.specs))(params)
 
   # Step -------------------------------------------------------------------
 
@@ -177,40 +184,20 @@ class Trainer:
                                              jnp.float32),
                    grad_norm=optax.tree.norm(grads),
                    num_tokens=count_target_tokens(batch).astype(jnp.float32))
-    new_state = train_state_lib.TrainState(step=state.step + 1, params=params,
-                                           opt_state=opt_state)
+    new_state = TrainState(step=state.step + 1, params=params,
+                           opt_state=opt_state)
     return new_state, metrics
 
-  def train_step(self, state: train_state_lib.TrainState, batch: Mapping[str, Any],
+  def train_step(self, state: TrainState, batch: Mapping[str, Any],
                  rng: jax.Array):
-    """One optimizer step. `state` is donated: use the returned one."""
+    """One optimizer step on a batch placed by `partitioner.global_batch`.
+    `state` is donated: use the returned one."""
     if self._compiled_step is None:
+      # The state keeps the shardings it was created or restored with.
       shardings = jax.tree.map(lambda x: x.sharding, state)
-      self._compiled_step = jax.jit(
+      self._compiled_step = self.partitioner.partition(
           self._train_step,
-          out_shardings=(shardings, train_state_lib.replicated(self.mesh)),
+          out_shardings=(shardings, self.partitioner.replicated()),
           donate_argnums=(0,))
-    with self.contexts():
-      return self._compiled_step(state, batch, rng)
+    return self._compiled_step(state, batch, rng)
 
-
-def mesh_and_rules(mesh, rules):
-  return _Contexts(mesh, rules)
-
-
-class _Contexts:
-  """`jax.set_mesh` plus flax logical axis rules, entered together (re-usable)."""
-
-  def __init__(self, mesh, rules):
-    self._mesh = mesh
-    self._rules = list(rules)
-    self._stack = None
-
-  def __enter__(self):
-    self._stack = contextlib.ExitStack()
-    self._stack.enter_context(jax.set_mesh(self._mesh))
-    self._stack.enter_context(nn_partitioning.axis_rules(self._rules))
-    return self
-
-  def __exit__(self, *exc):
-    return self._stack.__exit__(*exc)

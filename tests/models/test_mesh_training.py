@@ -1,34 +1,48 @@
-"""A tiny LongT5-style model trained on a (4, 2) mesh of 8 fake CPU devices:
-the loss goes down, params carry the golden PartitionSpecs, and one device
-gives the same losses to 1e-5; beam search on the mesh decodes as on one
-device."""
+"""A tiny LongT5-style model trained by the real Trainer on (4, 2) and (2, 4)
+meshes of 8 fake CPU devices: the loss goes down, params and the factored
+Adafactor state carry the golden PartitionSpecs, and one device gives the same
+losses to 1e-5; beam search on the mesh decodes as on one device."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
 from fovea_jax.sharding import partitioner as partitioning
+from fovea_jax.training import lr_schedules
+from fovea_jax.training import optimizers
+from fovea_jax.training import trainer as trainer_lib
 from gin_models import build_model
 
 SHAPES = {'encoder_input_tokens': (8, 32), 'decoder_input_tokens': (8, 8)}
 STEPS = 3
 
-# Param path suffix -> mesh spec under T5X's standard rules on a (data, model)
+# Param path suffix -> mesh specs under T5X's standard rules on a (data, model)
 # mesh: vocab, heads and mlp split over 'model'; embed, kv, buckets replicated.
+# Columns: the param, then Adafactor's factored statistics (optax drops the
+# largest dim from v_row and the second largest from v_col, ties to the later
+# dim), each keeping the specs of the dims it keeps; P() where a param is not
+# factored (its v_row/v_col are (1,) placeholders, v is param-shaped).
+#   tiny: embed 32, heads 4 x kv 8, mlp 64, vocab 384, 32 buckets.
 GOLDEN_SPECS = {
-    'token_embedder/embedding': P('model', None),
-    'attention/query/kernel': P(None, 'model', None),
-    'attention/key/kernel': P(None, 'model', None),
-    'attention/value/kernel': P(None, 'model', None),
-    'attention/out/kernel': P('model', None, None),
-    'mlp/wi_0/kernel': P(None, 'model'),
-    'mlp/wi_1/kernel': P(None, 'model'),
-    'mlp/wo/kernel': P('model', None),
-    'relpos_bias/rel_embedding': P(None, 'model'),
-    'logits_dense/kernel': P(None, 'model'),
-    'norm/scale': P(None),
+    # suffix: (param, v_row, v_col)
+    'token_embedder/embedding': (P('model', None), P(None), P('model')),
+    'attention/query/kernel': (P(None, 'model', None), P('model', None),
+                               P(None, 'model')),
+    'attention/key/kernel': (P(None, 'model', None), P('model', None),
+                             P(None, 'model')),
+    'attention/value/kernel': (P(None, 'model', None), P('model', None),
+                               P(None, 'model')),
+    'attention/out/kernel': (P('model', None, None), P('model', None),
+                             P('model', None)),
+    'mlp/wi_0/kernel': (P(None, 'model'), P(None), P('model')),
+    'mlp/wi_1/kernel': (P(None, 'model'), P(None), P('model')),
+    'mlp/wo/kernel': (P('model', None), P(None), P('model')),
+    'relpos_bias/rel_embedding': (P(None, 'model'), P(), P()),  # 4 < 8
+    'logits_dense/kernel': (P(None, 'model'), P(None), P('model')),
+    'norm/scale': (P(None), P(), P()),
 }
 
 
@@ -44,34 +58,55 @@ def _batches():
 
 
 def _train(model, partitioner):
-  params, specs = partitioner.initialize(
-      lambda rng: model.get_initial_variables(rng, SHAPES),
-      jax.random.PRNGKey(0))
-  optimizer = optax.adam(3e-3)
-  state_specs = partitioner.optimizer_state_specs(
-      jax.eval_shape(optimizer.init, params), specs, params)
-  opt_state = partitioner.partition(
-      optimizer.init, out_shardings=partitioner.shardings(state_specs))(params)
-  batch = partitioner.shard_batch(_batches())
-
-  def step(params, opt_state, batch):
-    loss, grads = jax.value_and_grad(
-        lambda p: model.loss_fn(p, batch, dropout_rng=None)[0])(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  param_shardings = partitioner.shardings(specs)
-  train_step = partitioner.partition(
-      step,
-      in_shardings=(param_shardings, partitioner.shardings(state_specs),
-                    partitioner.shardings(partitioner.batch_specs(batch))),
-      out_shardings=(param_shardings, partitioner.shardings(state_specs),
-                     None))
+  trainer = trainer_lib.Trainer(
+      model, partitioner,
+      learning_rate_fn=lr_schedules.create_learning_rate_scheduler(
+          'constant', base_learning_rate=0.05),
+      # Factor every matrix with two dims >= 8, so the tiny model has
+      # factored statistics to place.
+      optimizer=functools.partial(optimizers.adafactor,
+                                  min_dim_size_to_factor=8))
+  init = functools.partial(model.get_initial_variables, input_shapes=SHAPES)
+  layout = trainer.state_layout(init)
+  state = trainer.init_state(init, jax.random.PRNGKey(0))
   losses = []
   for _ in range(STEPS):
-    params, opt_state, loss = train_step(params, opt_state, batch)
-    losses.append(float(loss))
-  return params, specs, losses
+    state, metrics = trainer.train_step(
+        state, partitioner.global_batch(_batches()), jax.random.PRNGKey(1))
+    losses.append(float(metrics['loss']))
+  return state, layout.specs, losses
+
+
+def _golden(name):
+  golden = [v for k, v in GOLDEN_SPECS.items() if name.endswith(k)]
+  assert len(golden) == 1, f'{name} has no single golden entry'
+  return golden[0]
+
+
+def _check_golden(state, specs):
+  flat = partitioning.flatten_specs_for_display(specs.params)
+  for name, spec in flat.items():
+    assert spec == _golden(name)[0], name
+  statistics = 0
+  for name, spec in partitioning.flatten_specs_for_display(
+      specs.opt_state).items():
+    parts = name.split('/')
+    kind = next((p for p in parts if p in ('v_row', 'v_col', 'v')), None)
+    if kind is None:  # Step counts.
+      assert spec == P(), name
+      continue
+    param = '/'.join(parts[parts.index(kind) + 1:])
+    param_spec, v_row, v_col = _golden(param)
+    expected = {'v': param_spec if v_row == P() else P(), 'v_row': v_row,
+                'v_col': v_col}[kind]
+    assert spec == expected, name
+    statistics += 1
+  assert statistics == 3 * len(flat)
+  # The live arrays sit where the specs say.
+  for leaf, spec in zip(jax.tree.leaves(state),
+                        jax.tree.leaves(specs, is_leaf=lambda x: isinstance(
+                            x, P))):
+    assert leaf.sharding.spec == spec
 
 
 @pytest.fixture(scope='module')
@@ -80,24 +115,25 @@ def model():
                      ['DROPOUT_RATE = 0.0'])
 
 
-def test_mesh_training_matches_one_device(model):
+@pytest.fixture(scope='module')
+def one_device_losses(model):
+  _, _, losses = _train(model, partitioning.Partitioner(
+      devices=jax.devices()[:1]))
+  return losses
+
+
+@pytest.mark.parametrize('mesh_shape', [(4, 2), (2, 4)])
+def test_trainer_on_mesh_matches_one_device(model, one_device_losses,
+                                            mesh_shape):
   assert jax.device_count() == 8
-  mesh_partitioner = partitioning.Partitioner(mesh_shape=(4, 2))
-  params, specs, mesh_losses = _train(model, mesh_partitioner)
+  partitioner = partitioning.Partitioner(mesh_shape=mesh_shape)
+  state, specs, mesh_losses = _train(model, partitioner)
   assert mesh_losses[-1] < mesh_losses[0] - 0.1, mesh_losses
-
-  flat = partitioning.flatten_specs_for_display(specs)
-  for name, spec in flat.items():
-    golden = [v for k, v in GOLDEN_SPECS.items() if name.endswith(k)]
-    assert len(golden) == 1, f'{name} has no single golden entry'
-    assert spec == golden[0], name
-  wi = params['encoder']['layers_0']['mlp']['wi_0']['kernel']
-  assert wi.sharding.spec == P(None, 'model')
-  assert wi.addressable_shards[0].data.shape == (32, 32)  # mlp 64 over 2
-
-  one_device = partitioning.Partitioner(devices=jax.devices()[:1])
-  _, _, single_losses = _train(model, one_device)
-  np.testing.assert_allclose(mesh_losses, single_losses, atol=1e-5, rtol=0)
+  _check_golden(state, specs)
+  model_size = mesh_shape[1]
+  wi = state.params['encoder']['layers_0']['mlp']['wi_0']['kernel']
+  assert wi.addressable_shards[0].data.shape == (32, 64 // model_size)
+  np.testing.assert_allclose(mesh_losses, one_device_losses, atol=1e-5, rtol=0)
 
 
 def test_beam_search_on_the_mesh_equals_one_device():

@@ -1,7 +1,11 @@
 """Partitioner: mesh construction, logical -> mesh specs, optimizer-state specs
 and the errors for meshes and shapes that do not fit."""
+import ast
+import pathlib
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -80,3 +84,66 @@ def test_non_dividing_param_and_batch_name_the_culprit():
     p.shard_batch({'decoder_input_tokens': jnp.ones((3, 4))})
   batch = p.shard_batch({'decoder_input_tokens': jnp.ones((4, 4))})
   assert batch['decoder_input_tokens'].sharding.spec == P('data', None)
+
+
+# Names that build shardings or place arrays on a mesh. Only the Partitioner
+# (fovea_jax/sharding/) may use them; the Pallas kernels' shard_map helper
+# needs PartitionSpecs for its in/out specs and is the one exception.
+_SHARDING_BUILDERS = {
+    'NamedSharding', 'PartitionSpec', 'Mesh', 'logical_to_mesh',
+    'logical_to_mesh_axes', 'logical_to_mesh_sharding', 'get_partition_spec',
+    'make_array_from_callback', 'make_array_from_process_local_data',
+    'set_mesh', 'axis_rules'}
+_ALLOWED = ('fovea_jax/sharding/', 'fovea_jax/attention/pallas/sharding.py')
+
+
+def _sharding_uses(source: str) -> list[tuple[int, str]]:
+  uses = []
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, ast.Name) and node.id in _SHARDING_BUILDERS:
+      uses.append((node.lineno, node.id))
+    elif isinstance(node, ast.Attribute) and node.attr in _SHARDING_BUILDERS:
+      uses.append((node.lineno, node.attr))
+    elif isinstance(node, ast.ImportFrom):
+      uses += [(node.lineno, a.name) for a in node.names
+               if a.name in _SHARDING_BUILDERS]
+  return uses
+
+
+def test_sharding_is_built_only_by_the_partitioner():
+  root = pathlib.Path(partitioning.__file__).parents[2]
+  # The check itself must see a violation when there is one.
+  assert _sharding_uses('s = jax.sharding.NamedSharding(m, P())') == [
+      (1, 'NamedSharding')]
+  offenders = []
+  for path in sorted((root / 'fovea_jax').rglob('*.py')):
+    relative = path.relative_to(root).as_posix()
+    if relative.startswith(_ALLOWED):
+      continue
+    offenders += [f'{relative}:{line} {name}'
+                  for line, name in _sharding_uses(path.read_text())]
+  assert not offenders, (
+      'Sharding built outside fovea_jax/sharding/ (ask the Partitioner '
+      f'instead): {offenders}')
+
+
+def test_square_params_factored_statistics_keep_their_own_dim():
+  p = partitioning.Partitioner(num_partitions=2)
+  params = {'w': jax.ShapeDtypeStruct((16, 16), jnp.float32)}
+  specs = {'w': P(None, 'model')}
+  factored = optax.adafactor(1e-3, min_dim_size_to_factor=4)
+  state_shapes = jax.eval_shape(factored.init, params)
+  state_specs = partitioning.flatten_specs_for_display(
+      p.optimizer_state_specs(state_shapes, specs, params))
+  # optax's v_row is indexed by dim 0 when the sizes tie: after one update
+  # with rows of different scale, it follows the rows' mean squared gradient.
+  w = {'w': jnp.ones((16, 16))}
+  grad = {'w': jnp.tile(jnp.arange(1., 17.)[:, None], (1, 16))}
+  _, state = factored.update(grad, factored.init(w), w)
+  [v_row] = [x for path, x in jax.tree_util.tree_leaves_with_path(state)
+             if 'v_row' in jax.tree_util.keystr(path)]
+  np.testing.assert_allclose(v_row / v_row[0], np.arange(1., 17.) ** 2,
+                             rtol=1e-4)
+  assert {k.split('/')[-2]: v for k, v in state_specs.items()
+          if k.split('/')[-2] in ('v_row', 'v_col')} == {
+              'v_row': P(None), 'v_col': P('model')}

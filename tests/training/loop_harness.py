@@ -11,7 +11,6 @@ import time
 import jax
 import numpy as np
 
-from fovea_jax.sharding import axis_names
 from fovea_jax.training import checkpoints
 from fovea_jax.training import lr_schedules
 from fovea_jax.training import train_loop
@@ -32,7 +31,7 @@ def synthetic_batches(nan_at_step=None):
 def train(model_dir, total_steps, mesh_shape=(4, 2), period=2, **kw):
   model = tiny_model.TinyModel()
   trainer = trainer_lib.Trainer(
-      model, tiny_model.make_mesh(mesh_shape), axis_names.STANDARD_RULES,
+      model, tiny_model.make_partitioner(mesh_shape),
       learning_rate_fn=lr_schedules.create_learning_rate_scheduler(
           'constant * rsqrt_decay', base_learning_rate=0.5, warmup_steps=4))
   init = functools.partial(model.get_initial_variables,

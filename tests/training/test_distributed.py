@@ -65,12 +65,12 @@ def test_two_processes_train_save_and_restore_elsewhere(tmp_path):
   shapes = {'encoder_input_tokens': (8, 64), 'decoder_input_tokens': (8, 16)}
   types = {k: np.int32 for k in shapes}
   trainer = trainer_lib.Trainer(
-      model, partitioner.mesh, partitioner.logical_axis_rules,
+      model, partitioner,
       learning_rate_fn=lr_schedules.create_learning_rate_scheduler('constant'))
-  abstract, shardings, _ = trainer.state_layout(functools.partial(
+  layout = trainer.state_layout(functools.partial(
       model.get_initial_variables, input_shapes=shapes, input_types=types))
   state, meta = checkpoints.restore(
-      checkpoints.RestoreCheckpointConfig(path=model_dir), abstract, shardings)
+      checkpoints.RestoreCheckpointConfig(path=model_dir), layout.abstract)
   assert int(state.step) == 4
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
   positions = meta['dataset']

@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fovea_jax.sharding import axis_names
 from fovea_jax.training import lr_schedules
 from fovea_jax.training import optimizers
 from fovea_jax.training import trainer as trainer_lib
@@ -16,8 +15,8 @@ def make_trainer(mesh_shape=(4, 2), **kw):
   model = tiny_model.TinyModel()
   kw.setdefault('learning_rate_fn', lr_schedules.create_learning_rate_scheduler(
       'constant', base_learning_rate=0.05))
-  trainer = trainer_lib.Trainer(model, tiny_model.make_mesh(mesh_shape),
-                                axis_names.STANDARD_RULES, **kw)
+  trainer = trainer_lib.Trainer(model, tiny_model.make_partitioner(mesh_shape),
+                                **kw)
   init = functools.partial(model.get_initial_variables,
                            input_shapes={'decoder_input_tokens': (8, 8)})
   return trainer, trainer.init_state(init, jax.random.PRNGKey(0))
@@ -27,7 +26,7 @@ def run(trainer, state, steps):
   history = []
   for i in range(steps):
     state, metrics = trainer.train_step(
-        state, trainer.global_batch(tiny_model.synthetic_batch(i)),
+        state, trainer.partitioner.global_batch(tiny_model.synthetic_batch(i)),
         jax.random.PRNGKey(1))
     history.append(jax.device_get(metrics))
   return state, history

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 
 from fovea_jax.sharding import axis_names as ax
+from fovea_jax.sharding import partitioner as partitioner_lib
 
 VOCAB = 16
 LOSS_NORMALIZING_FACTOR = 64.0
@@ -80,6 +81,6 @@ def synthetic_batch(step, batch_size=8, length=8, seed=0):
   }
 
 
-def make_mesh(shape=(4, 2)):
-  devices = np.array(jax.devices()[:int(np.prod(shape))]).reshape(shape)
-  return jax.sharding.Mesh(devices, (ax.DATA, ax.MODEL))
+def make_partitioner(shape=(4, 2)):
+  return partitioner_lib.Partitioner(
+      mesh_shape=shape, devices=jax.devices()[:int(np.prod(shape))])
