@@ -76,10 +76,12 @@ class Part:
     self.dir = os.path.join(workdir, name)
     self.model_dir = os.path.join(self.dir, 'model')
     self.model_gin = (model_gin, ATTENTION_GIN)
-    self.common = [f"MIXTURE_OR_TASK_NAME = '{task}'",
-                   f'TASK_FEATURE_LENGTHS = {lengths}',
+    # What every step shares. The task is not among them: export reads no
+    # task, and an unknown macro on the command line is an error.
+    self.common = [f'TASK_FEATURE_LENGTHS = {lengths}',
                    'DROPOUT_RATE = 0.0',  # Too few steps to need it.
                    *model_bindings]
+    self.task_binding = f"MIXTURE_OR_TASK_NAME = '{task}'"
     self.task = task
     self.lengths = lengths
     self.commands = []
@@ -94,8 +96,10 @@ class Part:
     return entry_points.run_configured(function, gin_files,
                                        self.common + bindings)
 
-  def checkpoint_bindings(self, lengths=None):
+  def checkpoint_bindings(self, lengths=None, with_task=True):
     bindings = [f"CHECKPOINT_PATH = '{self.model_dir}'"]
+    if with_task:
+      bindings.insert(0, self.task_binding)
     if lengths is not None:  # After self.common, so it wins.
       bindings.append(f'TASK_FEATURE_LENGTHS = {lengths}')
     return bindings
@@ -105,8 +109,8 @@ class Part:
     it found."""
     # pylint: disable=g-import-not-at-top
     from fovea_jax.training import checkpoints
-    bindings = [f'TRAIN_STEPS = {steps}', f"MODEL_DIR = '{self.model_dir}'",
-                *train_bindings]
+    bindings = [self.task_binding, f'TRAIN_STEPS = {steps}',
+                f"MODEL_DIR = '{self.model_dir}'", *train_bindings]
     settings_path = os.path.join(self.dir, SETTINGS_FILE)
     settings = {'gin_files': list(self.model_gin), 'bindings':
                 self.common + bindings}
@@ -138,18 +142,17 @@ class Part:
 
 
 def _train_bindings(batch_size, base_learning_rate, warmup_steps):
+  schedule = 'lr_schedules.create_learning_rate_scheduler'
   return [f'BATCH_SIZE = {batch_size}', 'CHECKPOINT_PERIOD = 100',
-          "create_learning_rate_scheduler.factors = "
-          "'constant * linear_warmup * rsqrt_decay'",
-          f'create_learning_rate_scheduler.base_learning_rate = '
-          f'{base_learning_rate}',
-          f'create_learning_rate_scheduler.warmup_steps = {warmup_steps}']
+          f"{schedule}.factors = 'constant * linear_warmup * rsqrt_decay'",
+          f'{schedule}.base_learning_rate = {base_learning_rate}',
+          f'{schedule}.warmup_steps = {warmup_steps}']
 
 
 def _eval_bindings(part, eval_examples):
   return part.checkpoint_bindings() + [
       f"EVAL_OUTPUT_DIR = '{os.path.join(part.dir, 'eval')}'",
-      'BATCH_SIZE = 16', f'evaluate.num_examples = {eval_examples}']
+      'BATCH_SIZE = 16', f'eval_lib.evaluate.num_examples = {eval_examples}']
 
 
 def _verdict(margin, unit):
@@ -230,7 +233,8 @@ def summarization(workdir):
   lead = baselines.lead_summaries(seqio.get_mixture_or_task(SUMMARIZATION_TASK),
                                   'validation', lengths, _EVAL_EXAMPLES.value)
   export_dir = os.path.join(part.dir, 'export')
-  part.run('export', 'runs/export.gin', part.checkpoint_bindings() + [
+  part.run('export', 'runs/export.gin', part.checkpoint_bindings(
+      with_task=False) + [
       f"EXPORT_OUTPUT_DIR = '{export_dir}'"])
   return part, {
       'task': SUMMARIZATION_TASK,

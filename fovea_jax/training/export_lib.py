@@ -165,7 +165,7 @@ def load_exported(export_dir: str) -> tuple[dict, dict]:
   return functions, params
 
 
-@gin.configurable('export')
+@gin.configurable
 def export(*,
            model: Any = gin.REQUIRED,
            restore_checkpoint_cfg: checkpoints.RestoreCheckpointConfig = (
