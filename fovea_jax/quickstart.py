@@ -10,10 +10,11 @@ equivalent commands are printed at the end):
 1. Language model, the part that shows learning: a small decoder-only LM with
    causal fovea attention trained on `stdlib_lm`; validation bits per byte
    beside the unigram baseline (byte frequencies of the training split, scored
-   on the same validation bytes), then three prompt continuations.
+   on the same validation bytes).
 2. Summarization, the pipeline: a tiny fovea LongT5 on `stdlib_summarization`
    (module source without its docstring -> the docstring's first paragraph):
-   train, ROUGE beside the lead baseline (the input's first bytes), export.
+   train, ROUGE beside the lead baseline (the input's first bytes), three
+   (input, prediction, target) examples, export.
    At this size and budget it does not beat the lead (README says so).
 
 Results go to `<workdir>/quickstart_summary.json`. Running it again reuses a
@@ -39,10 +40,6 @@ _LM_LENGTH = flags.DEFINE_integer('lm_length', 512,
                                   'Bytes per language-model training example.')
 _LM_EMB_DIM = flags.DEFINE_integer('lm_emb_dim', 128,
                                    'Language-model width (d_model).')
-_PROMPT_LENGTH = flags.DEFINE_integer('prompt_length', 192,
-                                      'Prompt bytes of each shown continuation.')
-_CONTINUATION_LENGTH = flags.DEFINE_integer(
-    'continuation_length', 64, 'Bytes generated per shown continuation.')
 _SUMMARIZATION_STEPS = flags.DEFINE_integer(
     'summarization_steps', 100, 'Summarization training steps.')
 _INPUTS_LENGTH = flags.DEFINE_integer('inputs_length', 1024,
@@ -168,7 +165,7 @@ def _short(text, limit=160):
 
 
 def language_model(workdir):
-  """Trains, evaluates (beside the unigram baseline) and samples the LM."""
+  """Trains and evaluates the LM beside the unigram baseline."""
   # pylint: disable=g-import-not-at-top
   import seqio
   from fovea_jax.evaluation import baselines
@@ -186,16 +183,6 @@ def language_model(workdir):
   baseline = baselines.unigram_language_model(
       seqio.get_mixture_or_task(LM_TASK), 'validation', part.lengths,
       _EVAL_EXAMPLES.value)
-  continuation_lengths = {'inputs': _PROMPT_LENGTH.value,
-                          'targets': _CONTINUATION_LENGTH.value}
-  path = part.run('infer', 'runs/infer.gin',
-                  part.checkpoint_bindings(continuation_lengths) + [
-                      f"INFER_OUTPUT_DIR = '{os.path.join(part.dir, 'infer')}'",
-                      'NUM_EXAMPLES = 3', 'BATCH_SIZE = 3',
-                      # Greedy: the same continuation on every run.
-                      'decoding.temperature_sample.temperature = 0.0'])
-  with open(path) as f:
-    examples = [json.loads(line) for line in f]
   return part, {
       'task': LM_TASK,
       'metric': 'bits_per_byte (validation, lower is better)',
@@ -206,8 +193,27 @@ def language_model(workdir):
       'final_train_loss': _final_loss(result),
       'train_seconds': round(train_seconds, 1),
       'reused_run': result.start_step >= _LM_STEPS.value,
-      'examples': examples,
   }
+
+
+def _evaluated_examples(eval_dir, task, count):
+  """The first `count` (input, prediction, target) of the newest evaluation
+  (seqio's JSONLogger writes `<task>-<step>.jsonl`)."""
+  runs = sorted(name for name in os.listdir(eval_dir)
+                if name.startswith(f'{task}-') and name[len(task) + 1:-6].isdigit()
+                and name.endswith('.jsonl'))
+  if not runs:
+    raise FileNotFoundError(f'No {task}-<step>.jsonl predictions in {eval_dir}.')
+  examples = []
+  with open(os.path.join(eval_dir, runs[-1])) as f:
+    for line in f:
+      row = json.loads(line)
+      examples.append({'input': row['input']['inputs_pretokenized'],
+                       'prediction': row['prediction'],
+                       'target': row['target']})
+      if len(examples) == count:
+        break
+  return examples
 
 
 def _final_loss(result):
@@ -232,6 +238,8 @@ def summarization(workdir):
                        SUMMARIZATION_TASK]
   lead = baselines.lead_summaries(seqio.get_mixture_or_task(SUMMARIZATION_TASK),
                                   'validation', lengths, _EVAL_EXAMPLES.value)
+  examples = _evaluated_examples(os.path.join(part.dir, 'eval'),
+                                 SUMMARIZATION_TASK, count=3)
   export_dir = os.path.join(part.dir, 'export')
   part.run('export', 'runs/export.gin', part.checkpoint_bindings(
       with_task=False) + [
@@ -249,6 +257,7 @@ def summarization(workdir):
       'final_train_loss': _final_loss(result),
       'train_seconds': round(train_seconds, 1),
       'reused_run': result.start_step >= _SUMMARIZATION_STEPS.value,
+      'examples': examples,
       'export_dir': export_dir,
   }
 
@@ -276,10 +285,8 @@ def main(argv):
         shutil.rmtree(os.path.join(workdir, name))
   os.makedirs(workdir, exist_ok=True)
   start, start_cpu = time.time(), time.process_time()
-  # Summarization first: the language model's result is what the output ends
-  # with, fresh on the screen.
-  summ_part, summ = _timed(summarization, workdir)
   lm_part, lm = _timed(language_model, workdir)
+  summ_part, summ = _timed(summarization, workdir)
   summary = {
       'language_model': lm,
       'summarization': summ,
@@ -299,14 +306,6 @@ def main(argv):
       f'   validation bits per byte {lm["model"]:.3f} vs {lm["baseline"]:.3f} '
       f'for the unigram baseline ({lm["baseline_name"]}): '
       f'{_verdict(lm["baseline"] - lm["model"], "bits per byte")}.',
-      '   Three validation prompts, the model\'s greedy continuation and the '
-      'real one:',
-  ]
-  for i, row in enumerate(lm['examples'], 1):
-    lines += [f'   [{i}] prompt:     {_short(row["input"])}',
-              f'       model:      {_short(row["prediction"])}',
-              f'       real text:  {_short(row["target"])}']
-  lines += [
       '',
       f'2. Summarization ({summ["task"]}, fovea LongT5, {summ["train_steps"]} '
       f'steps{", reused" if summ["reused_run"] else ""}):',
@@ -317,6 +316,14 @@ def main(argv):
           '   A model this small, trained this briefly, does not learn to '
           'summarize here; this part shows train -> ROUGE -> export (README, '
           'Set-up).']),
+      '   Three validation modules (the end of the input), the summary the '
+      'model wrote and the real one:',
+  ]
+  for i, row in enumerate(summ['examples'], 1):
+    lines += [f'   [{i}] input:      {_short(row["input"])}',
+              f'       model:      {_short(row["prediction"])}',
+              f'       real:       {_short(row["target"])}']
+  lines += [
       '',
       f'  language model run, evaluation, continuations: {lm_part.dir}',
       f'  summarization run, evaluation, export:         {summ_part.dir}',

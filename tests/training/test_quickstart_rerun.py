@@ -11,9 +11,9 @@ import pytest
 
 from fovea_jax import quickstart
 
-TINY = dict(lm_steps=2, lm_length=64, lm_emb_dim=16, prompt_length=16,
-            continuation_length=8, summarization_steps=2, inputs_length=64,
-            targets_length=16, batch_size=8, eval_examples=3)  # 8: the tests fake 8 devices.
+# batch_size 8: the tests fake 8 devices.
+TINY = dict(lm_steps=2, lm_length=64, lm_emb_dim=16, summarization_steps=2,
+            inputs_length=64, targets_length=16, batch_size=8, eval_examples=3)
 
 
 @pytest.fixture(autouse=True)
@@ -42,9 +42,10 @@ def test_second_run_reuses_the_runs_and_replaces_the_export(tmp_path, capsys,
   lm, summ = summary['language_model'], summary['summarization']
   assert lm['train_steps'] == 2 and not lm['reused_run']
   assert lm['model'] > 0 and lm['baseline'] > 0 and 'unigram' in lm['baseline_name']
-  assert len(lm['examples']) == 3 and all(
-      set(row) == {'input', 'prediction', 'target'} for row in lm['examples'])
   assert summ['metric'].startswith('rouge1') and 'lead' in summ['baseline_name']
+  assert len(summ['examples']) == 3 and all(
+      set(row) == {'input', 'prediction', 'target'} and row['input']
+      and row['target'] for row in summ['examples'])
   assert os.path.isfile(os.path.join(summ['export_dir'], 'manifest.json'))
 
   caplog.clear()
