@@ -8,7 +8,9 @@ Writes into `output_dir`:
   taking `(params_dict, encoder_input_tokens[batch, inputs_len] int32)` and
   returning the encoding, resp. the decoded token ids `[batch, targets_len]`;
 - `huggingface/`: config.json + model.safetensors in the Hugging Face LongT5 (or
-  T5) layout, when the network is fovea_jax.networks' EncoderDecoder;
+  T5) layout, when the network is fovea_jax.networks' EncoderDecoder with an
+  attention scheme transformers computes (dense, LongT5 local or
+  transient-global; fovea, FMA and MASFormer are refused, naming the scheme);
 - `manifest.json`: shapes, dtypes, the step, and how to call them.
 Loading needs only jax, numpy and safetensors, not fovea_jax:
 
@@ -17,6 +19,7 @@ Loading needs only jax, numpy and safetensors, not fovea_jax:
     tokens = exported.call(params, encoder_input_tokens)
 """
 import json
+import logging
 import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -28,6 +31,7 @@ import numpy as np
 import safetensors.numpy
 
 from fovea_jax.training import checkpoints
+from fovea_jax.training import fingerprint
 from fovea_jax.training import model_inputs
 
 PyTree = Any
@@ -85,22 +89,57 @@ def export_functions(model: Any, flat_params: Mapping[str, np.ndarray],
   }
 
 
-def save_huggingface(model: Any, params: PyTree, output_dir: str
-                     ) -> Optional[dict]:
-  """`output_dir/huggingface/` in the HF LongT5 (or T5) layout, when the network
-  is fovea_jax.networks' EncoderDecoder; returns its manifest entry or None."""
+def _hf_skip_reason(model: Any) -> Optional[str]:
+  """Why transformers cannot run this model as trained, or None if it can."""
   network_config = getattr(model.module, 'config', None)
   if network_config is None:
+    return (f'the network ({type(model.module).__name__}) is not fovea_jax.'
+            'networks\' EncoderDecoder, which the Hugging Face layout maps')
+  # pylint: disable=g-import-not-at-top
+  from fovea_jax.interop import hf_longt5
+  if hf_longt5.transformers_attention_of(network_config) is None:
+    return (f'transformers cannot compute the {network_config.scheme.scheme_name!r} '
+            'attention scheme: a LongT5 config would make it compute different '
+            'attention with these weights')
+  return None
+
+
+def huggingface_layout(model: Any, huggingface: Optional[bool]
+                       ) -> Optional[str]:
+  """The HF encoder attention type to export as, or None to skip; raises for
+  `huggingface=True` on a model transformers cannot compute."""
+  if huggingface is False:
     return None
+  reason = _hf_skip_reason(model)
+  if reason is None:
+    # pylint: disable=g-import-not-at-top
+    from fovea_jax.interop import hf_longt5
+    return hf_longt5.transformers_attention_of(model.module.config)
+  if huggingface:
+    raise ValueError(f'Hugging Face export refused: {reason}. Export without '
+                     'it (export.huggingface = False; the jax.export functions '
+                     'and safetensors compute the trained model), or train '
+                     'with a scheme transformers has (dense, longt5_local, '
+                     'longt5_tglobal).')
+  logging.info('Hugging Face export skipped: %s.', reason)
+  return None
+
+
+def save_huggingface(model: Any, params: PyTree, output_dir: str) -> dict:
+  """`output_dir/huggingface/` in the HF LongT5 (or T5) layout; returns its
+  manifest entry. Refuses (ValueError naming the scheme) a model transformers
+  cannot compute."""
+  layout = huggingface_layout(model, True)
+  network_config = model.module.config
   # pylint: disable=g-import-not-at-top
   from fovea_jax.interop import hf_longt5
   hf_dir = os.path.join(output_dir, 'huggingface')
   hf_longt5.save_hf_checkpoint(params, network_config, hf_dir)
   return {'directory': 'huggingface',
-          'layout': hf_longt5.encoder_attention_type_of(network_config),
-          'note': ('LongT5ForConditionalGeneration.from_pretrained loads it; '
-                   'params with no LongT5 counterpart (FMA learned filters) '
-                   'are left out.')}
+          'layout': layout,
+          'note': ('LongT5ForConditionalGeneration (or T5ForConditionalGeneration'
+                   ' for dense) .from_pretrained loads it and computes the '
+                   'same attention.')}
 
 
 def load_exported(export_dir: str) -> tuple[dict, dict]:
@@ -127,8 +166,14 @@ def export(*,
            batch_size: int = 1,
            params_dtype: str = 'float32',
            platforms: Optional[Sequence[str]] = None,
-           huggingface: bool = True) -> str:
-  """Exports the restored checkpoint; returns output_dir."""
+           huggingface: Optional[bool] = None) -> str:
+  """Exports the restored checkpoint; returns output_dir.
+
+  `huggingface`: True writes `huggingface/` and fails for a model transformers
+  cannot compute (a fovea, FMA or MASFormer encoder); None (default) writes it
+  when transformers can and records why not in the manifest otherwise; False
+  never writes it.
+  """
   if 'inputs' not in task_feature_lengths or 'targets' not in task_feature_lengths:
     raise ValueError('export needs TASK_FEATURE_LENGTHS with both "inputs" and '
                      f'"targets" (an encoder-decoder), got {task_feature_lengths}.')
@@ -137,13 +182,16 @@ def export(*,
   shapes = {'encoder_input_tokens': (batch_size, inputs_length),
             'decoder_input_tokens': (batch_size, targets_length)}
   types = {k: np.int32 for k in shapes}
+  model_fingerprint = fingerprint.fingerprint(model)
+  hf_layout = huggingface_layout(model, huggingface)
   params, step = checkpoints.restore_params(
       restore_checkpoint_cfg, partitioner,
-      model_inputs.init_variables_fn(model, shapes, types))
+      model_inputs.init_variables_fn(model, shapes, types), model_fingerprint)
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   os.makedirs(output_dir, exist_ok=True)
   checkpoints.save_params(os.path.join(output_dir, 'params'), params,
-                          dtype=params_dtype, meta={'step': step})
+                          dtype=params_dtype,
+                          meta={'step': step, 'model': model_fingerprint})
   flat = _cast(flatten_params(params), params_dtype)
   functions = export_functions(model, flat, batch_size, inputs_length,
                                targets_length, platforms)
@@ -170,10 +218,11 @@ def export(*,
                 "'rb').read()); params = safetensors.numpy.load_file("
                 "'params.safetensors'); exported.call(params, tokens)"),
   }
-  if huggingface:
-    hf_manifest = save_huggingface(model, unflatten_params(flat), output_dir)
-    if hf_manifest:
-      manifest['huggingface'] = hf_manifest
+  if hf_layout is not None:
+    manifest['huggingface'] = save_huggingface(model, unflatten_params(flat),
+                                               output_dir)
+  elif huggingface is None:
+    manifest['huggingface'] = {'skipped': _hf_skip_reason(model)}
   with open(os.path.join(output_dir, 'manifest.json'), 'w') as f:
     json.dump(manifest, f, indent=2)
   return output_dir
