@@ -246,8 +246,8 @@ def _why_unreadable(error: Exception, directory: str, step: int
       if f'{os.sep}{item}' in text or f"'{item}'" in text:
         where = os.path.join(path, item)
         break
-  why = f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'
-  return where, why[:300]
+  first_line = (str(error).splitlines() or [''])[0]
+  return where, f'{type(error).__name__}: {first_line}'[:300]
 
 
 def _chain(error: BaseException):

@@ -91,16 +91,18 @@ def export_functions(model: Any, flat_params: Mapping[str, np.ndarray],
 
 def _hf_skip_reason(model: Any) -> Optional[str]:
   """Why transformers cannot run this model as trained, or None if it can."""
-  network_config = getattr(model.module, 'config', None)
-  if network_config is None:
+  # pylint: disable=g-import-not-at-top
+  from fovea_jax import networks
+  from fovea_jax.interop import hf_longt5
+  if not isinstance(model.module, networks.EncoderDecoder):
     return (f'the network ({type(model.module).__name__}) is not fovea_jax.'
             'networks\' EncoderDecoder, which the Hugging Face layout maps')
-  # pylint: disable=g-import-not-at-top
-  from fovea_jax.interop import hf_longt5
+  network_config = model.module.config
   if hf_longt5.transformers_attention_of(network_config) is None:
-    return (f'transformers cannot compute the {network_config.scheme.scheme_name!r} '
-            'attention scheme: a LongT5 config would make it compute different '
-            'attention with these weights')
+    scheme = network_config.scheme.scheme_name
+    return (f'transformers cannot compute the {scheme!r} attention scheme: a '
+            'LongT5 config would make it compute different attention with '
+            'these weights')
   return None
 
 

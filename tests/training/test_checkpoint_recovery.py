@@ -5,6 +5,7 @@ from the previous one exactly; all damaged -> non-zero exit, nothing touched
 (or, asked for explicitly, a fresh start with the damaged ones kept aside);
 another optimizer -> a clear error; SIGKILL in an async save -> resume from
 the last complete one."""
+import glob
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_file_loader
 
 from fovea_jax.training import checkpoints
 from . import gin_runs
@@ -143,6 +145,11 @@ def test_sigkill_during_an_async_save_resumes_from_the_last_complete_one(
   # Step 4's files are there, uncommitted; step 2 is the last complete one.
   assert any(name.startswith('checkpoint_4.') for name in os.listdir(model_dir))
   assert checkpoints.checkpoint_steps(model_dir) == [2]
+  # TensorBoard events (under train/, as T5X) were flushed at each save.
+  [events] = glob.glob(os.path.join(model_dir, 'train', 'events.out.tfevents.*'))
+  steps = {e.step for e in event_file_loader.EventFileLoader(events).Load()
+           if e.summary.value}
+  assert {1, 2} <= steps  # At least up to the completed save of step 2.
 
   resumed = loop_harness.train(model_dir, 6)
   assert resumed.start_step == 2
