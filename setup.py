@@ -19,8 +19,15 @@ setuptools.setup(
                  'networks, gin-configured training and Pallas kernels.'),
     long_description=(_HERE / 'README.md').read_text(),
     long_description_content_type='text/markdown',
-    packages=setuptools.find_packages(include=['fovea_jax', 'fovea_jax.*']),
-    package_data={'fovea_jax': ['py.typed']},
+    # The gin files ship inside the package (fovea_jax/gin_configs/, found with
+    # importlib.resources by fovea_jax.training.gin_utils); the repository keeps
+    # them in the top-level gin_configs/, mapped here.
+    packages=[*setuptools.find_packages(include=['fovea_jax', 'fovea_jax.*']),
+              'fovea_jax.gin_configs'],
+    package_dir={'fovea_jax.gin_configs': 'gin_configs'},
+    package_data={'fovea_jax': ['py.typed'],
+                  'fovea_jax.gin_configs': ['*/*.gin'],
+                  'fovea_jax.t5x_compat': ['gin/*.gin']},
     python_requires='>=3.11',
     install_requires=_requirements('requirements.txt'),
     extras_require={

@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import gin
 import flax
 import jax
 import jax.numpy as jnp
@@ -127,6 +128,7 @@ def _top_k_mask(logits: jnp.ndarray, topk: int) -> jnp.ndarray:
   return jnp.where(logits < kth_largest, NEG_INF, logits)
 
 
+@gin.configurable
 def temperature_sample(inputs: jnp.ndarray,
                        cache: Mapping[str, Any],
                        tokens_to_logits: TokensToLogits,
@@ -235,6 +237,7 @@ def temperature_sample(inputs: jnp.ndarray,
           jnp.take_along_axis(scores, order, axis=1))
 
 
+@gin.configurable
 def greedy_decode(inputs, cache, tokens_to_logits, eos_id, **kwargs):
   """Most likely token at every step: `temperature_sample` at temperature 0."""
   kwargs.pop('temperature', None)
@@ -246,6 +249,7 @@ def greedy_decode(inputs, cache, tokens_to_logits, eos_id, **kwargs):
 # --------------------------------------------------------------- beam search
 
 
+@gin.configurable
 def beam_search(inputs: jnp.ndarray,
                 cache: Mapping[str, Any],
                 tokens_to_logits: TokensToLogits,

@@ -1,7 +1,7 @@
 """Model wrappers: what trainers, evaluators and exporters call (T5X's API).
 
 `EncoderDecoderModel` and `DecoderOnlyModel` wrap a Flax Linen network with the
-T5X module interface (see ../shared/spec/framework.md) and give it `loss_fn`,
+T5X module interface (docs/framework.md#the-t5x-model-interface) and give it `loss_fn`,
 `eval_fn`, `score_batch`, `predict_batch`/`predict_batch_with_aux` (decoding over
 the KV cache with a pluggable `decode_fn`, see fovea_jax.decoding) and
 `get_initial_variables`, with T5X's names and semantics. The optimizer is not
@@ -16,6 +16,7 @@ import functools
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
+import gin
 import jax
 import jax.numpy as jnp
 import seqio
@@ -36,9 +37,16 @@ def count_packed_examples(segment_ids: jnp.ndarray) -> jnp.ndarray:
 
 
 def compute_base_metrics(logits, targets, weights, loss, z_loss,
-                         segment_ids: jnp.ndarray | None = None
+                         segment_ids: jnp.ndarray | None = None,
+                         loss_sum: jnp.ndarray | None = None
                          ) -> dict[str, jnp.ndarray]:
-  """The scalar metrics listed in the module docstring."""
+  """The scalar metrics listed in the module docstring.
+
+  loss_sum: the weighted loss summed over tokens before the loss-normalizing
+  factor (default: `loss`, i.e. no factor); `loss_per_nonpadding_target_token`
+  divides it, not the normalised loss, by the non-padding token count.
+  """
+  loss_sum = loss if loss_sum is None else loss_sum
   weights = (jnp.ones(targets.shape, jnp.float32)
              if weights is None else weights.astype(jnp.float32))
   correct = jnp.sum((jnp.argmax(logits, -1) == targets) * (weights > 0))
@@ -55,7 +63,8 @@ def compute_base_metrics(logits, targets, weights, loss, z_loss,
       'num_tokens': jnp.asarray(targets.size, jnp.float32),
       'nonpadding_tokens': nonpadding.astype(jnp.float32),
       'num_examples': jnp.asarray(num_examples, jnp.float32),
-      'loss_per_nonpadding_target_token': loss / jnp.maximum(nonpadding, 1),
+      'loss_per_nonpadding_target_token': (
+          loss_sum / jnp.maximum(nonpadding, 1)),
   }
 
 
@@ -111,15 +120,19 @@ class BaseTransformerModel:
     logits = self._compute_logits(params, batch, dropout_rng)
     factor, weights = losses.get_loss_normalizing_factor_and_weights(
         self._loss_normalizing_factor, batch)
-    loss, z_loss, _ = losses.compute_weighted_cross_entropy(
+    # Summed first, normalised after: the per-token metric needs the sum (the
+    # normalised loss is already a mean under NUM_REAL_TARGET_TOKENS).
+    loss_sum, z_loss_sum, _ = losses.compute_weighted_cross_entropy(
         logits, batch['decoder_target_tokens'], weights,
-        label_smoothing=self._label_smoothing, z_loss=self._z_loss,
-        loss_normalizing_factor=factor)
+        label_smoothing=self._label_smoothing, z_loss=self._z_loss)
+    loss, z_loss = ((loss_sum, z_loss_sum) if factor is None else
+                    (loss_sum / factor, z_loss_sum / factor))
     if weights is None:
       weights = batch['decoder_target_tokens'] > 0
     metrics = compute_base_metrics(logits, batch['decoder_target_tokens'],
                                    weights, loss, z_loss,
-                                   batch.get('decoder_segment_ids'))
+                                   batch.get('decoder_segment_ids'),
+                                   loss_sum=loss_sum)
     return loss, metrics
 
   def eval_fn(self, params: PyTree, batch: Batch) -> tuple[jnp.ndarray, dict]:
@@ -177,6 +190,7 @@ def _ones(shapes, types, name, default_dtype):
   return jnp.ones(shapes[name], types.get(name, default_dtype))
 
 
+@gin.configurable
 class EncoderDecoderModel(BaseTransformerModel):
   """An encoder-decoder network (LongT5 layout) as a T5X model.
 
@@ -315,6 +329,7 @@ class EncoderDecoderModel(BaseTransformerModel):
     return decodes[:, -1, :], {'scores': scores[:, -1]}
 
 
+@gin.configurable
 class DecoderOnlyModel(BaseTransformerModel):
   """A decoder-only language model as a T5X model.
 

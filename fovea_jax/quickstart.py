@@ -30,8 +30,9 @@ TASK = 'stdlib_summarization'
 
 
 def _common_bindings(lengths):
-  return [f"MIXTURE_OR_TASK_NAME = '{TASK}'",
-          f'TASK_FEATURE_LENGTHS = {lengths}',
+  """What train, eval and export share (export reads no task: an unknown
+  macro on the command line is an error)."""
+  return [f'TASK_FEATURE_LENGTHS = {lengths}',
           'DROPOUT_RATE = 0.0',  # A few hundred steps: nothing to regularise yet.
           'BEAM_SIZE = 1']       # Greedy decoding keeps evaluation quick.
 
@@ -55,17 +56,19 @@ def main(argv):
   common = _common_bindings(lengths)
   start, start_cpu = time.time(), time.process_time()
 
-  train_bindings = common + [
+  task = [f"MIXTURE_OR_TASK_NAME = '{TASK}'"]
+  train_bindings = task + common + [
       f'TRAIN_STEPS = {_TRAIN_STEPS.value}', f"MODEL_DIR = '{model_dir}'",
       f'BATCH_SIZE = {_BATCH_SIZE.value}', 'CHECKPOINT_PERIOD = 100',
-      "create_learning_rate_scheduler.factors = 'constant * rsqrt_decay'",
-      'create_learning_rate_scheduler.base_learning_rate = 1.0',
-      'create_learning_rate_scheduler.warmup_steps = 100']
+      "lr_schedules.create_learning_rate_scheduler.factors = "
+      "'constant * rsqrt_decay'",
+      'lr_schedules.create_learning_rate_scheduler.base_learning_rate = 1.0',
+      'lr_schedules.create_learning_rate_scheduler.warmup_steps = 100']
   result = entry_points.run_configured('train', MODEL_GIN + ('runs/pretrain.gin',),
                                        train_bindings)
   train_seconds = time.time() - start
 
-  eval_bindings = common + [f"CHECKPOINT_PATH = '{model_dir}'",
+  eval_bindings = task + common + [f"CHECKPOINT_PATH = '{model_dir}'",
                             f"EVAL_OUTPUT_DIR = '{eval_dir}'", 'BATCH_SIZE = 8']
   results = entry_points.run_configured('evaluate', MODEL_GIN + ('runs/eval.gin',),
                                         eval_bindings)

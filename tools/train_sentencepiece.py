@@ -3,7 +3,7 @@
     python tools/train_sentencepiece.py --task=multi_news --split=train \
         --vocab_size=32000 --output_prefix=/data/spm/multi_news_32k
 
-writes `<output_prefix>.model` (give it to `fovea_jax.tasks.sentencepiece_model_path`)
+writes `<output_prefix>.model` (give it to gin as `paths.sentencepiece_model_path.path`)
 and `<output_prefix>.vocab`. Ids follow T5/seqio: pad 0, EOS 1, UNK 2, no BOS.
 The text is the task's features before tokenization (its rekey and similar
 steps are applied), so the vocabulary need not exist yet. By default text is

@@ -1,4 +1,4 @@
-"""fovea_jax.attention: every scheme of ../shared/spec/attention.md.
+"""fovea_jax.attention: every scheme of docs/attention.md.
 
 Public functions take `[batch, length, heads, head_dim]` arrays; each scheme has a
 dense oracle (`implementation='reference'`), an XLA path and a Pallas path.

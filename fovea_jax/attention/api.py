@@ -2,7 +2,7 @@
 
 Every function takes `[batch, length, heads, head_dim]` arrays (k/v may have fewer
 heads) and returns q's shape in v's dtype. `implementation` is None (best for the
-backend), 'reference' (the dense oracle of ../shared/spec/attention.md), 'xla' or
+backend), 'reference' (the dense oracle of docs/attention.md), 'xla' or
 'pallas'.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def dot_product_attention(q, k, v, *, scale=None, causal=False, key_mask=None,
 def fovea_attention(q, k, v, *, block_len, wing=1, edge='clip', coarse_weight='once',
                     max_level=None, causal=False, scale=None, key_mask=None,
                     position_bias=None, implementation=None):
-  """Fovea attention (spec section 2)."""
+  """Fovea attention (docs/attention.md#fovea)."""
   key_mask = _validate(q, k, v, key_mask, position_bias, same_length=True)
   options = dict(block_len=block_len, wing=wing, edge=edge,
                  coarse_weight=coarse_weight, max_level=max_level, causal=causal)
@@ -75,7 +75,8 @@ def fovea_attention(q, k, v, *, block_len, wing=1, edge='clip', coarse_weight='o
 def fma_attention(q, k, v, *, fine_len, rank, downsample='avg', k_levels=None,
                   v_levels=None, causal=False, scale=None, key_mask=None,
                   implementation=None):
-  """Fast Multipole Attention (spec section 3); learned levels via k/v_levels."""
+  """Fast Multipole Attention (docs/attention.md#fast-multipole-attention);
+  learned levels via k/v_levels."""
   key_mask = _validate(q, k, v, key_mask, None, same_length=True)
   common.check_choice('downsample', downsample, fma.DOWNSAMPLES)
   coarse = fma.check_levels(k_levels, v_levels, k, q.shape[1], fine_len, rank)

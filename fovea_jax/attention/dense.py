@@ -33,7 +33,7 @@ def dense_logit_bias(q_len, kv_len, *, causal=False, key_mask=None,
 def dot_product_attention_reference(q, k, v, *, scale=None, causal=False,
                                     key_mask=None, position_bias=None,
                                     q_segment_ids=None, kv_segment_ids=None):
-  """Dense oracle (spec section 1): materializes the `[q_len, kv_len]` scores."""
+  """Dense oracle (docs/attention.md#dense): materializes the `[q_len, kv_len]` scores."""
   scale = common.default_scale(scale, q.shape[-1])
   bias = dense_logit_bias(q.shape[1], k.shape[1], causal=causal, key_mask=key_mask,
                           position_bias=position_bias, q_segment_ids=q_segment_ids,

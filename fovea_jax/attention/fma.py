@@ -2,7 +2,7 @@
 
 Queries stay at full resolution; keys and values far from a query are replaced by
 coarse entries whose resolution halves with each level of the fast multipole
-method's interaction lists (spec section 3). This module owns the level geometry,
+method's interaction lists (docs/attention.md#fast-multipole-attention). This module owns the level geometry,
 the interaction lists, the dense oracle and the static TreeLayout.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fovea attention (He et al. 2023): a multi-scale tree over key blocks.
 
 A query block sees its neighbouring blocks at full resolution and farther blocks as
-progressively coarser window means (spec section 2). This module owns the node
+progressively coarser window means (docs/attention.md#fovea). This module owns the node
 rules (`fovea_nodes`), the dense oracle (`fovea_attention_reference`) and the static
 TreeLayout that the efficient paths (XLA gather, Pallas) execute.
 """
@@ -77,7 +77,7 @@ def _check_args(block_len, wing, edge, coarse_weight, max_level):
 def fovea_attention_reference(q, k, v, *, block_len, wing=1, edge='clip',
                               coarse_weight='once', max_level=None, causal=False,
                               scale=None, key_mask=None, position_bias=None):
-  """Dense oracle of spec section 2: every key replaced by its window mean."""
+  """Dense oracle (docs/attention.md#fovea): every key replaced by its window mean."""
   _check_args(block_len, wing, edge, coarse_weight, max_level)
   common.check_qkv(q, k, v, same_length=True)
   batch, n, heads, _ = q.shape
@@ -192,6 +192,6 @@ def _fovea_layout(length, block_len, wing, edge, coarse_weight, max_level, causa
 
 
 def average_unseen_blocks(num_blocks, **options):
-  """Mean number of key blocks a query block never sees (spec: 41.7 at 16k/128)."""
+  """Mean number of key blocks a query block never sees (docs/attention.md#fovea: 41.7 at 16k/128)."""
   levels, _ = fovea_level_map(num_blocks, **options)
   return float((levels < 0).sum(axis=1).mean())

@@ -1,6 +1,7 @@
 """Local attention: sliding window (|i - j| <= window) or same-block attention.
 
-The sparse layers of MASFormer and the local pattern of LongT5 (spec sections 4-5).
+The sparse layers of MASFormer and the local pattern of LongT5
+(docs/attention.md, sections MASFormer and LongT5 local and transient-global).
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 The field names are T5X's (`t5x.utils.DatasetConfig`) so that gin files written
 for T5X carry over:
 
-    train/DatasetConfig.mixture_or_task_name = %MIXTURE_OR_TASK_NAME
-    train/DatasetConfig.task_feature_lengths = %TASK_FEATURE_LENGTHS
+    train/config.DatasetConfig.mixture_or_task_name = %MIXTURE_OR_TASK_NAME
+    train/config.DatasetConfig.task_feature_lengths = %TASK_FEATURE_LENGTHS
 """
 import dataclasses
 import difflib
@@ -15,7 +15,7 @@ import gin
 import seqio
 
 
-@gin.configurable(module='fovea_jax.data')
+@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:
   """What data to read and how to batch it (T5X's fields and defaults)."""
@@ -60,7 +60,8 @@ def check_task_feature_lengths(task_feature_lengths) -> None:
 def get_mixture_or_task(name: str, module: Optional[str] = None):
   """The registered seqio task or mixture `name`, importing `module` first.
 
-  An unknown name raises a ValueError that names it and lists close matches.
+  An unknown name raises a ValueError that names it and lists close matches
+  (or, when none is close, every registered name).
   """
   if module:
     try:
@@ -75,7 +76,7 @@ def get_mixture_or_task(name: str, module: Optional[str] = None):
   if name not in registered:
     close = difflib.get_close_matches(name, registered, n=5, cutoff=0.5)
     hint = (f'Close matches: {", ".join(close)}.' if close else
-            f'{len(registered)} are registered.')
+            f'Registered: {", ".join(registered) or "none"}.')
     if not module:
       hint += (" No DatasetConfig.module was given: use "
                "module='fovea_jax.tasks' to register fovea_jax's tasks.")

@@ -20,8 +20,8 @@ import flax
 import gin
 import numpy as np
 
-from fovea_jax.networks import schemes
-from fovea_jax.networks.config import Config
+from fovea_jax.layers import schemes
+from fovea_jax.networks.network import Config
 
 # Module name of the encoder self-attention in each transformers layout.
 _ENCODER_ATTENTION = {'local': 'LocalSelfAttention',
@@ -133,7 +133,7 @@ def config_from_hf(hf_config: dict, **overrides) -> Tuple[Config, str]:
   attention_type = (hf_config.get('encoder_attention_type', 'local')
                     if model_type == 'longt5' else 'dense')
   if attention_type == 'local':
-    attention = schemes.LongT5Local(local_radius=hf_config['local_radius'])
+    attention = schemes.Local(window=hf_config['local_radius'], block_len=None)
   elif attention_type == 'transient-global':
     attention = schemes.LongT5TransientGlobal(
         local_radius=hf_config['local_radius'],
@@ -297,13 +297,13 @@ def save_hf_checkpoint(params, config: Config, directory: str):
     json.dump(hf_config_dict(config), f, indent=2)
 
 
-@gin.configurable(module='interop')
+@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class HfNameMap:
   """`flat params ('/'-joined names) -> HF tensors`, for export's hf_name_map_fn.
 
-  gin: `export.hf_name_map_fn = @interop.HfNameMap()` with
-  `interop.HfNameMap.config = @network.Config()`.
+  gin: `export_lib.export.hf_name_map_fn = @hf_longt5.HfNameMap()` with
+  `hf_longt5.HfNameMap.config = @network.Config()`.
   """
   config: Config
   separator: str = '/'

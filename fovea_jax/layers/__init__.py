@@ -1,8 +1,8 @@
 """T5.1.1 / LongT5 building blocks (Flax Linen), every param with logical axes.
 
 The layers here know nothing about which attention scheme runs inside them: the
-scheme is chosen in `fovea_jax.networks.schemes` and handed to
-`MultiHeadAttention` as a module factory.
+scheme (a `fovea_jax.layers.schemes` module, configured by gin through
+`network.Config.attention`) hands `MultiHeadAttention` a module factory.
 """
 from fovea_jax.layers.attention_layer import MultiHeadAttention
 from fovea_jax.layers.dense import DenseGeneral

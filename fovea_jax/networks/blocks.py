@@ -12,8 +12,8 @@ from typing import Callable
 import flax.linen as nn
 
 from fovea_jax import layers
-from fovea_jax.networks.config import Config
-from fovea_jax.networks.schemes import Dense
+from fovea_jax.networks.network import Config
+from fovea_jax.layers.schemes import Dense
 
 
 def dropout_layer(config: Config):
@@ -76,7 +76,7 @@ class TransformerLayer(nn.Module):
         x + dropout_layer(cfg)(y, deterministic=deterministic))
     if encoded is not None:
       y = norm_layer(cfg, 'pre_cross_attention_layer_norm')(x)
-      y = _attention(cfg, Dense().module_factory(causal=False),
+      y = _attention(cfg, Dense().for_layer(0, 1, causal=False),
                      'encoder_decoder_attention')(
                          y, encoded, key_mask=encoder_key_mask,
                          q_segment_ids=segment_ids,

@@ -3,13 +3,15 @@
 Every layer's self-attention is the causal variant of `config.attention`
 (`num_decoder_layers` layers), with cached incremental decoding for every scheme.
 """
+import gin
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fovea_jax.networks.config import Config
+from fovea_jax.networks.network import Config
 from fovea_jax.networks.stack import Stack, token_embedder
 
 
+@gin.configurable
 class DecoderOnly(nn.Module):
   config: Config
 

@@ -5,11 +5,12 @@ the Fovea paper); decoder self-attention (causal, cached) and cross-attention ar
 dense. Interface: `__call__`, `encode`, `decode` exactly as T5X's
 `t5x/examples/t5/network.Transformer`, so T5X-style model wrappers can drive it.
 """
+import gin
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fovea_jax.networks.config import Config
-from fovea_jax.networks.schemes import Dense
+from fovea_jax.networks.network import Config
+from fovea_jax.layers.schemes import Dense
 from fovea_jax.networks.stack import Stack, token_embedder
 
 
@@ -17,6 +18,7 @@ def _mask(tokens):
   return None if tokens is None else tokens > 0
 
 
+@gin.configurable
 class EncoderDecoder(nn.Module):
   config: Config
 

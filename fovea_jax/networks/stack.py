@@ -5,10 +5,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fovea_jax import layers
+from fovea_jax.layers import schemes
 from fovea_jax.layers import sharding as layer_sharding
 from fovea_jax.networks.blocks import TransformerLayer, dropout_layer, norm_layer
-from fovea_jax.networks.config import Config
-from fovea_jax.networks.schemes import SchemeSpec
+from fovea_jax.networks.network import Config
 from fovea_jax.sharding import axis_names as ax
 
 
@@ -21,11 +21,11 @@ def token_embedder(config: Config) -> layers.Embed:
 class Stack(nn.Module):
   """Embeds tokens with the shared embedder and runs `num_layers` layers.
 
-  scheme: the self-attention spec (each layer asks it for its module, so MASFormer
-  can schedule dense and local layers). causal: decoder self-attention.
+  scheme: the self-attention scheme (each layer asks it for its module, so
+  MASFormer can schedule dense and local layers). causal: decoder self-attention.
   """
   config: Config
-  scheme: SchemeSpec
+  scheme: schemes.Scheme
   num_layers: int
   causal: bool
   is_decoder: bool
@@ -47,7 +47,7 @@ class Stack(nn.Module):
     biases = None
     for i in range(self.num_layers):
       x, biases = TransformerLayer(
-          cfg, self.scheme.layer_factory(i, self.num_layers, self.causal),
+          cfg, self.scheme.for_layer(i, self.num_layers, self.causal),
           bidirectional=not self.causal, is_decoder=self.is_decoder,
           with_side_bias=self.scheme.uses_side_bias, owns_biases=i == 0,
           name=f'layers_{i}')(

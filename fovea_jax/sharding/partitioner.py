@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
+import gin
 import jax
 import numpy as np
 from flax.core import frozen_dict
@@ -31,6 +32,7 @@ def _path_name(path) -> str:
   return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
 
 
+@gin.configurable
 class Partitioner:
   """Builds the `(data, model)` mesh and shards params, optimizer state, batches.
 

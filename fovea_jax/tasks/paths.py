@@ -5,7 +5,7 @@ registered), from a gin binding or an environment variable, so importing
 `fovea_jax.tasks` never needs any of them. In a gin file:
 
     SENTENCEPIECE_MODEL = '/data/spm/multi_news_32k.model'
-    fovea_jax.tasks.sentencepiece_model_path.path = %SENTENCEPIECE_MODEL
+    paths.sentencepiece_model_path.path = %SENTENCEPIECE_MODEL
 """
 import os
 from typing import Optional
@@ -19,26 +19,26 @@ def _resolve(value: Optional[str], env_var: str, what: str,
   if not value:
     raise ValueError(
         f'No path for {what} was given. Bind it in gin '
-        f"(`fovea_jax.tasks.{configurable}.path = '/path'`) or set the "
+        f"(`paths.{configurable}.path = '/path'` after `from fovea_jax.tasks import paths`) or set the "
         f'environment variable {env_var}.')
   return os.path.expanduser(value)
 
 
-@gin.configurable(module='fovea_jax.tasks')
+@gin.configurable
 def sentencepiece_model_path(path: Optional[str] = None) -> str:
   """The SentencePiece `.model` file used by the TFDS and WCEP tasks."""
   return _resolve(path, 'FOVEA_SENTENCEPIECE_MODEL',
                   'the SentencePiece model', 'sentencepiece_model_path')
 
 
-@gin.configurable(module='fovea_jax.tasks')
+@gin.configurable
 def wcep10_dir(path: Optional[str] = None) -> str:
   """Folder holding WCEP-10 as `{train,validation,test}.jsonl`."""
   return _resolve(path, 'FOVEA_WCEP10_DIR', 'the WCEP-10 JSONL folder',
                   'wcep10_dir')
 
 
-@gin.configurable(module='fovea_jax.tasks')
+@gin.configurable
 def enwik8_file(path: Optional[str] = None) -> str:
   """The raw `enwik8` file (100M bytes of Wikipedia XML)."""
   return _resolve(path, 'FOVEA_ENWIK8_FILE', 'the enwik8 file', 'enwik8_file')

@@ -4,11 +4,13 @@ Byte-level tasks use `seqio.ByteVocabulary`. Word-piece tasks use a
 SentencePiece model whose path is resolved when first used (see `paths.py`), so
 tasks can be registered at import time before gin has been parsed.
 """
+import gin
 import seqio
 
 from fovea_jax.tasks import paths
 
 
+@gin.configurable
 class ConfiguredSentencePieceVocabulary(seqio.SentencePieceVocabulary):
   """A `SentencePieceVocabulary` reading `paths.sentencepiece_model_path()`."""
 

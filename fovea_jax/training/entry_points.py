@@ -1,38 +1,25 @@
 """What `python -m fovea_jax.{train,eval,infer,export}` share.
 
-Joins a multi-process run if the environment describes one, registers every
-gin configurable (tasks, models, partitioner, training libraries), parses the
-gin flags, then calls the named configurable with everything from gin.
+Joins a multi-process run if the environment describes one, registers the seqio
+tasks, parses the gin flags (the gin files import and so register everything
+they configure), then calls the named configurable with everything from gin.
 """
 import logging
 import os
 
-import gin
 
 from fovea_jax.training import distributed
 
 
 def _register_configurables() -> dict:
-  """Imports everything gin files may name; returns the runnable functions."""
+  """The runnable functions. Everything else a gin file names is registered by
+  that file's own `from fovea_jax... import module` lines (T5X's convention)."""
   # pylint: disable=g-import-not-at-top,unused-import
   import fovea_jax.tasks  # Registers the seqio tasks.
-  from fovea_jax.sharding import partitioner as partitioner_lib
   from fovea_jax.training import eval_lib
   from fovea_jax.training import export_lib
   from fovea_jax.training import infer_lib
-  from fovea_jax.training import lr_schedules
-  from fovea_jax.training import optimizers
   from fovea_jax.training import train_lib
-  try:
-    import fovea_jax.gin_registry  # Models and networks, when present.
-  except ImportError:
-    pass
-  # T5X's name for the partitioner in run files.
-  try:
-    gin.external_configurable(partitioner_lib.Partitioner, 'PjitPartitioner',
-                              module='partitioning')
-  except ValueError:
-    pass  # Already registered (a second entry point in the same process).
   return {'train': train_lib.train, 'evaluate': eval_lib.evaluate,
           'infer': infer_lib.infer, 'export': export_lib.export}
 
@@ -52,7 +39,7 @@ def show_own_info_logs() -> None:
     handler.addFilter(_own_or_important)
 
 
-def run_configured(name: str, gin_files, gin_bindings=(), search_paths=('.',)):
+def run_configured(name: str, gin_files, gin_bindings=(), search_paths=()):
   """Parses gin like the command line does, then runs `name` in-process."""
   from fovea_jax.training import gin_utils  # pylint: disable=g-import-not-at-top
   functions = _register_configurables()

@@ -50,7 +50,7 @@ def restored_model_fns(model, dataset_cfg, restore_checkpoint_cfg, partitioner):
   return predict_batch, score_batch, step
 
 
-@gin.configurable('evaluate')
+@gin.configurable
 def evaluate(*,
              model: Any = gin.REQUIRED,
              dataset_cfg: DatasetConfig = gin.REQUIRED,

@@ -12,6 +12,8 @@ Writes into `output_dir`:
   attention scheme transformers computes (dense, LongT5 local or
   transient-global; fovea, FMA and MASFormer are refused, naming the scheme);
 - `manifest.json`: shapes, dtypes, the step, and how to call them.
+An earlier export in `output_dir` (a re-run) is replaced, with a log line
+saying so; a folder holding other files is refused.
 Loading needs only jax, numpy and safetensors, not fovea_jax:
 
     exported = jax.export.deserialize(open('predict.jax_export', 'rb').read())
@@ -21,11 +23,13 @@ Loading needs only jax, numpy and safetensors, not fovea_jax:
 import json
 import logging
 import os
+import shutil
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import flax
 import gin
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
@@ -144,6 +148,50 @@ def save_huggingface(model: Any, params: PyTree, output_dir: str) -> dict:
                    'same attention.')}
 
 
+# What `export` writes into its output_dir (the `*.jax_export` files besides).
+_EXPORT_ENTRIES = frozenset({'params', 'params.safetensors', 'huggingface',
+                             'manifest.json'})
+
+
+def _is_export_entry(name: str) -> bool:
+  return name in _EXPORT_ENTRIES or name.endswith('.jax_export')
+
+
+def clear_previous_export(output_dir: str) -> Optional[str]:
+  """Removes an earlier export from `output_dir`; returns what it removed.
+
+  Exporting again into the same folder (a re-run) replaces the old export
+  rather than failing on orbax's existing `params/checkpoint_<step>`. Anything
+  there that export does not write is left alone and is an error, so a
+  mistyped EXPORT_OUTPUT_DIR never deletes someone's files.
+  """
+  if not os.path.isdir(output_dir) or not os.listdir(output_dir):
+    return None
+  entries = sorted(os.listdir(output_dir))
+  foreign = [name for name in entries if not _is_export_entry(name)]
+  if foreign:
+    raise FileExistsError(
+        f'EXPORT_OUTPUT_DIR {output_dir} holds files an export does not write '
+        f'({", ".join(foreign[:5])}); export into an empty or new folder, or '
+        'remove them.')
+  try:
+    with open(os.path.join(output_dir, 'manifest.json')) as f:
+      described = f'the export of step {json.load(f)["step"]}'
+  except (OSError, ValueError, KeyError):
+    described = 'an unfinished export'
+  if jax.process_index() == 0:
+    for name in entries:
+      path = os.path.join(output_dir, name)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      else:
+        os.remove(path)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('export_lib.clear_previous_export')
+  logging.info('Replacing %s in %s.', described, output_dir)
+  return described
+
+
 def load_exported(export_dir: str) -> tuple[dict, dict]:
   """({name: Exported}, flat params) read back from an export directory."""
   with open(os.path.join(export_dir, 'manifest.json')) as f:
@@ -157,7 +205,7 @@ def load_exported(export_dir: str) -> tuple[dict, dict]:
   return functions, params
 
 
-@gin.configurable('export')
+@gin.configurable
 def export(*,
            model: Any = gin.REQUIRED,
            restore_checkpoint_cfg: checkpoints.RestoreCheckpointConfig = (
@@ -190,6 +238,7 @@ def export(*,
       restore_checkpoint_cfg, partitioner,
       model_inputs.init_variables_fn(model, shapes, types), model_fingerprint)
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
+  clear_previous_export(output_dir)
   os.makedirs(output_dir, exist_ok=True)
   checkpoints.save_params(os.path.join(output_dir, 'params'), params,
                           dtype=params_dtype,

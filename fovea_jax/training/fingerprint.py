@@ -54,7 +54,7 @@ def _describe(value, path: str, out: dict) -> None:
     out[key] = _type_name(value)
     for field in dataclasses.fields(value):
       if field.name not in COMPUTE_ONLY_FIELDS:
-        _describe(getattr(value, field.name), _join(path, field.name), out)
+        _describe(_resolved(value, field.name), _join(path, field.name), out)
   elif isinstance(value, functools.partial):
     out[key] = _callable_name(value.func)
     for name, arg in sorted(value.keywords.items()):
@@ -83,6 +83,15 @@ def _describe(value, path: str, out: dict) -> None:
     out[key] = _callable_name(value)
   else:
     out[key] = type(value).__name__
+
+
+def _resolved(owner, name: str):
+  """The field's value, with the network config's `attention` (a scheme name
+  or a configured scheme) resolved to its scheme instance, so 'fovea' and
+  `@fovea.Fovea()` with default options are one model."""
+  if name == 'attention' and hasattr(owner, 'scheme'):
+    return owner.scheme
+  return getattr(owner, name)
 
 
 def _join(path: str, name: str) -> str:

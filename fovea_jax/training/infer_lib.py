@@ -24,7 +24,7 @@ def _decode(vocabulary, tokens) -> str:
   return vocabulary.decode([int(t) for t in tokens])
 
 
-@gin.configurable('infer')
+@gin.configurable
 def infer(*,
           model: Any = gin.REQUIRED,
           dataset_cfg: DatasetConfig = gin.REQUIRED,

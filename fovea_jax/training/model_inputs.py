@@ -57,5 +57,16 @@ def check_model_accepts(model: Any, init_variables_fn: Callable, shapes: Mapping
   except Exception as e:  # Any trace-time failure means these lengths cannot run.
     raise ValueError(
         f'TASK_FEATURE_LENGTHS={dict(task_feature_lengths)} cannot be served by '
-        f'this model: {type(e).__name__}: {e}\nChoose lengths the configured '
-        'attention supports or change its settings.') from e
+        f'this model: {type(e).__name__}: {e}\n{_scheme_hint(model)}') from e
+
+
+def _scheme_hint(model: Any) -> str:
+  """Names the attention scheme's gin options, the usual thing to change."""
+  config = getattr(getattr(model, 'module', None), 'config', None)
+  scheme = getattr(config, 'scheme', None)
+  if scheme is None:
+    return 'Choose lengths the model supports or change its settings.'
+  options = ', '.join(f'{k}={v!r}' for k, v in scheme.options().items()
+                      if k != 'causal')
+  return (f'The attention is {scheme.gin_name()}({options}): change one of its '
+          f'options (--gin.{scheme.gin_name()}.<option>=...) or the lengths.')

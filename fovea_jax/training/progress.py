@@ -1,7 +1,8 @@
 """A training progress bar: steps done, step rate, ETA, latest loss.
 
-tqdm on stderr (rate and ETA come from it), shown by process 0 only and
-disabled when `enabled` is False, e.g. in tests or non-interactive logs.
+tqdm on stderr (rate and ETA come from it), shown by process 0 only, only when
+stderr is a terminal (a redirected log gets train_loop's plain stats lines
+instead of carriage-return updates), and never when `enabled` is False.
 """
 import sys
 
@@ -15,7 +16,8 @@ class ProgressBar:
     self._bar = tqdm.tqdm(
         total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
         file=sys.stderr, desc='train',
-        disable=not enabled or jax.process_index() != 0)
+        disable=(not enabled or jax.process_index() != 0 or
+                 not sys.stderr.isatty()))
 
   def update(self, step: int, metrics: dict):
     self._bar.n = step

@@ -22,7 +22,7 @@ from fovea_jax.training import trainer as trainer_lib
 from fovea_jax.training import warm_start
 
 
-@gin.configurable('train', denylist=['step_callback'])
+@gin.configurable(denylist=['step_callback'])
 def train(*,
           model: Any = gin.REQUIRED,
           train_dataset_cfg: DatasetConfig = gin.REQUIRED,
@@ -63,13 +63,22 @@ def train(*,
   logging.info('Training %s on %s for %d steps in %s (mesh %s).',
                type(model).__name__, train_dataset_cfg.mixture_or_task_name,
                total_steps, model_dir, dict(partitioner.mesh.shape))
-  if jax.process_index() == 0:
-    with open(os.path.join(model_dir, 'config.gin'), 'w') as f:
-      f.write(gin.config_str())
-  return train_loop.run(
+  # As T5X: config.gin is everything bound (feed it back with
+  # --gin_file=<model_dir>/config.gin); operative_config.gin, written once the
+  # run ends, is what the run actually used, defaults included.
+  _write_gin(model_dir, 'config.gin', gin.config_str())
+  result = train_loop.run(
       trainer, init_variables_fn, batches, total_steps=total_steps,
       model_dir=model_dir, save_config=save_cfg, initial_restore=restore_cfg,
       seed=random_seed, log_period=stats_period, show_progress=show_progress,
       step_callback=step_callback,
-      # The configurables this run has called: what built its model.
+      # The configurables this run has called so far: what built its model.
       run_info={'gin_config': gin.operative_config_str()})
+  _write_gin(model_dir, 'operative_config.gin', gin.operative_config_str())
+  return result
+
+
+def _write_gin(model_dir: str, name: str, text: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(model_dir, name), 'w') as f:
+      f.write(text)

@@ -60,6 +60,16 @@ class LoopResult:
   last_metrics: dict
 
 
+def log_stats(step: int, total_steps: int, metrics: dict) -> None:
+  """The plain line a person reads in the log every `log_period` steps."""
+  if jax.process_index() != 0:
+    return
+  logging.info('step %d/%d: loss %.4f, accuracy %.4f, %.0f tokens/s, '
+               'learning rate %.3g', step, total_steps, float(metrics['loss']),
+               float(metrics['accuracy']), float(metrics['tokens_per_second']),
+               float(metrics['learning_rate']))
+
+
 class _SigtermFlag:
   """Records SIGTERM instead of dying, so the loop can save first."""
 
@@ -265,6 +275,7 @@ def run(trainer: trainer_lib.Trainer,
           metrics['tokens_per_second'] = tokens * jax.process_count() / elapsed
           metrics['steps_per_second'] = window_steps / elapsed
           writer.write(step, metrics)
+          log_stats(step, total_steps, metrics)
           tokens, window_start, window_steps = 0.0, time.perf_counter(), 0
         bar.update(step, metrics)
         if manager.should_save(step) or step == total_steps:

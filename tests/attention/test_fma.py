@@ -56,7 +56,7 @@ def test_avg_xla_matches_reference(options, length, masked):
 
 
 def test_avg_is_dense_over_window_means():
-  """Spec oracle for 'avg': dense softmax with far keys replaced by window means."""
+  """The oracle of docs/attention.md for 'avg': dense softmax with far keys replaced by window means."""
   n, m, p = 32, 4, 2
   q, k, v, _, _ = helpers.random_inputs(3, length=n, batch=1, mask=False,
                                         bias=False, heads=1)

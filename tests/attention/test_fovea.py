@@ -7,7 +7,7 @@ import pytest
 from fovea_jax import attention
 from tests.attention import helpers
 
-SPEC_MAP_16 = {  # ../shared/spec/attention.md, edge='drop', 16 blocks
+SPEC_MAP_16 = {  # docs/attention.md#fovea, edge='drop', 16 blocks
     0: '0011222233333333',
     1: '000112222.......',
     3: '11000112222.....',

@@ -6,13 +6,17 @@ from fovea_jax import data
 from fovea_jax.tasks import paths
 
 _RUN_GIN = """
+from __gin__ import dynamic_registration
+from fovea_jax.data import config
+from fovea_jax.tasks import paths
+
 MIXTURE_OR_TASK_NAME = 'stdlib_summarization'
 TASK_FEATURE_LENGTHS = {'inputs': 256, 'targets': 32}
 BATCH_SIZE = 4
 USE_CACHED_TASKS = False
 SENTENCEPIECE_MODEL = '/models/spm/multi_news_32k.model'
 
-train/DatasetConfig:
+train/config.DatasetConfig:
   mixture_or_task_name = %MIXTURE_OR_TASK_NAME
   task_feature_lengths = %TASK_FEATURE_LENGTHS
   split = 'train'
@@ -23,7 +27,7 @@ train/DatasetConfig:
   pack = True
   module = 'fovea_jax.tasks'
 
-fovea_jax.tasks.sentencepiece_model_path.path = %SENTENCEPIECE_MODEL
+paths.sentencepiece_model_path.path = %SENTENCEPIECE_MODEL
 """
 
 
@@ -51,3 +55,13 @@ def test_bad_lengths_from_gin_fail_when_the_config_is_built(clean_gin):
   with gin.config_scope('train'):
     with pytest.raises(ValueError, match="TASK_FEATURE_LENGTHS\\['targets'\\]"):
       data.DatasetConfig()
+
+
+@pytest.mark.parametrize('name,listed', [
+    ('stdlib_sumarization', 'Close matches: stdlib_summarization'),
+    ('zzz', 'Registered: .*stdlib_lm.*stdlib_summarization'),
+])
+def test_unknown_task_names_the_registered_ones(name, listed):
+  with pytest.raises(ValueError, match=f"No seqio task or mixture named '{name}'"
+                     f'.*{listed}'):
+    data.get_mixture_or_task(name, module='fovea_jax.tasks')

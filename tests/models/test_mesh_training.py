@@ -138,7 +138,7 @@ def test_trainer_on_mesh_matches_one_device(model, one_device_losses,
 
 def test_beam_search_on_the_mesh_equals_one_device():
   model = build_model(['sizes/tiny.gin', 'attention/fovea.gin'],
-                      ['schemes.Fovea.block_len = 4'])
+                      ['fovea.Fovea.block_len = 4'])
   batch = {'encoder_input_tokens': jnp.asarray(
                np.random.default_rng(1).integers(2, 300, (8, 32))),
            'decoder_input_tokens': jnp.zeros((8, 6), jnp.int32)}

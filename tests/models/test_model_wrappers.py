@@ -13,7 +13,7 @@ import seqio
 import standin_networks
 from fovea_jax import decoding
 from fovea_jax import models
-from fovea_jax.networks import schemes
+from fovea_jax.layers import schemes
 from gin_models import build_model
 
 VOCAB = seqio.PassThroughVocabulary(size=16, eos_id=1)
@@ -87,6 +87,11 @@ def test_loss_metrics_and_scores():
   np.testing.assert_allclose(out['loss'], metrics['cross_ent_loss'] +
                              metrics['z_loss'], rtol=1e-6)
   assert metrics['weight_sum'] == 6 and metrics['num_examples'] == 2
+  # The loss is already a mean over the 6 real target tokens: the per-token
+  # metric is that mean, not the mean divided by 6 again.
+  np.testing.assert_allclose(metrics['loss_per_nonpadding_target_token'],
+                             out['loss'] * 6 / metrics['nonpadding_tokens'],
+                             rtol=1e-6)
   assert 0 <= metrics['accuracy'] <= 1
   np.testing.assert_allclose(out['scores'], token_ll.sum(-1), rtol=1e-5)
   np.testing.assert_allclose(out['token_scores'], token_ll, rtol=1e-5)

@@ -5,25 +5,26 @@ import jax
 import numpy as np
 
 from fovea_jax import networks
+from fovea_jax.layers import schemes
 
-# Every registered scheme with options small enough for lengths of ~20 tokens,
+# Every scheme with options small enough for lengths of ~20 tokens,
 # chosen so that pooled levels, global tokens and far fields really occur.
 TINY_SCHEMES = {
-    'dense': networks.schemes.Dense(),
-    'longt5_local': networks.schemes.LongT5Local(local_radius=3),
-    'longt5_tglobal': networks.schemes.LongT5TransientGlobal(
+    'dense': schemes.Dense(),
+    'longt5_local': schemes.Local(window=3),
+    'longt5_tglobal': schemes.LongT5TransientGlobal(
         local_radius=3, global_block_size=4),
-    'fovea': networks.schemes.Fovea(block_len=4),
+    'fovea': schemes.Fovea(block_len=4),
     # Every other fovea option: two nodes per band, nodes cut at the edges
     # dropped, log-count weights, levels capped at 1 (further level-1 nodes).
-    'fovea_options': networks.schemes.Fovea(block_len=2, wing=2, edge='drop',
-                                            coarse_weight='count', max_level=1),
-    'fma': networks.schemes.Fma(fine_len=4, rank=2, max_length=32),
-    'fma_learned': networks.schemes.Fma(fine_len=4, rank=2,
-                                        downsample='grouped_conv', max_length=32),
-    'masformer': networks.schemes.MASFormer(num_full=1, window=3),
-    'masformer_block': networks.schemes.MASFormer(full_layers=(1,),
-                                                  local='block', block_len=4),
+    'fovea_options': schemes.Fovea(block_len=2, wing=2, edge='drop',
+                                   coarse_weight='count', max_level=1),
+    'fma': schemes.Fma(fine_len=4, rank=2, max_length=32),
+    'fma_learned': schemes.Fma(fine_len=4, rank=2,
+                               downsample='grouped_conv', max_length=32),
+    'masformer': schemes.MASFormer(num_full=1, window=3),
+    'masformer_block': schemes.MASFormer(full_layers=(1,),
+                                         local='block', block_len=4),
 }
 
 

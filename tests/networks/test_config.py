@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fovea_jax import networks
-from fovea_jax.networks import schemes
+from fovea_jax.layers import schemes
 from tests.networks.configs import TINY_SCHEMES, tiny_config
 
 
@@ -21,6 +21,9 @@ def clean_gin():
 
 def test_gin_builds_a_fovea_lm_and_a_tglobal_encoder_decoder(clean_gin):
   gin.parse_config('''
+      from __gin__ import dynamic_registration
+      from fovea_jax.layers.schemes import fovea
+      from fovea_jax.networks import network
       network.Config.vocab_size = 64
       network.Config.emb_dim = 32
       network.Config.num_heads = 4
@@ -28,9 +31,9 @@ def test_gin_builds_a_fovea_lm_and_a_tglobal_encoder_decoder(clean_gin):
       network.Config.mlp_dim = 48
       network.Config.num_decoder_layers = 2
       network.Config.dtype = 'bfloat16'
-      network.Config.attention = @schemes.Fovea()
-      schemes.Fovea.block_len = 16
-      schemes.Fovea.coarse_weight = 'count'
+      network.Config.attention = @fovea.Fovea()
+      fovea.Fovea.block_len = 16
+      fovea.Fovea.coarse_weight = 'count'
   ''')
   config = networks.Config()
   assert config.scheme == schemes.Fovea(block_len=16, coarse_weight='count')
@@ -62,13 +65,25 @@ def test_masformer_schedule():
   assert spec.dense_layers(6) == (0, 1)
   assert schemes.MASFormer(full_layers=[5, 2]).dense_layers(6) == (2, 5)
   assert hash(schemes.MASFormer(full_layers=[5, 2]))  # lists from gin are fine
-  dense_layer = spec.layer_factory(1, 6, causal=True)
-  local_layer = spec.layer_factory(2, 6, causal=True)
-  assert dense_layer.func.__name__ == 'DenseScheme'
-  assert local_layer.func.__name__ == 'LocalScheme'
-  assert local_layer.keywords == dict(causal=True, block_len=8)
+  dense_layer = spec.for_layer(1, 6, causal=True)
+  local_layer = spec.for_layer(2, 6, causal=True)
+  assert dense_layer.func is schemes.Dense
+  assert local_layer.func is schemes.Local
+  assert local_layer.keywords == dict(causal=True, window=None, block_len=8)
   with pytest.raises(ValueError, match='outside the 6 layers'):
     schemes.MASFormer(full_layers=(7,)).dense_layers(6)
+
+
+@pytest.mark.parametrize('masformer', [
+    dict(num_full=2), dict(num_full=4), dict(full_layers=(0, 1))])
+def test_masformer_that_makes_every_layer_dense_is_an_error(masformer):
+  # The default num_full=4 on a 2-layer model used to train a dense model.
+  config = tiny_config(attention=schemes.MASFormer(window=3, **masformer))
+  model = networks.DecoderOnly(config)
+  tokens = np.ones((1, 8), np.float32)
+  with pytest.raises(ValueError, match=r'MASFormer\.(num_full|full_layers).*all '
+                     r'2 layers.*num_full below 2'):
+    jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens, tokens)
 
 
 @pytest.mark.parametrize('bad,message', [

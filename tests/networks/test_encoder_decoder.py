@@ -123,7 +123,7 @@ def test_attention_init_scales_and_mean_valued_fma_filters():
   (1/sqrt(d) folded in), key 1/sqrt(emb); learned FMA filters start as means."""
   layer = layers.MultiHeadAttention(
       num_heads=4, head_dim=16,
-      scheme_factory=TINY_SCHEMES['fma_learned'].module_factory(causal=False))
+      scheme_factory=TINY_SCHEMES['fma_learned'].for_layer(0, 1, causal=False))
   x = np.ones((1, 8, 64), np.float32)
   params = jax.jit(lambda key: layer.init(key, x, x))(
       jax.random.PRNGKey(0))['params']

@@ -16,6 +16,7 @@ transformers = pytest.importorskip('transformers')
 
 from fovea_jax import interop  # noqa: E402
 from fovea_jax import networks  # noqa: E402
+from fovea_jax.layers import schemes  # noqa: E402
 
 pytestmark = pytest.mark.parity
 
@@ -102,7 +103,7 @@ def test_fovea_encoder_warm_starts_from_longt5_with_every_weight(tmp_path):
   _hf_model('local', tmp_path / 'local')
   local_config, local_params, _ = interop.load_hf_checkpoint(
       str(tmp_path / 'local'))
-  fovea = networks.schemes.Fovea(block_len=4)
+  fovea = schemes.Fovea(block_len=4)
   config, params, unused = interop.load_hf_checkpoint(str(tmp_path / 'local'),
                                                       attention=fovea)
   assert unused == []

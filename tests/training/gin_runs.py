@@ -19,16 +19,20 @@ def run(name, run_file, bindings, model_gin=STANDIN_MODEL_GIN):
 def train_bindings(model_dir, steps, **extra):
   bindings = [TASK, f'TASK_FEATURE_LENGTHS = {LENGTHS}', f'TRAIN_STEPS = {steps}',
               f"MODEL_DIR = '{model_dir}'", 'BATCH_SIZE = 8',
-              'CHECKPOINT_PERIOD = 10', 'train.stats_period = 1',
-              'train.show_progress = False',
-              "create_learning_rate_scheduler.factors = 'constant'",
-              'create_learning_rate_scheduler.base_learning_rate = 0.01']
+              'CHECKPOINT_PERIOD = 10', 'train_lib.train.stats_period = 1',
+              'train_lib.train.show_progress = False',
+              "lr_schedules.create_learning_rate_scheduler.factors = 'constant'",
+              'lr_schedules.create_learning_rate_scheduler.base_learning_rate = 0.01']
   return bindings + [f'{k} = {v}' for k, v in extra.items()]
 
 
-def checkpoint_bindings(checkpoint, output_macro, output_dir):
-  return [TASK, f'TASK_FEATURE_LENGTHS = {LENGTHS}', 'BATCH_SIZE = 4',
-          f"CHECKPOINT_PATH = '{checkpoint}'", f"{output_macro} = '{output_dir}'"]
+def checkpoint_bindings(checkpoint, output_macro, output_dir, dataset=True):
+  """Bindings of eval/infer (dataset=True) or export (no dataset macros: an
+  unknown macro is an error)."""
+  data = [TASK, 'BATCH_SIZE = 4'] if dataset else []
+  return data + [f'TASK_FEATURE_LENGTHS = {LENGTHS}',
+                 f"CHECKPOINT_PATH = '{checkpoint}'",
+                 f"{output_macro} = '{output_dir}'"]
 
 
 def standin_model():

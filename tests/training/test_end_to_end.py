@@ -38,7 +38,7 @@ def test_evaluate_reports_rouge_and_infer_writes_predictions(trained, tmp_path):
   results = gin_runs.run(
       'evaluate', 'runs/eval.gin',
       gin_runs.checkpoint_bindings(model_dir, 'EVAL_OUTPUT_DIR', tmp_path / 'e')
-      + ['evaluate.num_examples = 8'])
+      + ['eval_lib.evaluate.num_examples = 8'])
   [metrics] = results.values()
   assert {'rouge1', 'rouge2', 'rougeL', 'rougeLsum'} <= set(metrics)
   saved = json.load(open(tmp_path / 'e' / 'results.json'))
@@ -70,7 +70,7 @@ def test_export_is_callable_without_fovea_and_matches_the_model(trained,
   export_dir = tmp_path / 'export'
   gin_runs.run('export', 'runs/export.gin',
                gin_runs.checkpoint_bindings(model_dir, 'EXPORT_OUTPUT_DIR',
-                                            export_dir) +
+                                            export_dir, dataset=False) +
                ['EXPORT_BATCH_SIZE = 2'])
   manifest = json.load(open(export_dir / 'manifest.json'))
   assert manifest['step'] == 20 and set(manifest['functions']) == {'encode',

@@ -16,7 +16,7 @@ def test_command_line_rejects_an_unknown_gin_binding(tmp_path):
   process = subprocess.run(
       [sys.executable, '-m', 'fovea_jax.train',
        f'--gin_file={gin_runs.STANDIN_MODEL_GIN}',
-       '--gin_file=runs/pretrain.gin', '--gin.Trainer.num_microbatchez=2'],
+       '--gin_file=runs/pretrain.gin', '--gin.trainer.Trainer.num_microbatchez=2'],
       cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=REPO),
       capture_output=True, text=True, timeout=120)
   assert process.returncode != 0
@@ -55,11 +55,12 @@ def test_lengths_the_attention_cannot_serve_fail_before_training(tmp_path):
   small_fma = tmp_path / 'small_fma.gin'
   small_fma.write_text('\n'.join([
       'from __gin__ import dynamic_registration',
-      'import fovea_jax.networks.schemes as schemes',
-      'schemes.Fma.max_length = 32', 'schemes.Fma.fine_len = 16',
-      'schemes.Fma.rank = 4']))
-  with pytest.raises(ValueError, match=r"TASK_FEATURE_LENGTHS=.*'inputs': 64.*"
-                     r'cannot be served.*max_length=32'):
+      'from fovea_jax.layers.schemes import fma',
+      'fma.Fma.max_length = 32', 'fma.Fma.fine_len = 16',
+      'fma.Fma.rank = 4']))
+  with pytest.raises(ValueError, match=r"(?s)TASK_FEATURE_LENGTHS=.*'inputs': 64.*"
+                     r'cannot be served.*max_length=32.*raise fma.Fma.max_length.*'
+                     r'The attention is fma.Fma\(.*--gin.fma.Fma.<option>'):
     gin_runs.run('train', 'runs/pretrain.gin',
                  gin_runs.train_bindings(tmp_path, 1),
                  model_gin=['sizes/tiny.gin', 'attention/fma.gin',

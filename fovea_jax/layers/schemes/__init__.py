@@ -1,5 +1,47 @@
-"""Attention-scheme modules that `MultiHeadAttention` runs between its projections.
+"""Attention schemes: one module per scheme, its fields the scheme's options.
 
-One module per scheme (dense, local, fovea, FMA, LongT5 transient-global), each
-owning its decode-time cache; `fovea_jax.networks.schemes` maps names to them.
+Every `base.Scheme` subclass defined in a module of this package is exposed here
+by its class name, so gin files import the package (`from fovea_jax.layers
+import schemes`) and name `schemes.Fovea`; a new scheme is one new file here plus
+one `gin_configs/attention/*.gin` file. `get_scheme` turns `network.Config.attention`
+(a configured instance or a scheme name) into an instance.
 """
+import importlib
+import pkgutil
+
+from fovea_jax.layers.schemes import base
+from fovea_jax.layers.schemes.base import Scheme
+
+
+def _collect() -> dict:
+  """{class name: class} of every Scheme subclass defined in this package."""
+  found = {}
+  for info in pkgutil.iter_modules(__path__):
+    module = importlib.import_module(f'{__name__}.{info.name}')
+    for value in vars(module).values():
+      if (isinstance(value, type) and issubclass(value, Scheme) and
+          value is not Scheme and value.__module__ == module.__name__):
+        found[value.__name__] = value
+  return found
+
+
+_CLASSES = _collect()
+globals().update(_CLASSES)
+BY_NAME = {cls.scheme_name: cls for cls in _CLASSES.values()}
+
+
+def get_scheme(scheme) -> Scheme:
+  """A scheme instance from an instance or a scheme name (default options)."""
+  if isinstance(scheme, str):
+    if scheme not in BY_NAME:
+      raise ValueError(f'unknown attention scheme {scheme!r}; known: '
+                       f'{sorted(BY_NAME)} (or a configured instance such as '
+                       '@fovea.Fovea()).')
+    return BY_NAME[scheme]()
+  if not isinstance(scheme, Scheme):
+    raise ValueError(f'attention scheme must be a name in {sorted(BY_NAME)} or an '
+                     f'instance of a fovea_jax.layers.schemes class, got {scheme!r}.')
+  return scheme
+
+
+__all__ = ['Scheme', 'BY_NAME', 'get_scheme', 'base', *sorted(_CLASSES)]

@@ -1,6 +1,8 @@
-"""What every attention-scheme module receives, and the KV cache they share.
+"""The base of every attention-scheme module, what each receives, and the KV cache.
 
-A scheme module (dense, local, fovea, ...) is called by `MultiHeadAttention` as
+A scheme module (dense, local, fovea, ...) subclasses `Scheme`; its dataclass
+fields are the scheme's options, so the module itself is what gin configures
+(`schemes.Fovea.block_len = 64`). `MultiHeadAttention` calls it as
 `scheme(query, key, value, inputs)` with projected `[batch, length, heads, head_dim]`
 arrays and an `AttentionInputs` bundle. In decode mode it owns its cache: the
 common `cached_key`, `cached_value`, `cache_index` (made here) plus any pooled
@@ -8,7 +10,8 @@ pyramid it keeps. Every cache leaf except `cache_index` is batch-major so beam
 search can expand it.
 """
 import dataclasses
-from typing import Callable, Optional
+import functools
+from typing import Callable, ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -22,6 +25,39 @@ from fovea_jax.sharding import axis_names as ax
 # [batch, length, kv_heads, head_dim] cached keys and values.
 CACHE_KV_AXES = (ax.CACHE_BATCH, ax.CACHE_LENGTH, ax.CACHE_HEADS, ax.CACHE_KV)
 MASKED = attention_common.MASKED
+
+
+class Scheme(nn.Module):
+  """An attention scheme: options as fields, `causal` set by the stack.
+
+  A network holds one configured instance (unbound, never called itself) and asks
+  it per layer for the module factory to run there, so a schedule such as
+  MASFormer can give different layers different modules.
+  """
+  causal: bool = False
+  # The name `network.Config.attention` accepts for this scheme's defaults.
+  scheme_name: ClassVar[str] = 'abstract'
+  # LongT5 transient-global needs a second relative-position table per stack.
+  uses_side_bias: ClassVar[bool] = False
+
+  @classmethod
+  def gin_name(cls) -> str:
+    """How gin files and --gin. overrides name this scheme: module.Class."""
+    return f'{cls.__module__.rsplit(".", 1)[-1]}.{cls.__name__}'
+
+  # nowrap: called on the unbound, configured instance (no Flax scope).
+  @nn.nowrap
+  def options(self) -> dict:
+    """The configured fields (everything but Flax's parent/name)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.init and f.name not in ('parent', 'name')}
+
+  @nn.nowrap
+  def for_layer(self, layer_index: int, num_layers: int,
+                causal: bool) -> Callable[..., nn.Module]:
+    """Factory (called with `name=`) of the module layer `layer_index` runs."""
+    del layer_index, num_layers
+    return functools.partial(type(self), **{**self.options(), 'causal': causal})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Dense attention as a scheme module: full softmax, packing, causal, KV cache,
 and T5X's prefix-LM mask (bidirectional among the inputs)."""
+import gin
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -23,9 +24,10 @@ def _prefix_lm_attention(query, key, value, inputs: base.AttentionInputs):
   return attention_common.masked_dense_attention(query, key, value, bias, 1.0)
 
 
-class DenseScheme(nn.Module):
+@gin.configurable
+class Dense(base.Scheme):
   """Dense attention; the only scheme that separates packed examples."""
-  causal: bool = False
+  scheme_name = 'dense'
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):

@@ -9,6 +9,7 @@ each new token into its group's entries on every level: O(levels * rank) work.
 """
 import math
 
+import gin
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
@@ -35,12 +36,15 @@ def window_mean_filter(rank):
   return init
 
 
-class FmaScheme(nn.Module):
+@gin.configurable
+class Fma(base.Scheme):
+  """Fast Multipole Attention (docs/attention.md); `grouped_conv` learns filters
+  up to `max_length`."""
+  scheme_name = 'fma'
   fine_len: int = 128
   rank: int = 16
   downsample: str = 'avg'
   max_length: int = 16384
-  causal: bool = False
 
   def _filters(self, head_dim):
     """{level: (key_filter, value_filter)} for every level up to max_length."""
@@ -87,7 +91,7 @@ class FmaScheme(nn.Module):
     if self.downsample == 'grouped_conv' and length > self.max_length:
       raise ValueError(
           f'FMA grouped_conv has filters up to max_length={self.max_length} but '
-          f'got length {length}; raise schemes.Fma.max_length (it adds params).')
+          f'got length {length}; raise fma.Fma.max_length (it adds params).')
     return levels
 
   def _learned_levels(self, key, value, key_mask, levels, filters):

@@ -9,6 +9,7 @@ import functools
 import math
 from typing import Optional
 
+import gin
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
@@ -36,8 +37,8 @@ def causal_decode_plan(max_len, block_len, wing, edge, max_level):
       raise ValueError(
           f'fovea decoding keeps windows of 2^{level} tokens aligned to blocks: '
           f'block_len ({block_len}) must be divisible by {2 ** level} for '
-          f'max_decode_length {max_len}; use a power-of-two block_len or set '
-          'max_level.')
+          f'max_decode_length {max_len}; use a power-of-two fovea.Fovea.block_len '
+          'or set fovea.Fovea.max_level.')
   plan = {}
   for level in levels:
     width = max(sum(1 for lvl, _ in nodes if lvl == level) for nodes in per_block)
@@ -49,13 +50,16 @@ def causal_decode_plan(max_len, block_len, wing, edge, max_level):
   return plan
 
 
-class FoveaScheme(nn.Module):
+@gin.configurable
+class Fovea(base.Scheme):
+  """Fovea attention (He et al. 2023; docs/attention.md); paper: block_len 128,
+  wing 1."""
+  scheme_name = 'fovea'
   block_len: int = 128
   wing: int = 1
   edge: str = 'clip'
   coarse_weight: str = 'once'
   max_level: Optional[int] = None
-  causal: bool = False
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):

@@ -5,6 +5,7 @@ sparse layers of the MASFormer schedule (sliding window or block-local).
 """
 from typing import Optional
 
+import gin
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -12,17 +13,22 @@ from fovea_jax import attention
 from fovea_jax.layers.schemes import base
 
 
-class LocalScheme(nn.Module):
-  """Exactly one of `window` (|i-j| <= window) or `block_len` (same block)."""
-  window: Optional[int] = None
+@gin.configurable
+class Local(base.Scheme):
+  """Exactly one of `window` (|i-j| <= window) or `block_len` (same block).
+
+  LongT5's local attention is `window = local_radius = 127`.
+  """
+  scheme_name = 'local'
+  window: Optional[int] = 127
   block_len: Optional[int] = None
-  causal: bool = False
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):
     if (self.window is None) == (self.block_len is None):
-      raise ValueError('LocalScheme needs exactly one of window or block_len, got '
-                       f'window={self.window}, block_len={self.block_len}.')
+      raise ValueError('local.Local needs exactly one of window or block_len '
+                       f'(set the other to None), got window={self.window}, '
+                       f'block_len={self.block_len}.')
     base.reject_packing('local', inputs)
     if inputs.decode:
       cache = base.kv_cache_step(self, key, value)

@@ -6,6 +6,7 @@ the global tokens are projected with the layer's own key/value projections
 weight. Decoding (causal variant) keeps the running group sums and the projected
 global tokens in the cache.
 """
+import gin
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,10 +18,13 @@ from fovea_jax.layers.schemes import base
 from fovea_jax.sharding import axis_names as ax
 
 
-class TransientGlobalScheme(nn.Module):
+@gin.configurable
+class LongT5TransientGlobal(base.Scheme):
+  """LongT5 TGlobal: local window plus one global token per 16-token group."""
+  scheme_name = 'longt5_tglobal'
+  uses_side_bias = True
   local_radius: int = 127
   global_block_size: int = 16
-  causal: bool = False
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):

@@ -1,11 +1,12 @@
 """The network configuration: one frozen dataclass, configured from gin.
 
-Gin name `network.Config` (T5X's `network.T5Config` vocabulary), e.g.
+Gin (files import `from fovea_jax.networks import network` and
+`from fovea_jax.layers.schemes import fovea`), e.g.
 ```
 network.Config.vocab_size = 32128
 network.Config.emb_dim = 768
-network.Config.attention = @schemes.Fovea()
-schemes.Fovea.block_len = 128
+network.Config.attention = @fovea.Fovea()
+fovea.Fovea.block_len = 128
 ```
 `attention` is the long-context scheme: encoder self-attention of the
 encoder-decoder (decoder self- and cross-attention stay dense there), or the
@@ -17,13 +18,13 @@ from typing import Any, Optional, Sequence
 import gin
 import jax.numpy as jnp
 
-from fovea_jax.networks import schemes
+from fovea_jax.layers import schemes
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16,
            'float16': jnp.float16}
 
 
-@gin.configurable(module='network')
+@gin.configurable
 @dataclasses.dataclass(frozen=True)
 class Config:
   """T5.1.1 / LongT5 dimensions plus the attention scheme."""
@@ -77,5 +78,5 @@ class Config:
     return _DTYPES[self.dtype] if isinstance(self.dtype, str) else self.dtype
 
   @property
-  def scheme(self) -> schemes.SchemeSpec:
+  def scheme(self) -> schemes.Scheme:
     return schemes.get_scheme(self.attention)
