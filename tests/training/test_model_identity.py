@@ -32,7 +32,7 @@ def test_checkpoint_carries_fingerprint_and_gin_config(fovea_run):
   assert meta['model']['config.attention'] == 'fovea'
   assert meta['model']['config.num_heads'] == 4
   assert 'dropout_rate' not in ' '.join(meta['model'])  # Compute-only.
-  assert 'schemes.Fovea' in meta['gin_config']
+  assert 'fovea.Fovea' in meta['gin_config']
   assert meta['optimizer']['name'] == 'adafactor'
 
 
@@ -43,7 +43,8 @@ def test_checkpoint_carries_fingerprint_and_gin_config(fovea_run):
 def test_another_attention_file_is_an_error_naming_attention(
     fovea_run, tmp_path, name, run_file, output_macro):
   bindings = gin_runs.checkpoint_bindings(
-      fovea_run, output_macro, tmp_path / 'out') + SMALL
+      fovea_run, output_macro, tmp_path / 'out',
+      dataset=name != 'export') + SMALL
   with pytest.raises(fingerprint.ModelMismatchError,
                      match=r"config.attention: checkpoint 'fovea', this model "
                      r"'dense'.*allow_model_mismatch"):
@@ -62,6 +63,7 @@ def test_right_files_infer_and_huggingface_export_of_fovea_is_refused(
   with pytest.raises(ValueError, match="Hugging Face export refused: "
                      "transformers cannot compute the 'fovea' attention"):
     gin_runs.run('export', 'runs/export.gin', gin_runs.checkpoint_bindings(
-        fovea_run, 'EXPORT_OUTPUT_DIR', tmp_path / 'export') + SMALL + [
+        fovea_run, 'EXPORT_OUTPUT_DIR', tmp_path / 'export', dataset=False)
+                 + SMALL + [
             'export.huggingface = True'], model_gin=FOVEA)
   assert not os.path.exists(tmp_path / 'export' / 'huggingface')

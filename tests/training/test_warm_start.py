@@ -37,7 +37,7 @@ def test_finetune_from_huggingface_dir_then_export_the_same_layout(tmp_path):
       f'TASK_FEATURE_LENGTHS = {LENGTHS}', f"INITIAL_CHECKPOINT_PATH = '{hf_dir}'"]
   # LongT5 (local) weights into a fovea encoder: refused, naming the field...
   with pytest.raises(fingerprint.ModelMismatchError,
-                     match=r"config.attention: checkpoint 'longt5_local', this "
+                     match=r"config.attention: checkpoint 'local', this "
                      r"model 'fovea'.*allow_model_mismatch = True"):
     gin_runs.run('train', 'runs/finetune.gin', bindings, model_gin=TINY_FOVEA)
   # ... and one flag away.
