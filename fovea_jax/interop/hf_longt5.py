@@ -236,7 +236,7 @@ def transformers_attention_of(config: Config) -> Optional[str]:
     return 'transient-global'
   if isinstance(scheme, schemes.Dense):
     return 'dense'
-  if isinstance(scheme, schemes.LongT5Local):
+  if isinstance(scheme, schemes.Local):
     return 'local'
   return None
 
