@@ -236,7 +236,8 @@ def transformers_attention_of(config: Config) -> Optional[str]:
     return 'transient-global'
   if isinstance(scheme, schemes.Dense):
     return 'dense'
-  if isinstance(scheme, schemes.Local):
+  # LongT5 local is a radius around each token; blocked local is ours only.
+  if isinstance(scheme, schemes.Local) and scheme.block_len is None:
     return 'local'
   return None
 
