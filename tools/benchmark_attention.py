@@ -154,13 +154,19 @@ def run(args):
 
 def add_peak_fractions(rows, peak_flops, heads, head_dim, batch):
   """Forward's achieved share of the measured matmul peak, on the FLOPs of the
-  scores it attends (QK^T and PV: 4 * attended pairs * head_dim per head)."""
+  scores it attends (QK^T and PV: 4 * attended pairs * head_dim per head), and
+  the achieved TFLOP/s on them: `fwd_tflops`, and `fwd_bwd_tflops` counting the
+  forward+backward as 3.5x the forward (FlashAttention's convention: the
+  backward recomputes the scores, 5 products)."""
   for r in rows:
     flops = 4.0 * batch * heads * head_dim * r['fraction'] * r['length'] ** 2
     r['forward_flops'] = flops
     r['matmul_peak_flops'] = peak_flops
     r['forward_peak_fraction'] = (flops / r['forward_s'] / peak_flops
                                   if r['forward_s'] else None)
+    r['fwd_tflops'] = flops / r['forward_s'] / 1e12 if r['forward_s'] else None
+    r['fwd_bwd_tflops'] = (3.5 * flops / r['fwd_bwd_s'] / 1e12
+                           if r['fwd_bwd_s'] else None)
 
 
 def _ratio(a, b):
@@ -220,7 +226,8 @@ def print_summary(rows):
              f"{speed / r['ideal_speedup']:5.0%}" if speed else '')
     goals = [f'{name}={r[name]:.3g}' for name in
              ('fwd_vs_cudnn', 'bwd_over_fwd', 'mem_vs_flash',
-              'forward_peak_fraction') if r.get(name)]
+              'forward_peak_fraction', 'fwd_tflops', 'fwd_bwd_tflops')
+             if r.get(name)]
     print(format_row(r) + extra + ('  ' + ' '.join(goals) if goals else ''))
 
 
