@@ -13,7 +13,9 @@ Writes into `output_dir`:
   left-aligned, padded with 0) and returning `targets_len` generated tokens per
   row (0 after an EOS);
 - `huggingface/`: config.json + model.safetensors in the Hugging Face LongT5 (or
-  T5) layout, when the network is fovea_jax.networks' EncoderDecoder;
+  T5) layout, when the network is fovea_jax.networks' EncoderDecoder with an
+  attention scheme transformers computes (dense, LongT5 local or
+  transient-global; fovea, FMA and MASFormer are refused, naming the scheme);
 - `manifest.json`: shapes, dtypes, the step, and how to call them.
 An earlier export in `output_dir` (a re-run) is replaced, with a log line
 saying so; a folder holding other files is refused.
@@ -39,6 +41,7 @@ import safetensors.numpy
 
 from fovea_jax import models
 from fovea_jax.training import checkpoints
+from fovea_jax.training import fingerprint
 from fovea_jax.training import model_inputs
 
 PyTree = Any
@@ -129,23 +132,59 @@ def export_functions(model: Any, flat_params: Mapping[str, np.ndarray],
   }
 
 
-def save_huggingface(model: Any, params: PyTree, output_dir: str
-                     ) -> Optional[dict]:
-  """`output_dir/huggingface/` in the HF LongT5 (or T5) layout, when the network
-  is fovea_jax.networks' EncoderDecoder; returns its manifest entry or None."""
+def _hf_skip_reason(model: Any) -> Optional[str]:
+  """Why transformers cannot run this model as trained, or None if it can."""
+  # pylint: disable=g-import-not-at-top
+  from fovea_jax import networks
+  from fovea_jax.interop import hf_longt5
+  if not isinstance(model.module, networks.EncoderDecoder):
+    return (f'the network ({type(model.module).__name__}) is not fovea_jax.'
+            'networks\' EncoderDecoder, which the Hugging Face layout maps')
+  network_config = model.module.config
+  if hf_longt5.transformers_attention_of(network_config) is None:
+    scheme = network_config.scheme.scheme_name
+    return (f'transformers cannot compute the {scheme!r} attention scheme: a '
+            'LongT5 config would make it compute different attention with '
+            'these weights')
+  return None
+
+
+def huggingface_layout(model: Any, huggingface: Optional[bool]
+                       ) -> Optional[str]:
+  """The HF encoder attention type to export as, or None to skip; raises for
+  `huggingface=True` on a model transformers cannot compute."""
+  if huggingface is False:
+    return None
+  reason = _hf_skip_reason(model)
+  if reason is None:
+    # pylint: disable=g-import-not-at-top
+    from fovea_jax.interop import hf_longt5
+    return hf_longt5.transformers_attention_of(model.module.config)
+  if huggingface:
+    raise ValueError(f'Hugging Face export refused: {reason}. Export without '
+                     'it (export.huggingface = False; the jax.export functions '
+                     'and safetensors compute the trained model), or train '
+                     'with a scheme transformers has (dense, longt5_local, '
+                     'longt5_tglobal).')
+  logging.info('Hugging Face export skipped: %s.', reason)
+  return None
+
+
+def save_huggingface(model: Any, params: PyTree, output_dir: str) -> dict:
+  """`output_dir/huggingface/` in the HF LongT5 (or T5) layout; returns its
+  manifest entry. Refuses (ValueError naming the scheme) a model transformers
+  cannot compute."""
+  layout = huggingface_layout(model, True)
+  network_config = model.module.config
   # pylint: disable=g-import-not-at-top
   from fovea_jax.interop import hf_longt5
-  from fovea_jax.networks import EncoderDecoder
-  if not isinstance(model.module, EncoderDecoder):
-    return None
-  network_config = model.module.config
   hf_dir = os.path.join(output_dir, 'huggingface')
   hf_longt5.save_hf_checkpoint(params, network_config, hf_dir)
   return {'directory': 'huggingface',
-          'layout': hf_longt5.encoder_attention_type_of(network_config),
-          'note': ('LongT5ForConditionalGeneration.from_pretrained loads it; '
-                   'params with no LongT5 counterpart (FMA learned filters) '
-                   'are left out.')}
+          'layout': layout,
+          'note': ('LongT5ForConditionalGeneration (or T5ForConditionalGeneration'
+                   ' for dense) .from_pretrained loads it and computes the '
+                   'same attention.')}
 
 
 # What `export` writes into its output_dir (the `*.jax_export` files besides).
@@ -216,19 +255,28 @@ def export(*,
            batch_size: int = 1,
            params_dtype: str = 'float32',
            platforms: Optional[Sequence[str]] = None,
-           huggingface: bool = True) -> str:
-  """Exports the restored checkpoint; returns output_dir."""
+           huggingface: Optional[bool] = None) -> str:
+  """Exports the restored checkpoint; returns output_dir.
+
+  `huggingface`: True writes `huggingface/` and fails for a model transformers
+  cannot compute (a fovea, FMA or MASFormer encoder, a decoder-only LM); None
+  (default) writes it when transformers can and records why not in the
+  manifest otherwise; False never writes it.
+  """
   inputs_length, targets_length = _lengths(task_feature_lengths)
   shapes = model_input_shapes(model, batch_size, inputs_length, targets_length)
   types = {k: np.int32 for k in shapes}
+  model_fingerprint = fingerprint.fingerprint(model)
+  hf_layout = huggingface_layout(model, huggingface)
   params, step = checkpoints.restore_params(
       restore_checkpoint_cfg, partitioner,
-      model_inputs.init_variables_fn(model, shapes, types))
+      model_inputs.init_variables_fn(model, shapes, types), model_fingerprint)
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   clear_previous_export(output_dir)
   os.makedirs(output_dir, exist_ok=True)
   checkpoints.save_params(os.path.join(output_dir, 'params'), params,
-                          dtype=params_dtype, meta={'step': step})
+                          dtype=params_dtype,
+                          meta={'step': step, 'model': model_fingerprint})
   flat = _cast(flatten_params(params), params_dtype)
   functions = export_functions(model, flat, batch_size, inputs_length,
                                targets_length, platforms)
@@ -255,10 +303,12 @@ def export(*,
                 "'rb').read()); params = safetensors.numpy.load_file("
                 "'params.safetensors'); exported.call(params, tokens)"),
   }
-  if huggingface:
-    hf_manifest = save_huggingface(model, unflatten_params(flat), output_dir)
-    if hf_manifest:
-      manifest['huggingface'] = hf_manifest
+  if hf_layout is not None:
+    manifest['huggingface'] = save_huggingface(model, unflatten_params(flat),
+                                               output_dir)
+  elif huggingface is None and not isinstance(model, models.DecoderOnlyModel):
+    # An encoder-decoder transformers cannot run as trained: say why.
+    manifest['huggingface'] = {'skipped': _hf_skip_reason(model)}
   with open(os.path.join(output_dir, 'manifest.json'), 'w') as f:
     json.dump(manifest, f, indent=2)
   return output_dir
