@@ -391,6 +391,29 @@ class DecoderOnlyModel(BaseTransformerModel):
         max_decode_length=max_decode_length, mutable=['cache'])
     return jnp.squeeze(logits, axis=1), new_vars['cache']
 
+  @staticmethod
+  def prompt_batch(prompts: jnp.ndarray, num_generate: int) -> dict:
+    """The features `predict_batch` needs to continue `prompts` by up to
+    `num_generate` tokens.
+
+    prompts: `[batch, P]` int tokens, each row left-aligned and padded with 0.
+    Returns what seqio's prefix-LM feature converter makes for `inputs` =
+    prompts and `num_generate` targets (without the targets, which are
+    unknown): `decoder_input_tokens [batch, P + num_generate]` = BOS, the
+    prompt, zeros, and `decoder_causal_attention` marking BOS and the prompt.
+    """
+    if num_generate < 1:
+      raise ValueError(f'num_generate must be at least 1, got {num_generate}.')
+    prompts = jnp.asarray(prompts).astype(jnp.int32)
+    rows, prompt_length = prompts.shape
+    tokens = jnp.concatenate(
+        [jnp.zeros((rows, 1), jnp.int32), prompts,
+         jnp.zeros((rows, num_generate - 1), jnp.int32)], axis=1)
+    lengths = jnp.sum(prompts != 0, axis=1)
+    causal = jnp.arange(prompt_length + num_generate)[None] <= lengths[:, None]
+    return {'decoder_input_tokens': tokens,
+            'decoder_causal_attention': causal.astype(jnp.int32)}
+
   def predict_batch_with_aux(self, params: PyTree, batch: Batch,
                              rng: jax.Array | None = None, *,
                              return_all_decodes: bool = False,
@@ -407,8 +430,10 @@ class DecoderOnlyModel(BaseTransformerModel):
     """
     if 'decoder_causal_attention' not in batch:
       raise ValueError(
-          'Batch has no "decoder_causal_attention": predicting needs '
-          'task_feature_lengths with both "inputs" and "targets".')
+          'Batch has no "decoder_causal_attention": a decoder-only model '
+          'continues prompts, so predicting needs TASK_FEATURE_LENGTHS with '
+          "both 'inputs' (the prompt length) and 'targets' (tokens to "
+          'generate).')
     if self._inputs_bidirectional_attention:
       raise NotImplementedError(
           'Prediction with inputs_bidirectional_attention needs a prefilled '

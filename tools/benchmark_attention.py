@@ -4,7 +4,8 @@ For each scheme, implementation and length: forward and forward+backward wall ti
 (best of --repeats after a compile run) and peak memory (XLA's buffer assignment of
 the compiled program: arguments + outputs + temporaries; on GPU also the device's
 own peak counter), plus the scheme's attended fraction of the dense score matrix so
-that time can be read against the ideal. Prints a table and writes JSON and a PNG
+that time can be read against the ideal, and the forward's share of the machine's
+matmul peak (measured in the same run) on the FLOPs of the scores it attends. Prints a table and writes JSON and a PNG
 (log-log time and memory against length).
 
   python tools/benchmark_attention.py                      # 1k..64k
@@ -17,6 +18,7 @@ import functools
 import json
 import os
 import pathlib
+import statistics
 import sys
 import time
 
@@ -43,6 +45,21 @@ def scheme_table(block_len, fine_len, rank, window):
       'sliding': (functools.partial(attention.local_attention, window=window),
                   lambda n: attention.local_layout(n, window=window)),
   }
+
+
+def measure_matmul_peak(size, repeats):
+  """FLOP/s of an `[size, size] @ [size, size]` product through XLA (median)."""
+  dtype = jnp.bfloat16 if jax.default_backend() == 'gpu' else jnp.float32
+  a, b = (jax.random.normal(k, (size, size), dtype)
+          for k in jax.random.split(jax.random.PRNGKey(0)))
+  product = jax.jit(jnp.matmul).lower(a, b).compile()
+  jax.block_until_ready(product(a, b))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(product(a, b))
+    times.append(time.perf_counter() - start)
+  return 2.0 * size ** 3 / statistics.median(times)
 
 
 def cudnn_dense(q, k, v):
@@ -135,6 +152,23 @@ def run(args):
   return rows
 
 
+def add_peak_fractions(rows, peak_flops, heads, head_dim, batch):
+  """Forward's achieved share of the measured matmul peak, on the FLOPs of the
+  scores it attends (QK^T and PV: 4 * attended pairs * head_dim per head), and
+  the achieved TFLOP/s on them: `fwd_tflops`, and `fwd_bwd_tflops` counting the
+  forward+backward as 3.5x the forward (FlashAttention's convention: the
+  backward recomputes the scores, 5 products)."""
+  for r in rows:
+    flops = 4.0 * batch * heads * head_dim * r['fraction'] * r['length'] ** 2
+    r['forward_flops'] = flops
+    r['matmul_peak_flops'] = peak_flops
+    r['forward_peak_fraction'] = (flops / r['forward_s'] / peak_flops
+                                  if r['forward_s'] else None)
+    r['fwd_tflops'] = flops / r['forward_s'] / 1e12 if r['forward_s'] else None
+    r['fwd_bwd_tflops'] = (3.5 * flops / r['fwd_bwd_s'] / 1e12
+                           if r['fwd_bwd_s'] else None)
+
+
 def _ratio(a, b):
   return a / b if a and b else None
 
@@ -191,7 +225,9 @@ def print_summary(rows):
     extra = (f" {speed:8.2f} {r['ideal_speedup']:6.2f} "
              f"{speed / r['ideal_speedup']:5.0%}" if speed else '')
     goals = [f'{name}={r[name]:.3g}' for name in
-             ('fwd_vs_cudnn', 'bwd_over_fwd', 'mem_vs_flash') if r.get(name)]
+             ('fwd_vs_cudnn', 'bwd_over_fwd', 'mem_vs_flash',
+              'forward_peak_fraction', 'fwd_tflops', 'fwd_bwd_tflops')
+             if r.get(name)]
     print(format_row(r) + extra + ('  ' + ' '.join(goals) if goals else ''))
 
 
@@ -209,25 +245,37 @@ def plot(rows, path):
               label=label)
     ax_m.plot([r['length'] for r in pts], [r['fwd_bwd_bytes'] / 2**30 for r in pts],
               'o-', label=label)
-  for ax, title in ((ax_t, 'forward+backward time (s)'),
-                    (ax_m, 'forward+backward peak memory (GiB)')):
+  finish_plot(fig, ((ax_t, 'forward+backward time (s)'),
+                    (ax_m, 'forward+backward peak memory (GiB)')),
+              'sequence length', f'attention on {jax.devices()[0].device_kind}', path)
+
+
+def finish_plot(fig, titled_axes, xlabel, title, path, legend_size=8):
+  """Log-log axes with titles, grid and legend; saves the figure."""
+  for ax, axis_title in titled_axes:
     ax.set_xscale('log', base=2)
     ax.set_yscale('log')
-    ax.set_xlabel('sequence length')
-    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_title(axis_title)
     ax.grid(True, which='both', alpha=0.3)
-    ax.legend(fontsize=8)
-  fig.suptitle(f'attention on {jax.devices()[0].device_kind}')
+    ax.legend(fontsize=legend_size)
+  fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
 
 
-def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__,
+def length_parser(description):
+  """Argument parser with the benchmarks' shared --lengths / --max_len."""
+  parser = argparse.ArgumentParser(description=description,
                                    formatter_class=argparse.RawTextHelpFormatter)
   parser.add_argument('--lengths', type=lambda s: [int(x) for x in s.split(',')],
                       default=[1024, 2048, 4096, 8192, 16384, 32768, 65536])
   parser.add_argument('--max_len', type=int, default=65536)
+  return parser
+
+
+def parse_args(argv=None):
+  parser = length_parser(__doc__)
   parser.add_argument('--schemes', type=lambda s: s.split(','),
                       default=['dense', 'fovea', 'fma', 'sliding'])
   parser.add_argument('--implementations', type=lambda s: s.split(','),
@@ -241,6 +289,8 @@ def parse_args(argv=None):
   parser.add_argument('--rank', type=int, default=32)
   parser.add_argument('--window', type=int, default=128)
   parser.add_argument('--repeats', type=int, default=2)
+  parser.add_argument('--peak_size', type=int, default=4096,
+                      help='side of the matmul whose speed is the peak')
   parser.add_argument('--out', default='benchmarks/out/attention')
   return parser.parse_args(argv)
 
@@ -249,12 +299,20 @@ def main(argv=None):
   args = parse_args(argv)
   print(f'device: {jax.devices()[0].device_kind}, batch {args.batch}, heads '
         f'{args.heads}, head_dim {args.head_dim}, {args.dtype}\n{HEADER}')
+  peak = measure_matmul_peak(args.peak_size, args.repeats)
+  print(f'matmul peak {peak / 1e9:.1f} GFLOP/s ({args.peak_size}^3)', flush=True)
   rows = run(args)
+  add_peak_fractions(rows, peak, args.heads, args.head_dim, args.batch)
   print_summary(rows)
-  out = pathlib.Path(args.out)
+  write_outputs(rows, args.out, plot)
+
+
+def write_outputs(result, out, plot_fn):
+  """`out`.json (the result) and `out`.png (`plot_fn(result, path)`)."""
+  out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.with_suffix('.json').write_text(json.dumps(rows, indent=1))
-  plot(rows, out.with_suffix('.png'))
+  out.with_suffix('.json').write_text(json.dumps(result, indent=1))
+  plot_fn(result, out.with_suffix('.png'))
   print(f'\nwrote {out.with_suffix(".json")} and {out.with_suffix(".png")}')
 
 

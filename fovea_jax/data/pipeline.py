@@ -13,6 +13,7 @@ from fovea_jax.data import packing
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.data.config import get_mixture_or_task
 from fovea_jax.data.tensorflow_setup import tf
+from fovea_jax.tasks import preprocessors
 
 
 def default_shard_info() -> seqio.ShardInfo:
@@ -29,10 +30,14 @@ def per_process_batch_size(cfg: DatasetConfig,
   return cfg.batch_size // shard_info.num_shards
 
 
-def feature_converter_cls_for(task_or_mixture) -> Type[seqio.FeatureConverter]:
-  """Encoder-decoder for tasks with `inputs`, decoder-only LM otherwise."""
+def feature_converter_cls_for(task_or_mixture, task_feature_lengths=()
+                              ) -> Type[seqio.FeatureConverter]:
+  """Encoder-decoder for tasks with `inputs`; otherwise a decoder-only LM,
+  prompted (prefix LM) when `task_feature_lengths` gives `inputs` a length."""
   if 'inputs' in task_or_mixture.output_features:
     return seqio.EncDecFeatureConverter
+  if 'inputs' in task_feature_lengths:
+    return seqio.PrefixLMFeatureConverter
   return seqio.LMFeatureConverter
 
 
@@ -42,21 +47,26 @@ def make_feature_converter(
     task_or_mixture=None) -> seqio.FeatureConverter:
   task_or_mixture = task_or_mixture or get_mixture_or_task(
       cfg.mixture_or_task_name, cfg.module)
-  cls = feature_converter_cls or feature_converter_cls_for(task_or_mixture)
+  cls = feature_converter_cls or feature_converter_cls_for(
+      task_or_mixture, cfg.task_feature_lengths)
   if cfg.pack and not cfg.use_custom_packing_ops:
     cls = packing.with_windowed_packing(cls)
   return cls(pack=cfg.pack, use_custom_packing_ops=cfg.use_custom_packing_ops)
 
 
 def check_features_match(cfg: DatasetConfig, task_or_mixture) -> None:
-  """TASK_FEATURE_LENGTHS must give a length for each of the task's features."""
+  """TASK_FEATURE_LENGTHS must give a length for each of the task's features,
+  and may give a prompt length (`inputs`) to a language-model task."""
   features = set(task_or_mixture.output_features)
+  optional = ({'inputs'} - features
+              if preprocessors.cuts_prompts(task_or_mixture) else set())
   given = set(cfg.task_feature_lengths)
-  if given != features:
+  if not features <= given <= features | optional:
     raise ValueError(
         f'TASK_FEATURE_LENGTHS has {sorted(given)} but task '
-        f'{cfg.mixture_or_task_name!r} has features {sorted(features)}; give '
-        'exactly one positive length per feature.')
+        f'{cfg.mixture_or_task_name!r} has features {sorted(features)}'
+        + (f' (and optionally {sorted(optional)})' if optional else '') +
+        '; give exactly one positive length per feature.')
 
 
 def check_split(cfg: DatasetConfig, task_or_mixture) -> None:

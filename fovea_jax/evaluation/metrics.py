@@ -6,8 +6,9 @@ bootstrap-aggregated F-measure (the middle estimate), times 100.
 
 Score metrics expect one row per example, `(sum of target log-likelihoods in
 nats, number of scored target tokens)`; `evaluator.py` builds these rows from a
-model's per-token log-likelihoods. A bare per-example sum is not enough: the
-token count is what turns it into perplexity.
+model's per-token log-likelihoods. The token count is what turns a sum into
+perplexity: given bare per-example sums (what T5X's evaluator passes), the
+count is taken from the target text re-encoded with the task's vocabulary.
 """
 import math
 from typing import Callable, Dict, List, Sequence
@@ -51,13 +52,19 @@ def rouge(targets: Sequence[str], predictions: Sequence[str],
   return {name: float(result[name].mid.fmeasure * 100) for name in ROUGE_TYPES}
 
 
-def _log_likelihoods_and_counts(scores) -> np.ndarray:
+def _log_likelihoods_and_counts(scores, targets,
+                                vocabulary: seqio.Vocabulary) -> np.ndarray:
   scores = np.asarray(scores, dtype=np.float64)
+  if scores.ndim == 1 and len(scores) == len(targets):
+    # T5X: one summed log-likelihood per example, over all its target tokens.
+    counts = [len(vocabulary.encode(t)) for t in targets]
+    scores = np.stack([scores, np.asarray(counts, np.float64)], axis=1)
   if scores.ndim != 2 or scores.shape[1] != 2:
     raise ValueError(
         'Language-model metrics need scores of shape [examples, 2] holding '
-        '(sum of log-likelihoods, number of target tokens) per example, got '
-        f'shape {scores.shape}. Build the score function with '
+        '(sum of log-likelihoods, number of target tokens) per example, or '
+        f'one sum per target, got shape {scores.shape} for {len(targets)} '
+        'targets. Build the score function with '
         'fovea_jax.evaluation.evaluator.score_fn_from_batch_scorer.')
   if np.any(scores[:, 1] < 0) or scores[:, 1].sum() <= 0:
     raise ValueError('Token counts in the scores must be >= 0 with a positive '
@@ -77,7 +84,7 @@ def language_model_metrics(
   counts_tokens_as_bytes = isinstance(vocabulary, seqio.ByteVocabulary)
 
   def perplexity_and_bits_per_byte(targets, scores):
-    scores = _log_likelihoods_and_counts(scores)
+    scores = _log_likelihoods_and_counts(scores, targets, vocabulary)
     total_nll = -scores[:, 0].sum()
     total_tokens = scores[:, 1].sum()
     if counts_tokens_as_bytes:

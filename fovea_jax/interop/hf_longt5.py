@@ -226,6 +226,22 @@ def encoder_attention_type_of(config: Config) -> str:
   return 'dense' if isinstance(scheme, schemes.Dense) else 'local'
 
 
+def transformers_attention_of(config: Config) -> Optional[str]:
+  """The HF encoder attention type that computes exactly our encoder's
+  attention ('local', 'transient-global', 'dense'), or None for a scheme
+  transformers does not have (fovea, FMA, MASFormer): their weights load into
+  LongT5 local, but transformers would then compute other attention."""
+  scheme = config.scheme
+  if isinstance(scheme, schemes.LongT5TransientGlobal):
+    return 'transient-global'
+  if isinstance(scheme, schemes.Dense):
+    return 'dense'
+  # LongT5 local is a radius around each token; blocked local is ours only.
+  if isinstance(scheme, schemes.Local) and scheme.block_len is None:
+    return 'local'
+  return None
+
+
 def export_hf_state_dict(params, config: Config,
                          encoder_attention_type: Optional[str] = None):
   """HF-named numpy tensors for the parts of our tree that exist in LongT5/T5.

@@ -14,6 +14,9 @@ def summarization_features(vocabulary: seqio.Vocabulary):
 
 def language_model_features(vocabulary: seqio.Vocabulary):
   # Chunks are cut from running text: there is no end of sequence to predict.
+  # A prompt `inputs` is cut too when TASK_FEATURE_LENGTHS gives it a length
+  # (preprocessors.split_tokens_into_examples); it is no output feature since
+  # seqio's Evaluator expects every output feature in every example.
   return {'targets': seqio.Feature(vocabulary=vocabulary, add_eos=False)}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.evaluation.evaluator import SeqioEvaluation
 from fovea_jax.training import checkpoints
+from fovea_jax.training import fingerprint
 from fovea_jax.training import model_inputs
 
 
@@ -43,7 +44,8 @@ def restored_model_fns(model, dataset_cfg, restore_checkpoint_cfg, partitioner):
   shapes, types = model_inputs.input_shapes_and_types(model, dataset_cfg)
   params, step = checkpoints.restore_params(
       restore_checkpoint_cfg, partitioner,
-      model_inputs.init_variables_fn(model, shapes, types))
+      model_inputs.init_variables_fn(model, shapes, types),
+      fingerprint.fingerprint(model))
   predict_batch, score_batch = jitted_model_fns(model, partitioner, params)
   return predict_batch, score_batch, step
 

@@ -4,11 +4,18 @@ Writes into `output_dir`:
 - `params/checkpoint_<step>/`: an orbax params-only checkpoint (float32 or
   bfloat16), what a warm start (`RestoreCheckpointConfig`) reads;
 - `params.safetensors`: the same params, flat, keyed `encoder/layers_0/...`;
-- `encode.jax_export` and `predict.jax_export`: `jax.export`-serialized StableHLO
-  taking `(params_dict, encoder_input_tokens[batch, inputs_len] int32)` and
-  returning the encoding, resp. the decoded token ids `[batch, targets_len]`;
+- `jax.export`-serialized StableHLO functions of `(params_dict, tokens)`, with
+  the decoding settings of the model's gin config (sampling with PRNG key 0):
+  an encoder-decoder gets `encode.jax_export` and `predict.jax_export`, taking
+  `encoder_input_tokens [batch, inputs_len] int32` and returning the encoding,
+  resp. the decoded token ids `[batch, targets_len]`; a decoder-only model gets
+  `predict.jax_export`, taking prompts `[batch, inputs_len] int32` (each row
+  left-aligned, padded with 0) and returning `targets_len` generated tokens per
+  row (0 after an EOS);
 - `huggingface/`: config.json + model.safetensors in the Hugging Face LongT5 (or
-  T5) layout, when the network is fovea_jax.networks' EncoderDecoder;
+  T5) layout, when the network is fovea_jax.networks' EncoderDecoder with an
+  attention scheme transformers computes (dense, LongT5 local or
+  transient-global; fovea, FMA and MASFormer are refused, naming the scheme);
 - `manifest.json`: shapes, dtypes, the step, and how to call them.
 An earlier export in `output_dir` (a re-run) is replaced, with a log line
 saying so; a folder holding other files is refused.
@@ -16,7 +23,7 @@ Loading needs only jax, numpy and safetensors, not fovea_jax:
 
     exported = jax.export.deserialize(open('predict.jax_export', 'rb').read())
     params = safetensors.numpy.load_file('params.safetensors')
-    tokens = exported.call(params, encoder_input_tokens)
+    tokens = exported.call(params, input_tokens)
 """
 import json
 import logging
@@ -32,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
+from fovea_jax import models
 from fovea_jax.training import checkpoints
+from fovea_jax.training import fingerprint
 from fovea_jax.training import model_inputs
 
 PyTree = Any
@@ -56,9 +65,39 @@ def _cast(flat: Mapping[str, Any], dtype) -> dict[str, np.ndarray]:
           for k, v in flat.items()}
 
 
+def _lengths(task_feature_lengths: Mapping[str, int]) -> tuple[int, int]:
+  """(inputs length, targets length): both are needed for every model kind."""
+  if set(task_feature_lengths) != {'inputs', 'targets'}:
+    raise ValueError(
+        "export needs TASK_FEATURE_LENGTHS with exactly 'inputs' and 'targets', "
+        f'got {dict(task_feature_lengths)}: for an encoder-decoder the input and '
+        'output lengths, for a decoder-only model the prompt length and the '
+        "number of tokens to generate (e.g. {'inputs': 256, 'targets': 64}).")
+  return task_feature_lengths['inputs'], task_feature_lengths['targets']
+
+
+def model_input_shapes(model: Any, batch_size: int, inputs_length: int,
+                       targets_length: int) -> dict[str, tuple[int, int]]:
+  """The model-feature shapes the exported functions run the network on."""
+  if isinstance(model, models.DecoderOnlyModel):
+    return {'decoder_input_tokens': (batch_size,
+                                     inputs_length + targets_length)}
+  return {'encoder_input_tokens': (batch_size, inputs_length),
+          'decoder_input_tokens': (batch_size, targets_length)}
+
+
 def inference_functions(model: Any, targets_length: int
-                        ) -> dict[str, Callable]:
-  """{name: fn(flat_params, encoder_input_tokens)} in export form."""
+                        ) -> dict[str, tuple[Callable, str]]:
+  """{name: (fn(flat_params, tokens), what `tokens` is)} in export form."""
+  if isinstance(model, models.DecoderOnlyModel):
+
+    def continue_prompts(flat, prompts):
+      batch = model.prompt_batch(prompts, targets_length)
+      return model.predict_batch(unflatten_params(flat),
+                                 batch)[:, :targets_length]
+
+    return {'predict': (continue_prompts, 'prompt tokens (left-aligned, 0 '
+                        'pads)')}
 
   def encode(flat, encoder_input_tokens):
     return model.module.apply({'params': unflatten_params(flat)},
@@ -73,39 +112,79 @@ def inference_functions(model: Any, targets_length: int
     }
     return model.predict_batch(unflatten_params(flat), batch)
 
-  return {'encode': encode, 'predict': predict}
+  return {'encode': (encode, 'encoder_input_tokens'),
+          'predict': (predict, 'encoder_input_tokens')}
 
 
 def export_functions(model: Any, flat_params: Mapping[str, np.ndarray],
                      batch_size: int, inputs_length: int, targets_length: int,
                      platforms: Optional[Sequence[str]] = None
-                     ) -> dict[str, jax.export.Exported]:
+                     ) -> dict[str, tuple[jax.export.Exported, str]]:
+  """{name: (Exported, what its token input is)}."""
   abstract_params = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
                      for k, v in flat_params.items()}
   tokens = jax.ShapeDtypeStruct((batch_size, inputs_length), jnp.int32)
   return {
-      name: jax.export.export(jax.jit(fn), platforms=platforms)(abstract_params,
-                                                                tokens)
-      for name, fn in inference_functions(model, targets_length).items()
+      name: (jax.export.export(jax.jit(fn), platforms=platforms)(
+          abstract_params, tokens), tokens_name)
+      for name, (fn, tokens_name) in inference_functions(
+          model, targets_length).items()
   }
 
 
-def save_huggingface(model: Any, params: PyTree, output_dir: str
-                     ) -> Optional[dict]:
-  """`output_dir/huggingface/` in the HF LongT5 (or T5) layout, when the network
-  is fovea_jax.networks' EncoderDecoder; returns its manifest entry or None."""
-  network_config = getattr(model.module, 'config', None)
-  if network_config is None:
+def _hf_skip_reason(model: Any) -> Optional[str]:
+  """Why transformers cannot run this model as trained, or None if it can."""
+  # pylint: disable=g-import-not-at-top
+  from fovea_jax import networks
+  from fovea_jax.interop import hf_longt5
+  if not isinstance(model.module, networks.EncoderDecoder):
+    return (f'the network ({type(model.module).__name__}) is not fovea_jax.'
+            'networks\' EncoderDecoder, which the Hugging Face layout maps')
+  network_config = model.module.config
+  if hf_longt5.transformers_attention_of(network_config) is None:
+    scheme = network_config.scheme.scheme_name
+    return (f'transformers cannot compute the {scheme!r} attention scheme: a '
+            'LongT5 config would make it compute different attention with '
+            'these weights')
+  return None
+
+
+def huggingface_layout(model: Any, huggingface: Optional[bool]
+                       ) -> Optional[str]:
+  """The HF encoder attention type to export as, or None to skip; raises for
+  `huggingface=True` on a model transformers cannot compute."""
+  if huggingface is False:
     return None
+  reason = _hf_skip_reason(model)
+  if reason is None:
+    # pylint: disable=g-import-not-at-top
+    from fovea_jax.interop import hf_longt5
+    return hf_longt5.transformers_attention_of(model.module.config)
+  if huggingface:
+    raise ValueError(f'Hugging Face export refused: {reason}. Export without '
+                     'it (export.huggingface = False; the jax.export functions '
+                     'and safetensors compute the trained model), or train '
+                     'with a scheme transformers has (dense, longt5_local, '
+                     'longt5_tglobal).')
+  logging.info('Hugging Face export skipped: %s.', reason)
+  return None
+
+
+def save_huggingface(model: Any, params: PyTree, output_dir: str) -> dict:
+  """`output_dir/huggingface/` in the HF LongT5 (or T5) layout; returns its
+  manifest entry. Refuses (ValueError naming the scheme) a model transformers
+  cannot compute."""
+  layout = huggingface_layout(model, True)
+  network_config = model.module.config
   # pylint: disable=g-import-not-at-top
   from fovea_jax.interop import hf_longt5
   hf_dir = os.path.join(output_dir, 'huggingface')
   hf_longt5.save_hf_checkpoint(params, network_config, hf_dir)
   return {'directory': 'huggingface',
-          'layout': hf_longt5.encoder_attention_type_of(network_config),
-          'note': ('LongT5ForConditionalGeneration.from_pretrained loads it; '
-                   'params with no LongT5 counterpart (FMA learned filters) '
-                   'are left out.')}
+          'layout': layout,
+          'note': ('LongT5ForConditionalGeneration (or T5ForConditionalGeneration'
+                   ' for dense) .from_pretrained loads it and computes the '
+                   'same attention.')}
 
 
 # What `export` writes into its output_dir (the `*.jax_export` files besides).
@@ -176,24 +255,28 @@ def export(*,
            batch_size: int = 1,
            params_dtype: str = 'float32',
            platforms: Optional[Sequence[str]] = None,
-           huggingface: bool = True) -> str:
-  """Exports the restored checkpoint; returns output_dir."""
-  if 'inputs' not in task_feature_lengths or 'targets' not in task_feature_lengths:
-    raise ValueError('export needs TASK_FEATURE_LENGTHS with both "inputs" and '
-                     f'"targets" (an encoder-decoder), got {task_feature_lengths}.')
-  inputs_length = task_feature_lengths['inputs']
-  targets_length = task_feature_lengths['targets']
-  shapes = {'encoder_input_tokens': (batch_size, inputs_length),
-            'decoder_input_tokens': (batch_size, targets_length)}
+           huggingface: Optional[bool] = None) -> str:
+  """Exports the restored checkpoint; returns output_dir.
+
+  `huggingface`: True writes `huggingface/` and fails for a model transformers
+  cannot compute (a fovea, FMA or MASFormer encoder, a decoder-only LM); None
+  (default) writes it when transformers can and records why not in the
+  manifest otherwise; False never writes it.
+  """
+  inputs_length, targets_length = _lengths(task_feature_lengths)
+  shapes = model_input_shapes(model, batch_size, inputs_length, targets_length)
   types = {k: np.int32 for k in shapes}
+  model_fingerprint = fingerprint.fingerprint(model)
+  hf_layout = huggingface_layout(model, huggingface)
   params, step = checkpoints.restore_params(
       restore_checkpoint_cfg, partitioner,
-      model_inputs.init_variables_fn(model, shapes, types))
+      model_inputs.init_variables_fn(model, shapes, types), model_fingerprint)
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   clear_previous_export(output_dir)
   os.makedirs(output_dir, exist_ok=True)
   checkpoints.save_params(os.path.join(output_dir, 'params'), params,
-                          dtype=params_dtype, meta={'step': step})
+                          dtype=params_dtype,
+                          meta={'step': step, 'model': model_fingerprint})
   flat = _cast(flatten_params(params), params_dtype)
   functions = export_functions(model, flat, batch_size, inputs_length,
                                targets_length, platforms)
@@ -201,7 +284,7 @@ def export(*,
     return output_dir
   safetensors.numpy.save_file(flat, os.path.join(output_dir,
                                                  'params.safetensors'))
-  for name, exported in functions.items():
+  for name, (exported, _) in functions.items():
     with open(os.path.join(output_dir, f'{name}.jax_export'), 'wb') as f:
       f.write(exported.serialize())
   manifest = {
@@ -209,21 +292,23 @@ def export(*,
       'params_dtype': params_dtype,
       'batch_size': batch_size,
       'task_feature_lengths': dict(task_feature_lengths),
-      'platforms': list(functions['predict'].platforms),
+      'platforms': list(functions['predict'][0].platforms),
       'functions': {
           name: {'inputs': ['params (params.safetensors)',
-                            f'encoder_input_tokens int32 [{batch_size}, '
+                            f'{tokens_name} int32 [{batch_size}, '
                             f'{inputs_length}]'],
                  'outputs': [str(a) for a in exported.out_avals]}
-          for name, exported in functions.items()},
+          for name, (exported, tokens_name) in functions.items()},
       'usage': ("exported = jax.export.deserialize(open('predict.jax_export', "
                 "'rb').read()); params = safetensors.numpy.load_file("
                 "'params.safetensors'); exported.call(params, tokens)"),
   }
-  if huggingface:
-    hf_manifest = save_huggingface(model, unflatten_params(flat), output_dir)
-    if hf_manifest:
-      manifest['huggingface'] = hf_manifest
+  if hf_layout is not None:
+    manifest['huggingface'] = save_huggingface(model, unflatten_params(flat),
+                                               output_dir)
+  elif huggingface is None and not isinstance(model, models.DecoderOnlyModel):
+    # An encoder-decoder transformers cannot run as trained: say why.
+    manifest['huggingface'] = {'skipped': _hf_skip_reason(model)}
   with open(os.path.join(output_dir, 'manifest.json'), 'w') as f:
     json.dump(manifest, f, indent=2)
   return output_dir

@@ -2,7 +2,8 @@
 
 One `MetricsWriter` per run directory: `write(step, {'loss': 2.1, ...})` appends
 `{"step": 10, "loss": 2.1, ...}` to `<dir>/metrics.jsonl` and a scalar event per
-name to `<dir>/events.out.tfevents.*`. Only process 0 writes, so a multi-process
+name to `<events_dir>/events.out.tfevents.*` (training passes `<dir>/train`, as
+T5X lays out its summaries). Only process 0 writes, so a multi-process
 run produces one copy. Uses TensorBoard's own event writer (no TensorFlow).
 """
 import json
@@ -20,14 +21,16 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 class MetricsWriter:
 
-  def __init__(self, log_dir: str, jsonl_name: str = 'metrics.jsonl'):
+  def __init__(self, log_dir: str, jsonl_name: str = 'metrics.jsonl',
+               events_dir: str | None = None):
     self.log_dir = log_dir
+    self.events_dir = events_dir or log_dir
     self.jsonl_path = os.path.join(log_dir, jsonl_name)
     self._active = jax.process_index() == 0
     self._events = None
     if self._active:
-      os.makedirs(log_dir, exist_ok=True)
-      self._events = EventFileWriter(log_dir)
+      os.makedirs(self.events_dir, exist_ok=True)
+      self._events = EventFileWriter(self.events_dir)
 
   def write(self, step: int, scalars: Mapping[str, float]):
     if not self._active:

@@ -71,7 +71,9 @@ def train(*,
       trainer, init_variables_fn, batches, total_steps=total_steps,
       model_dir=model_dir, save_config=save_cfg, initial_restore=restore_cfg,
       seed=random_seed, log_period=stats_period, show_progress=show_progress,
-      step_callback=step_callback)
+      step_callback=step_callback,
+      # The configurables this run has called so far: what built its model.
+      run_info={'gin_config': gin.operative_config_str()})
   _write_gin(model_dir, 'operative_config.gin', gin.operative_config_str())
   return result
 

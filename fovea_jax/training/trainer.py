@@ -89,6 +89,9 @@ class Trainer:
     self.partitioner = partitioner
     self.learning_rate_fn = learning_rate_fn
     self.optimizer = optimizer(learning_rate_fn)
+    # Recorded in checkpoints, so a resume with another optimizer says so.
+    self.optimizer_name = getattr(optimizer, '__name__', None) or getattr(
+        getattr(optimizer, 'func', None), '__name__', type(optimizer).__name__)
     self.num_microbatches = num_microbatches or 1
     self.compute_dtype = jnp.dtype(compute_dtype) if compute_dtype else None
     self._compiled_step = None

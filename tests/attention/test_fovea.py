@@ -93,3 +93,24 @@ def test_count_weighting_is_dense_over_window_means():
     logits = jnp.einsum('hd,jhd->hj', q[0, t], k_bar) / np.sqrt(q.shape[-1])
     expected = jnp.einsum('hj,jhd->hd', jax.nn.softmax(logits, -1), v_bar)
     np.testing.assert_allclose(out[0, t], expected, **helpers.FORWARD_TOL)
+
+
+def test_xla_several_chunks_with_grouped_heads_matches_reference(monkeypatch):
+  """Three query blocks per scan step over 8 blocks: several steps per kv head, a
+  padded last one, grouped kv heads and the position bias (long inputs run many
+  steps)."""
+  from fovea_jax.attention import tree_attention_xla
+  q, k, v, key_mask, pb = helpers.random_inputs(5, length=29, heads=4, kv_heads=2)
+  layout = attention.fovea_layout(29, block_len=4)
+  keys = layout.gather_index[0].shape[1]
+  budget = 3 * (4 * 4 * q.shape[0] * 2 * 4 * keys)  # 2 query heads per kv head
+  assert tree_attention_xla._choose_chunk(layout, 2, 2, budget) == 3
+  monkeypatch.setitem(tree_attention_xla.tree_level_attention_xla.__kwdefaults__,
+                      'chunk_bytes', budget)
+
+  def run(implementation):
+    return lambda q, k, v, pb: attention.fovea_attention(
+        q, k, v, block_len=4, key_mask=key_mask, position_bias=pb,
+        implementation=implementation)
+
+  helpers.assert_same(run('reference'), run('xla'), q, k, v, pb)

@@ -79,6 +79,24 @@ def test_language_model_task_gets_the_lm_converter():
   assert batch['decoder_segment_ids'].min() >= 1  # Full 256-byte chunks.
 
 
+def test_language_model_task_with_a_prompt_length_gets_prefix_lm_features():
+  cfg = _config(mixture_or_task_name='stdlib_lm', pack=False,
+                task_feature_lengths={'inputs': 16, 'targets': 8})
+  batch = next(data.DataIterator(cfg))
+  assert batch['decoder_input_tokens'].shape == (4, 24)
+  # BOS and the 16 prompt tokens; the loss on the 8 continuation tokens.
+  np.testing.assert_array_equal(batch['decoder_causal_attention'],
+                                np.repeat([[1] * 17 + [0] * 7], 4, axis=0))
+  np.testing.assert_array_equal(batch['decoder_loss_weights'],
+                                np.repeat([[0] * 16 + [1] * 8], 4, axis=0))
+  # The prompt feature is optional, the targets are not.
+  for lengths in ({'inputs': 16}, {'targets': 8, 'prompt': 16}):
+    with pytest.raises(ValueError, match="\\['targets'\\] \\(and optionally "
+                       "\\['inputs'\\]\\)"):
+      data.get_dataset(_config(mixture_or_task_name='stdlib_lm',
+                               task_feature_lengths=lengths))
+
+
 def test_resuming_from_a_saved_state_continues_identically():
   # The validation split (two dozen modules, about 6 batches an epoch): the
   # resumed run must also reproduce the next epoch's reshuffle.

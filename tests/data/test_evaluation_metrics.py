@@ -75,7 +75,11 @@ def test_bits_per_byte_counts_text_bytes_for_word_pieces():
   assert result['perplexity'] == pytest.approx(8)
 
 
-def test_language_model_metrics_need_token_counts():
+def test_language_model_metrics_count_tokens_of_bare_sums():
+  """T5X's evaluator passes one summed log-likelihood per example: the token
+  counts come from re-encoding the targets."""
   (metric,) = metrics.language_model_metrics(seqio.ByteVocabulary())
+  assert metric(['ab', 'cé'], [-1.0, -2.0]) == metric(
+      ['ab', 'cé'], [(-1.0, 2), (-2.0, 3)])
   with pytest.raises(ValueError, match='number of target tokens'):
-    metric(['a', 'b'], [-1.0, -2.0])
+    metric(['a', 'b'], [-1.0, -2.0, -3.0])

@@ -68,6 +68,17 @@ def test_language_model_chunks_cover_the_sources_in_order():
   assert seqio.ByteVocabulary().decode(tokens.tolist()) == sources
 
 
+def test_language_model_prompts_and_continuations_cover_the_sources():
+  examples = _examples('stdlib_lm', {'inputs': 3000, 'targets': 1096})
+  assert max(len(e['targets']) for e in examples) == 1096
+  assert all(len(e['inputs']) == 3000 for e in examples if len(e['targets']))
+  tokens = np.concatenate([np.concatenate([e['inputs'], e['targets']])
+                           for e in examples])
+  sources = ''.join(m.source for m in stdlib_sources.modules_by_split()[
+      'validation'])
+  assert seqio.ByteVocabulary().decode(tokens.tolist()) == sources
+
+
 def test_unknown_split_is_named():
   with pytest.raises(ValueError, match="'dev'"):
     _examples('stdlib_lm', {'targets': 64}, split='dev')

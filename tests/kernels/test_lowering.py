@@ -15,6 +15,8 @@ import pytest
 from fovea_jax import attention
 from fovea_jax.attention import dense
 from fovea_jax.attention import pyramid
+from fovea_jax.attention.pallas import tile_tables
+from fovea_jax.attention.pallas import tpu_kernels
 from fovea_jax.attention.pallas import tree_attention as kernel
 
 CUSTOM_CALL = {'cuda': '__gpu$xla.gpu.triton', 'tpu': 'tpu_custom_call'}
@@ -98,14 +100,20 @@ def test_tpu_forward_exports_as_a_stable_artifact():
   assert exported.mlir_module().count('custom_call @tpu_custom_call') == 1
 
 
-def test_tpu_rejects_lengths_whose_resident_kv_exceeds_vmem():
-  # The TPU kernels keep a head's flat K/V in VMEM; beyond that a clear error
-  # names the fix instead of a Mosaic allocation failure on the device.
-  layout = attention.fovea_layout(1 << 19, block_len=128)
-  q = jax.ShapeDtypeStruct((1, layout.length, 1, 128), jnp.float32)
-  k = jax.ShapeDtypeStruct((1, layout.flat_size, 1, 128), jnp.float32)
-  bias = jax.ShapeDtypeStruct((1, layout.flat_size), jnp.float32)
-  forward = functools.partial(kernel.tree_level_attention_pallas, layout=layout,
-                              scale=1.0, interpret=False, backend='tpu')
-  with _tpu_mesh(), pytest.raises(ValueError, match='implementation="xla"'):
-    jax.jit(forward).trace(q, k, k, bias)
+def test_tpu_kernels_lower_at_131072_tokens():
+  # The TPU kernels stream K/V and q/dO tiles from HBM, so a length whose flat
+  # K/V is far beyond VMEM lowers (it used to be refused). Its step lists exceed
+  # one call's SMEM share, so each kernel runs as several calls.
+  layout = attention.fovea_layout(1 << 17, block_len=128, causal=True)
+  q = jax.ShapeDtypeStruct((1, layout.length, 2, 128), jnp.bfloat16)
+  k = jax.ShapeDtypeStruct((1, layout.length, 1, 128), jnp.bfloat16)
+  table = jax.ShapeDtypeStruct((32, 2), jnp.float32)
+  text = _lower(_grad_program(layout, 'tpu', True), 'tpu', q, k, k, table)
+  blocks = kernel.BlockSizes.get_default('tpu')
+  steps = tile_tables.step_tables(tile_tables.tile_tables(
+      layout, blocks.block_q, blocks.block_k, blocks.block_k_dkv, 8, 16))
+  chunks = lambda owner: len(tile_tables.run_chunks(
+      owner, tpu_kernels.MAX_STEPS_PER_CALL))
+  calls = 2 * chunks(steps.fwd_row) + chunks(steps.dkv_tile)   # forward, dq, dk/dv
+  assert calls > 3
+  assert text.count('custom_call @tpu_custom_call') == calls

@@ -101,3 +101,46 @@ def test_bias_pieces_reproduce_t5_buckets(bidirectional, num_buckets, max_distan
     assert np.all(got[inside] == -1)  # pieces do not overlap
     got[inside] = bucket
   np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize('name', sorted(LAYOUTS))
+def test_tpu_steps_walk_every_tile_pair_once_in_output_runs(name):
+  layout = LAYOUTS[name]()
+  t = tile_tables.tile_tables(layout, 8, 16, 8, 8, 16)
+  s = tile_tables.step_tables(t)
+  tiling = t.tiling
+  # Forward: every kernel query tile, in order, with its block's tiles.
+  assert np.all(np.diff(s.fwd_row) >= 0)
+  assert set(s.fwd_row) == set(range(tiling.num_tiles))
+  expected = {(row, tile) for row in range(tiling.num_tiles)
+              for tile in range(t.fwd_row_ptr[row // tiling.sub_tiles],
+                                t.fwd_row_ptr[row // tiling.sub_tiles + 1])}
+  real = s.fwd_tile >= 0
+  assert len(expected) == real.sum()
+  assert set(zip(s.fwd_row[real], s.fwd_tile[real])) == expected
+  np.testing.assert_array_equal(s.fwd_start[real], t.fwd_start[s.fwd_tile[real]])
+  # dk/dv: every key tile, in order, with (query tile, entries) of its items.
+  assert np.all(np.diff(s.dkv_tile) >= 0)
+  assert set(s.dkv_tile) == set(range(t.num_dkv_tiles))
+  expected = {(tile, block * tiling.sub_tiles + sub, int(t.dkv_entry_lo[i]),
+               int(t.dkv_entry_hi[i]))
+              for tile in range(t.num_dkv_tiles)
+              for i in range(t.dkv_row_ptr[tile], t.dkv_row_ptr[tile + 1])
+              for block in [int(t.dkv_query_block[i])]
+              for sub in range(tiling.sub_tiles)}
+  real = s.dkv_row >= 0
+  assert len(expected) == real.sum()
+  assert set(zip(s.dkv_tile[real], s.dkv_row[real], s.dkv_entry_lo[real],
+                 s.dkv_entry_hi[real])) == expected
+
+
+@pytest.mark.parametrize('max_steps', [1, 3, 4, 100])
+def test_run_chunks_cut_only_between_runs(max_steps):
+  owner = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 3, 4])
+  chunks = tile_tables.run_chunks(owner, max_steps)
+  assert chunks[0][0] == 0 and chunks[-1][1] == owner.size
+  for (_, end), (begin, _) in zip(chunks, chunks[1:]):
+    assert end == begin and owner[begin - 1] != owner[begin]
+  for begin, end in chunks:   # longer only when one run alone is longer
+    assert end - begin <= max_steps or len(set(owner[begin:end])) == 1
+  assert len(chunks) == {1: 5, 3: 4, 4: 4, 100: 1}[max_steps]

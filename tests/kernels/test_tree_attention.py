@@ -20,11 +20,14 @@ from fovea_jax import attention
 from fovea_jax.attention import pyramid
 from fovea_jax.attention import registry
 from fovea_jax.attention import tree_attention_xla
+from fovea_jax.attention.pallas import tpu_kernels
 from fovea_jax.attention.pallas import tree_attention as kernel
 from jax.experimental.pallas import tpu as pltpu
 from tests.attention import helpers
 
 ACCELERATOR = jax.default_backend() in ('gpu', 'tpu')
+# The Triton-formatted and the TPU-formatted (tile-streaming) kernels.
+BACKENDS = ('gpu', 'tpu')
 
 # (atol, rtol) against the float32 oracle run on the same (rounded) inputs.
 # float32 in interpret mode agrees to rounding (observed <= 1e-6). Compiled on a
@@ -221,10 +224,14 @@ class TestEngine:
   @pytest.mark.parametrize('block_sizes', [
       None, kernel.BlockSizes(block_q=8, block_k=32, block_k_dkv=8)],
                            ids=['default', 'q8_k32_dkv8'])
-  def test_matches_reference_and_xla_engines(self, block_sizes):
+  @pytest.mark.parametrize('backend', BACKENDS)
+  def test_matches_reference_and_xla_engines(self, block_sizes, backend):
+    if backend != jax.default_backend() and not self.INTERPRET:
+      pytest.skip(f'compiled {backend} kernels need that device')
     layout, q, k_flat, v_flat, entry_bias, pb = _fovea_flat()
     pallas = functools.partial(kernel.tree_level_attention_pallas,
-                               block_sizes=block_sizes, interpret=self.INTERPRET)
+                               block_sizes=block_sizes, interpret=self.INTERPRET,
+                               backend=backend)
     (_, got), grads = self._engine_grads(pallas, layout, q, k_flat, v_flat,
                                          entry_bias, pb)
     for engine in (kernel.tree_level_attention_reference,
@@ -235,11 +242,13 @@ class TestEngine:
       for a, b in zip(grads, want_grads):
         np.testing.assert_allclose(a, b, atol=_F32, rtol=_F32)
 
-  def test_tpu_formatted_kernels_in_the_tpu_interpreter(self):
+  def test_tpu_formatted_kernels_in_the_tpu_interpreter(self, monkeypatch):
     # Scalar prefetch, SMEM bias table and Mosaic's block rules, checked on CPU by
-    # the TPU interpreter (stricter than the generic one).
+    # the TPU interpreter (stricter than the generic one); few steps per call, so
+    # each kernel runs as several calls writing one aliased output.
     if not self.INTERPRET:
       pytest.skip('interpreter test')
+    monkeypatch.setattr(tpu_kernels, 'MAX_STEPS_PER_CALL', 5)
     layout, q, k_flat, v_flat, entry_bias, pb = _fovea_flat(length=30, batch=1,
                                                            causal=True)
     pallas = functools.partial(kernel.tree_level_attention_pallas, backend='tpu',

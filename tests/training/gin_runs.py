@@ -1,5 +1,10 @@
 """Runs the gin-configured entry-point functions in-process on tiny settings."""
 import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
 
 from fovea_jax.training import entry_points
 from fovea_jax.training import gin_utils
@@ -41,3 +46,25 @@ def standin_model():
   entry_points._register_configurables()  # pylint: disable=protected-access
   gin_utils.parse_gin([STANDIN_MODEL_GIN], [])
   return gin.query_parameter('%MODEL').scoped_configurable_fn()
+
+
+_CALL_WITHOUT_FOVEA = textwrap.dedent('''
+    import sys
+    sys.modules['fovea_jax'] = None  # Any import of our code would now fail.
+    import numpy as np, jax, safetensors.numpy
+    exported = jax.export.deserialize(
+        bytearray(open(sys.argv[1] + '/predict.jax_export', 'rb').read()))
+    params = safetensors.numpy.load_file(sys.argv[1] + '/params.safetensors')
+    np.save(sys.argv[3], np.asarray(exported.call(params, np.load(sys.argv[2]))))
+''')
+
+
+def call_export_without_fovea(export_dir, tokens, work_dir):
+  """`predict.jax_export` of `export_dir` called on `tokens` by a separate
+  Python (-I: no PYTHONPATH, no user site) in which fovea_jax cannot import."""
+  np.save(os.path.join(work_dir, 'tokens.npy'), tokens)
+  subprocess.run([sys.executable, '-I', '-c', _CALL_WITHOUT_FOVEA,
+                  str(export_dir), os.path.join(work_dir, 'tokens.npy'),
+                  os.path.join(work_dir, 'out.npy')],
+                 check=True, timeout=300, cwd=str(work_dir))
+  return np.load(os.path.join(work_dir, 'out.npy'))

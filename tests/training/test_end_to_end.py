@@ -2,9 +2,6 @@
 and the run files, on the stdlib summarization task with a tiny model."""
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import numpy as np
@@ -53,17 +50,6 @@ def test_evaluate_reports_rouge_and_infer_writes_predictions(trained, tmp_path):
   assert rows[0]['target'] and rows[0]['input']
 
 
-_LOAD_WITHOUT_FOVEA = textwrap.dedent('''
-    import sys, numpy as np, jax, safetensors.numpy
-    sys.modules['fovea_jax'] = None  # Any import of our code would now fail.
-    exported = jax.export.deserialize(
-        bytearray(open(sys.argv[1] + '/predict.jax_export', 'rb').read()))
-    params = safetensors.numpy.load_file(sys.argv[1] + '/params.safetensors')
-    tokens = np.load(sys.argv[2])
-    np.save(sys.argv[3], np.asarray(exported.call(params, tokens)))
-''')
-
-
 def test_export_is_callable_without_fovea_and_matches_the_model(trained,
                                                                 tmp_path):
   model_dir, result = trained
@@ -77,11 +63,8 @@ def test_export_is_callable_without_fovea_and_matches_the_model(trained,
                                                                    'predict'}
   assert os.path.isdir(export_dir / 'params' / 'checkpoint_20')
   tokens = np.random.default_rng(0).integers(3, 259, (2, 64)).astype(np.int32)
-  np.save(tmp_path / 'tokens.npy', tokens)
-  subprocess.run([sys.executable, '-c', _LOAD_WITHOUT_FOVEA, str(export_dir),
-                  str(tmp_path / 'tokens.npy'), str(tmp_path / 'out.npy')],
-                 check=True, timeout=120, cwd=str(tmp_path))
-  exported_tokens = np.load(tmp_path / 'out.npy')
+  exported_tokens = gin_runs.call_export_without_fovea(export_dir, tokens,
+                                                      tmp_path)
   model = gin_runs.standin_model()
   expected = model.predict_batch(
       jax.tree.map(jax.numpy.asarray, jax.device_get(result.state.params)),

@@ -13,6 +13,7 @@ from fovea_jax.training import checkpoints
 from fovea_jax.training import metrics_writers
 from fovea_jax.training import train_loop
 from . import loop_harness
+from . import tiny_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -56,19 +57,39 @@ def test_non_finite_loss_stops_naming_step_and_last_good_checkpoint(tmp_path):
   assert list(steps) == [2, 4]
 
 
+def test_adafactor_blow_up_stops_naming_step_and_last_good_checkpoint(tmp_path):
+  loop_harness.train(tmp_path, 2)
+  # Resumed at lr 1e9: the next gradient overflows while the loss is finite.
+  with pytest.raises(train_loop.NonFiniteLossError,
+                     match=r'Gradient norm is inf at step 4 .*checkpoint_2'):
+    loop_harness.train(tmp_path, 10, base_learning_rate=1e9)
+  assert checkpoints.checkpoint_steps(str(tmp_path)) == [2]
+
+
+def test_collapse_with_zero_gradient_stops_like_a_non_finite_loss(tmp_path):
+  # A dead network (all weights 0): positive loss, every gradient exactly 0.
+  dead = tiny_model.TinyModel(init_scale=0.0)
+  with pytest.raises(train_loop.CollapseError,
+                     match=r'collapsed at step 1 .*gradient norm is exactly 0 '
+                     r'while the loss is 2.7.*Last good checkpoint: none'):
+    loop_harness.train(tmp_path, 4, model=dead)
+  assert isinstance(train_loop.CollapseError('x'), train_loop.DivergenceError)
+  assert checkpoints.checkpoint_steps(str(tmp_path)) == []
+
+
 def test_sigkill_mid_run_then_restart_is_bit_identical(tmp_path):
   model_dir = str(tmp_path / 'killed')
   command = [sys.executable, '-m', 'tests.training.loop_harness', model_dir, '8']
   env = dict(os.environ, PYTHONPATH=REPO)
   child = subprocess.Popen(command, cwd=REPO, env=env)
-  deadline = time.time() + 120
+  deadline = time.time() + 300
   while not os.path.isdir(checkpoints.step_dir(model_dir, 4)):
     assert child.poll() is None and time.time() < deadline
     time.sleep(0.1)
   child.send_signal(signal.SIGKILL)
   child.wait()
   assert not os.path.exists(os.path.join(model_dir, 'final_params.npz'))
-  subprocess.run(command, cwd=REPO, env=env, check=True, timeout=120)
+  subprocess.run(command, cwd=REPO, env=env, check=True, timeout=300)
   records = metrics_writers.read_jsonl(os.path.join(model_dir, 'metrics.jsonl'))
   assert records[0]['step'] == 1 and records[-1]['step'] == 8
   straight = loop_harness.train(tmp_path / 'straight', 8)

@@ -22,10 +22,12 @@ class TinyNet(nn.Module):
   vocab: int = VOCAB
   emb: int = 8
   mlp: int = 16
+  init_scale: float = 0.5  # 0: a dead network, every gradient exactly 0.
 
   @nn.compact
   def __call__(self, tokens):
-    init = nn.initializers.normal(0.5)
+    init = (nn.initializers.normal(self.init_scale) if self.init_scale else
+            nn.initializers.zeros)
     embedding = nn_partitioning.param_with_axes(
         'embedding', init, (self.vocab, self.emb), jnp.float32,
         axes=(ax.VOCAB, ax.EMBED))
@@ -45,8 +47,8 @@ class TinyNet(nn.Module):
 class TinyModel:
   """loss_fn / get_initial_variables / predict_batch like T5X's models."""
 
-  def __init__(self):
-    self.module = TinyNet()
+  def __init__(self, **net_options):
+    self.module = TinyNet(**net_options)
 
   def get_initial_variables(self, rng, input_shapes=None, input_types=None):
     shape = (input_shapes or {}).get('decoder_input_tokens', (1, 4))

@@ -16,6 +16,9 @@ dense mask) and cached per (layout, tile sizes):
   for each tile it lists the query blocks that use it and which entries of the
   tile they use (`[entry_lo, entry_hi)`), so the backward pass revisits exactly the
   (query block, entry) pairs of the forward pass.
+* TPU grid steps (`step_tables`): the TPU kernels stream K/V and q/dO tiles from
+  HBM, so their last grid axis walks a flat list of (output tile, input tile)
+  steps and the BlockSpec index maps read from it which tiles to fetch.
 * bias pieces: T5's bucket of a relative position is piecewise constant, so the
   bias is evaluated in-kernel as a few range compares (no gathers, no logarithms).
 """
@@ -149,6 +152,81 @@ def tile_tables(layout: TreeLayout, block_q: int, block_k: int, block_k_dkv: int
                     fwd_start, used_lo, used_hi, fwd_entries, fwd_lo, fwd_hi, dkv[0],
                     _nonempty(dkv[1]), _nonempty(dkv[2]), _nonempty(dkv[3]),
                     entry_lo, entry_hi)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StepTables:
+  """Grid steps of the TPU kernels (numpy int32, scalar-prefetched into SMEM).
+
+  Forward / dq: one step per (kernel query tile, forward key tile) pair, the
+  steps of one query tile consecutive so its output and accumulators stay in
+  VMEM across them. dk / dv: one step per (dk/dv key tile, kernel query tile
+  that uses it), consecutive per key tile. An output tile with nothing to
+  attend still gets one step (tile / row -1) that only writes its empty result.
+  """
+  fwd_row: np.ndarray       # [fwd_steps] kernel query tile
+  fwd_tile: np.ndarray      # [fwd_steps] forward key tile, -1: none
+  fwd_start: np.ndarray     # [fwd_steps] flat offset of that tile (0 if none)
+  dkv_tile: np.ndarray      # [dkv_steps] dk/dv key tile
+  dkv_row: np.ndarray       # [dkv_steps] kernel query tile, -1: none
+  dkv_entry_lo: np.ndarray  # [dkv_steps] entries of the key tile it uses
+  dkv_entry_hi: np.ndarray
+
+
+def run_chunks(owner: np.ndarray, max_steps: int):
+  """`[(begin, end), ...]` cutting the steps only between output tiles' runs.
+
+  Each chunk has at most `max_steps` steps unless one output tile alone has
+  more; every run lies inside one chunk, so chunks write disjoint outputs.
+  """
+  run_ends = np.flatnonzero(np.diff(owner)) + 1
+  chunks, begin, previous = [], 0, 0
+  for end in list(run_ends) + [owner.size]:
+    if end - begin > max_steps and previous > begin:
+      chunks.append((int(begin), int(previous)))
+      begin = previous
+    previous = end
+  chunks.append((int(begin), int(owner.size)))
+  return chunks
+
+
+def _expand(counts):
+  """Per owner with `counts[i]` items: `(owner, index among its items, real)`.
+
+  Owners without items get one step that is not real.
+  """
+  steps = np.maximum(counts, 1)
+  owner = np.repeat(np.arange(counts.size), steps)
+  first = np.cumsum(steps) - steps
+  index = np.arange(owner.size) - first[owner]
+  return owner, index, index < counts[owner]
+
+
+@functools.lru_cache(maxsize=64)
+def step_tables(tables: TileTables) -> StepTables:
+  """The TPU kernels' grid steps over `tables` (cached per tables)."""
+  tiling = tables.tiling
+  row_ptr = tables.fwd_row_ptr
+  row, index, real = _expand(np.diff(row_ptr)[
+      np.arange(tiling.num_tiles) // tiling.sub_tiles])
+  fwd_tile = np.where(real, row_ptr[row // tiling.sub_tiles] + index, -1)
+  fwd_start = np.where(real, tables.fwd_start[np.maximum(fwd_tile, 0)], 0)
+
+  # dk/dv: every item (query block using a key tile) is `sub_tiles` query tiles.
+  items = int(tables.dkv_row_ptr[-1])
+  sub = np.arange(tiling.sub_tiles)
+  item_rows = (tables.dkv_query_block[:items, None] * tiling.sub_tiles + sub).ravel()
+  repeat = lambda x: np.repeat(x[:items], tiling.sub_tiles)
+  tile, _, dkv_real = _expand(np.diff(tables.dkv_row_ptr) * tiling.sub_tiles)
+  dkv_row = np.full(tile.size, -1)
+  entry_lo = np.zeros(tile.size, np.int32)
+  entry_hi = np.zeros(tile.size, np.int32)
+  dkv_row[dkv_real] = item_rows
+  entry_lo[dkv_real] = repeat(tables.dkv_entry_lo)
+  entry_hi[dkv_real] = repeat(tables.dkv_entry_hi)
+  as_int = lambda *xs: [np.asarray(x, np.int32) for x in xs]
+  return StepTables(*as_int(row, fwd_tile, fwd_start, tile, dkv_row, entry_lo,
+                            entry_hi))
 
 
 @functools.lru_cache(maxsize=16)

@@ -7,22 +7,23 @@ attends to its spans of the flat K/V buffer built by `pyramid.build_flat_kv`;
 causal (`hi <= query_pos`), sliding-window and T5 relative-position terms are
 computed inside the kernels from the token window `[lo, hi]` of each flat entry.
 
-* forward: one program per (batch, head, query tile); online softmax over the
-  tile's key tiles (`tile_tables`), saving the log-sum-exp.
-* dq: the same programs and tiles again; also the position-bias table gradient.
-* dk/dv: one program per (batch, kv head, aligned key tile), walking the
-  transposed table (the query blocks that use the tile); GQA groups are summed
-  inside, so every program owns its output tile and nothing is scattered.
+* forward: per (batch, head, query tile), an online softmax over the tile's key
+  tiles (`tile_tables`), saving the log-sum-exp.
+* dq: the same (query tile, key tile) pairs again; also the position-bias table
+  gradient.
+* dk/dv: per (batch, kv head, aligned key tile), the transposed table (the query
+  blocks that use the tile); GQA groups are summed inside, so every output tile
+  has one owner and nothing is scattered.
 
-Tables are passed as scalar prefetch on TPU and as ordinary inputs to the Triton
-lowering on GPU (and in interpret mode). The readable math is
-`tree_level_attention_reference` at the bottom of this file.
+Two lowerings share the per-tile math (`tile_math`): on GPU (and in interpret
+mode) one Triton program per output tile loops over its input tiles, defined
+here; on TPU (Mosaic) a grid step per (output tile, input tile) pair streams the
+tiles through VMEM (`tpu_kernels`), so no length is too long for VMEM. The
+readable math is `tree_level_attention_reference` at the bottom of this file.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Optional
 
 import jax
 from jax import lax
@@ -35,7 +36,10 @@ import numpy as np
 from fovea_jax.attention import common
 from fovea_jax.attention.layout import TreeLayout
 from fovea_jax.attention.pallas import sharding
+from fovea_jax.attention.pallas import tile_math
 from fovea_jax.attention.pallas import tile_tables as tables_lib
+from fovea_jax.attention.pallas import tpu_kernels
+from fovea_jax.attention.pallas.tile_math import BlockSizes
 from fovea_jax.attention.tree_attention_xla import relative_position_to_window
 from fovea_jax.attention.tree_attention_xla import static_entry_mask
 
@@ -44,96 +48,10 @@ BACKENDS = ('gpu', 'tpu')
 _MIN_QUERY_TILE = {'gpu': 16, 'tpu': 8}
 
 
-@dataclasses.dataclass(frozen=True)
-class BlockSizes:
-  """Tile sizes of the kernels.
-
-  block_q: query rows per program (capped at the layout's query block, rounded
-    up to a power of two). block_k: flat entries per key tile of the forward and
-    dq loops. block_k_dkv: entries per dk/dv program. num_warps / num_stages:
-    Triton launch parameters (GPU only).
-  """
-  block_q: int = 64
-  block_k: int = 64
-  block_k_dkv: int = 64
-  num_warps: Optional[int] = None
-  num_stages: int = 2
-
-  def __post_init__(self):
-    for name in ('block_q', 'block_k', 'block_k_dkv'):
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 8 or value & (value - 1):
-        raise ValueError(f'BlockSizes.{name} must be a power of two >= 8, got '
-                         f'{value!r}.')
-
-  @classmethod
-  def get_default(cls, backend: Optional[str] = None) -> 'BlockSizes':
-    backend = backend or jax.default_backend()
-    if backend == 'tpu':  # MXU-sized tiles
-      return cls(block_q=128, block_k=128, block_k_dkv=128)
-    if backend == 'gpu':
-      return cls(block_q=64, block_k=64, block_k_dkv=64)
-    # Interpret mode on CPU: small tiles waste the least work on padding.
-    return cls(block_q=32, block_k=32, block_k_dkv=32)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class _Config:
-  """Everything static about one call (hashed by identity, built once)."""
-  layout: TreeLayout
-  tables: tables_lib.TileTables
-  scale: float
-  groups: int
-  head_dim: int
-  padded_head_dim: int
-  bias_pieces: Optional[tuple]
-  num_buckets_padded: int
-  block_sizes: BlockSizes
-  backend: str
-  interpret: object  # bool, or pltpu.InterpretParams (TPU interpreter on CPU)
-  vmem_limit_bytes: Optional[int] = None  # TPU: raised when residency needs it
-
-
 # --------------------------------------------------------------------------------
-# Shared in-kernel math.
-
-
-def _query_positions(row, config):
-  """Token positions `[tile, 1]` and validity of kernel query tile `row`."""
-  tiling = config.tables.tiling
-  block = lax.div(row, tiling.sub_tiles)
-  offset = (lax.rem(row, tiling.sub_tiles) * tiling.tile +
-            lax.broadcasted_iota(jnp.int32, (tiling.tile, 1), 0))
-  position = block * tiling.query_block + offset
-  valid = (offset < tiling.query_block) & (position < config.layout.length)
-  return position, valid
-
-
-def _position_bias(rel, table_ref, head, pieces):
-  """T5 bias of relative positions `rel` as a chain of range selects."""
-  value = jnp.full(rel.shape, table_ref[head, pieces[-1][2]], jnp.float32)
-  for _, rel_hi, bucket in reversed(pieces[:-1]):
-    value = jnp.where(rel <= rel_hi, table_ref[head, bucket], value)
-  return value
-
-
-def _masked_logits(q, k, entry_bias, lo, hi, entry_ok, position, query_ok, head,
-                   table_ref, config):
-  """Scores `[tq, tk]` float32 of one tile; -inf where a pair may not attend.
-
-  Query-side values are columns `[tq, 1]`, entry-side values rows `[1, tk]`.
-  """
-  logits = lax.dot_general(q, k, (((1,), (1,)), ((), ())),
-                           preferred_element_type=jnp.float32) * config.scale
-  logits = logits + entry_bias
-  allowed = static_entry_mask(position, lo, hi, config.layout) & query_ok
-  if entry_ok is not None:
-    allowed &= entry_ok
-  rel = None
-  if config.bias_pieces is not None:
-    rel = relative_position_to_window(position, lo, hi)
-    logits = logits + _position_bias(rel, table_ref, head, config.bias_pieces)
-  return jnp.where(allowed, logits, common.MASKED), rel
+# GPU (Triton) kernels: one program per output tile loops over its input tiles;
+# the whole flat K/V (or group's q/dO) is addressed in HBM. The TPU kernels, which
+# stream tiles through VMEM instead, are `tpu_kernels`.
 
 
 def _split_refs(refs, names):
@@ -142,62 +60,34 @@ def _split_refs(refs, names):
 
 def _forward_tile(r, t, tables):
   """K, V `[tk, d]` and entry bias, lo, hi `[1, tk]` of forward key tile `t`."""
-  start = r['start'][t]
-  if tables.align > 1:
-    start = pl.multiple_of(start, tables.align)
-  entries = pl.ds(start, tables.block_k)
+  entries = pl.ds(r['start'][t], tables.block_k)
   row = pl.ds(t, 1)
   return (r['k'][entries, :], r['v'][entries, :], r['entry_bias'][row, :],
           r['lo'][row, :], r['hi'][row, :])
 
 
-# --------------------------------------------------------------------------------
-# Forward.
-
-
-def _forward_kernel(*refs, config: _Config):
+def _forward_kernel(*refs, config: tile_math.KernelConfig):
   has_bias = config.bias_pieces is not None
   names = ['row_ptr', 'start'] + ['table'] * has_bias + [
       'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'out', 'lse']
   r = _split_refs(refs, names)
   head, row = pl.program_id(1), pl.program_id(2)
   block = lax.div(row, config.tables.tiling.sub_tiles)
-  position, query_ok = _query_positions(row, config)
+  position, query_ok = tile_math.query_positions(row, config)
   q = r['q'][...]
-  table_ref = r.get('table')
 
-  def body(t, carry):
-    acc, row_max, total = carry
-    k, v, entry_bias, lo, hi = _forward_tile(r, t, config.tables)
-    logits, _ = _masked_logits(q, k, entry_bias, lo, hi, None, position, query_ok,
-                               head, table_ref, config)
-    new_max = jnp.maximum(row_max, jnp.max(logits, axis=1, keepdims=True))
-    safe_max = jnp.where(new_max == common.MASKED, 0.0, new_max)
-    weights = jnp.exp(logits - safe_max)
-    correction = jnp.exp(row_max - safe_max)
-    total = correction * total + jnp.sum(weights, axis=1, keepdims=True)
-    acc = correction * acc + jnp.dot(
-        weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    return acc, new_max, total
+  def body(t, state):
+    return tile_math.forward_step(state, q, *_forward_tile(r, t, config.tables),
+                                  position, query_ok, head, r.get('table'), config)
 
-  tile = config.tables.tiling.tile
-  init = (jnp.zeros((tile, q.shape[-1]), jnp.float32),
-          jnp.full((tile, 1), common.MASKED, jnp.float32),
-          jnp.zeros((tile, 1), jnp.float32))
-  acc, row_max, total = lax.fori_loop(r['row_ptr'][block], r['row_ptr'][block + 1],
-                                      body, init)
-  nonempty = total > 0
-  norm = jnp.where(nonempty, total, 1.0)
-  r['out'][...] = (acc / norm).astype(r['out'].dtype)
-  # +inf marks rows with nothing to attend: the backward gives them zero weight.
-  r['lse'][...] = jnp.where(nonempty, row_max + jnp.log(norm), jnp.inf)
+  state = lax.fori_loop(r['row_ptr'][block], r['row_ptr'][block + 1], body,
+                        tile_math.forward_init(config))
+  out, lse = tile_math.forward_result(state)
+  r['out'][...] = out.astype(r['out'].dtype)
+  r['lse'][...] = lse
 
 
-# --------------------------------------------------------------------------------
-# Backward: dq (and the position-bias table gradient).
-
-
-def _dq_kernel(*refs, config: _Config):
+def _dq_kernel(*refs, config: tile_math.KernelConfig):
   has_bias = config.bias_pieces is not None
   names = (['row_ptr', 'start'] + ['table'] * has_bias +
            ['q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta', 'dq']
@@ -205,33 +95,14 @@ def _dq_kernel(*refs, config: _Config):
   r = _split_refs(refs, names)
   head, row = pl.program_id(1), pl.program_id(2)
   block = lax.div(row, config.tables.tiling.sub_tiles)
-  position, query_ok = _query_positions(row, config)
+  position, query_ok = tile_math.query_positions(row, config)
   q, d_out = r['q'][...], r['d_out'][...]
   lse, delta = r['lse'][...], r['delta'][...]
-  table_ref = r.get('table')
-  bucket_ids = lax.broadcasted_iota(jnp.int32, (1, config.num_buckets_padded), 1)
 
-  def body(t, carry):
-    dq, d_table = carry
+  def body(t, state):
     k, v, entry_bias, lo, hi = _forward_tile(r, t, config.tables)
-    logits, rel = _masked_logits(q, k, entry_bias, lo, hi, None, position,
-                                 query_ok, head, table_ref, config)
-    weights = jnp.exp(logits - lse)
-    d_weights = lax.dot_general(d_out, v, (((1,), (1,)), ((), ())),
-                                preferred_element_type=jnp.float32)
-    d_logits = weights * (d_weights - delta)
-    dq = dq + jnp.dot(d_logits.astype(k.dtype), k,
-                      preferred_element_type=jnp.float32)
-    if has_bias:
-      for rel_lo, rel_hi, bucket in config.bias_pieces:
-        inside = jnp.ones(rel.shape, bool)
-        if rel_lo is not None:
-          inside &= rel >= rel_lo
-        if rel_hi is not None:
-          inside &= rel <= rel_hi
-        piece_sum = jnp.sum(jnp.where(inside, d_logits, 0.0))
-        d_table = d_table + jnp.where(bucket_ids == bucket, piece_sum, 0.0)
-    return dq, d_table
+    return tile_math.dq_step(state, q, k, v, entry_bias, lo, hi, d_out, lse, delta,
+                             position, query_ok, head, r.get('table'), config)
 
   init = (jnp.zeros(q.shape, jnp.float32),
           jnp.zeros((1, config.num_buckets_padded), jnp.float32))
@@ -242,11 +113,7 @@ def _dq_kernel(*refs, config: _Config):
     r['d_table'][...] = d_table
 
 
-# --------------------------------------------------------------------------------
-# Backward: dk and dv over the transposed tile table.
-
-
-def _dkv_kernel(*refs, config: _Config):
+def _dkv_kernel(*refs, config: tile_math.KernelConfig):
   has_bias = config.bias_pieces is not None
   names = (['row_ptr', 'query_block', 'entry_lo', 'entry_hi'] +
            ['table'] * has_bias +
@@ -258,33 +125,21 @@ def _dkv_kernel(*refs, config: _Config):
   entry_bias, lo, hi = r['entry_bias'][...], r['lo'][...], r['hi'][...]
   tiling = config.tables.tiling
   entry_index = lax.broadcasted_iota(jnp.int32, (1, k.shape[0]), 1)
-  table_ref = r.get('table')
 
-  def body(t, carry):
-    dk, dv = carry
+  def body(t, state):
     entry_ok = (entry_index >= r['entry_lo'][t]) & (entry_index < r['entry_hi'][t])
     first_row = r['query_block'][t] * tiling.sub_tiles
     for sub in range(tiling.sub_tiles):
       row = first_row + sub
-      position, query_ok = _query_positions(row, config)
+      position, query_ok = tile_math.query_positions(row, config)
       rows = pl.ds(pl.multiple_of(row * tiling.tile, tiling.tile), tiling.tile)
       for group in range(config.groups):
-        q, d_out = r['q'][group, rows, :], r['d_out'][group, rows, :]
-        lse, delta = r['lse'][group, rows, :], r['delta'][group, rows, :]
-        logits, _ = _masked_logits(q, k, entry_bias, lo, hi, entry_ok, position,
-                                   query_ok, kv_head * config.groups + group,
-                                   table_ref, config)
-        weights = jnp.exp(logits - lse)
-        dv = dv + lax.dot_general(weights.astype(d_out.dtype), d_out,
-                                  (((0,), (0,)), ((), ())),
-                                  preferred_element_type=jnp.float32)
-        d_weights = lax.dot_general(d_out, v, (((1,), (1,)), ((), ())),
-                                    preferred_element_type=jnp.float32)
-        d_logits = weights * (d_weights - delta)
-        dk = dk + lax.dot_general(d_logits.astype(q.dtype), q,
-                                  (((0,), (0,)), ((), ())),
-                                  preferred_element_type=jnp.float32)
-    return dk, dv
+        state = tile_math.dkv_step(
+            state, r['q'][group, rows, :], r['d_out'][group, rows, :],
+            r['lse'][group, rows, :], r['delta'][group, rows, :], k, v,
+            entry_bias, lo, hi, entry_ok, position, query_ok,
+            kv_head * config.groups + group, r.get('table'), config)
+    return state
 
   init = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
   dk, dv = lax.fori_loop(r['row_ptr'][key_tile], r['row_ptr'][key_tile + 1], body,
@@ -293,28 +148,14 @@ def _dkv_kernel(*refs, config: _Config):
   r['dv'][...] = dv.astype(r['dv'].dtype)
 
 
-# --------------------------------------------------------------------------------
-# pallas_call plumbing: the same kernels under the Triton and Mosaic lowerings.
-
-
-def _pallas_call(kernel, config, *, grid, index_tables, in_specs, inputs, out_specs,
-                 out_shape, table, name):
-  """Runs `kernel(*index_tables, [table], *inputs, *outputs)` on the backend."""
+def _gpu_call(kernel, config, *, grid, index_tables, in_specs, inputs, out_specs,
+              out_shape, table, name):
+  """Runs `kernel(*index_tables, [table], *inputs, *outputs)` under Triton."""
   kernel = functools.partial(kernel, config=config)
   index_tables = [jnp.asarray(x) for x in index_tables]
   if table is not None:
-    space = {'memory_space': pltpu.SMEM} if config.backend == 'tpu' else {}
-    in_specs = [pl.BlockSpec(table.shape, lambda *_: (0, 0), **space)] + in_specs
+    in_specs = [pl.BlockSpec(table.shape, lambda *_: (0, 0))] + in_specs
     inputs = [table] + inputs
-  if config.backend == 'tpu':
-    grid_spec = pltpu.PrefetchScalarGridSpec(
-        num_scalar_prefetch=len(index_tables), grid=grid, in_specs=in_specs,
-        out_specs=out_specs)
-    params = pltpu.CompilerParams(dimension_semantics=('parallel',) * len(grid),
-                                  vmem_limit_bytes=config.vmem_limit_bytes)
-    return pl.pallas_call(kernel, grid_spec=grid_spec, out_shape=out_shape,
-                          compiler_params=params, interpret=config.interpret,
-                          name=name)(*index_tables, *inputs)
   table_specs = [pl.BlockSpec(x.shape, lambda *_: (0,)) for x in index_tables]
   params = None
   if not config.interpret:
@@ -326,6 +167,10 @@ def _pallas_call(kernel, config, *, grid, index_tables, in_specs, inputs, out_sp
                         out_specs=out_specs, out_shape=out_shape,
                         compiler_params=params, interpret=config.interpret,
                         name=name)(*index_tables, *inputs)
+
+
+# --------------------------------------------------------------------------------
+# Layouts shared by both backends, the calls, and the custom VJP.
 
 
 def _query_major(x, config, width=None):
@@ -413,60 +258,49 @@ def _forward(q, k_flat, v_flat, entry_bias, table, config):
   t = config.tables
   b, heads = q.shape[0], q.shape[2]
   q_t = _query_major(q, config)
-  grid = (b, heads, t.tiling.num_tiles)
+  tile_inputs = _forward_tile_inputs(
+      _flat_major(k_flat, config), _flat_major(v_flat, config),
+      _entry_rows(entry_bias, config)[0], config)
+  table = _bias_table(table, config)
+  if config.backend == 'tpu':
+    out, lse = tpu_kernels.forward(config, q_t, tile_inputs, table)
+    return _from_query_major(out, q.shape[1], config), lse
   d = config.padded_head_dim
-  out, lse = _pallas_call(
-      _forward_kernel, config, grid=grid,
+  out, lse = _gpu_call(
+      _forward_kernel, config, grid=(b, heads, t.tiling.num_tiles),
       index_tables=(t.fwd_row_ptr, t.fwd_start),
       in_specs=[_row_spec(config, d)] + _key_side_specs(config),
-      inputs=[q_t] + _forward_tile_inputs(
-          _flat_major(k_flat, config), _flat_major(v_flat, config),
-          _entry_rows(entry_bias, config)[0], config),
+      inputs=[q_t] + tile_inputs,
       out_specs=[_row_spec(config, d), _row_spec(config, 1)],
       out_shape=[jax.ShapeDtypeStruct(q_t.shape, v_flat.dtype),
                  jax.ShapeDtypeStruct(q_t.shape[:3] + (1,), jnp.float32)],
-      table=_bias_table(table, config), name='tree_attention_forward')
+      table=table, name='tree_attention_forward')
   return _from_query_major(out, q.shape[1], config), lse
 
 
-def _backward(q, k_flat, v_flat, entry_bias, table, out, lse, d_out, config):
+def _gpu_dq(config, q_t, tile_inputs, do_t, lse, delta, table):
   t = config.tables
-  b, heads = q.shape[0], q.shape[2]
-  kv_heads = k_flat.shape[2]
-  q_t = _query_major(q, config)
-  do_t = _query_major(d_out.astype(q.dtype), config)
-  # delta_i = sum_d dO_i * O_i: the softmax-Jacobian term shared by all keys.
-  delta = _query_major(jnp.sum(d_out.astype(jnp.float32) *
-                               out.astype(jnp.float32), axis=-1, keepdims=True),
-                       config, width=1)
-  k_t, v_t = _flat_major(k_flat, config), _flat_major(v_flat, config)
-  eb_t, lo, hi = _entry_rows(entry_bias, config)
-  bias_table = _bias_table(table, config)
-  d = config.padded_head_dim
-  nbp = config.num_buckets_padded
-
+  b, heads = q_t.shape[:2]
+  d, nbp = config.padded_head_dim, config.num_buckets_padded
   out_specs = [_row_spec(config, d)]
-  out_shape = [jax.ShapeDtypeStruct(q_t.shape, q.dtype)]
-  if bias_table is not None:  # per-program partial sums of the table gradient
+  out_shape = [jax.ShapeDtypeStruct(q_t.shape, q_t.dtype)]
+  if table is not None:  # per-program partial sums of the table gradient
     out_specs.append(pl.BlockSpec((None, None, None, 1, nbp),
                                   lambda b, h, i, *_: (b, h, i, 0, 0)))
     out_shape.append(jax.ShapeDtypeStruct(
         (b, heads, t.tiling.num_tiles, 1, nbp), jnp.float32))
-  dq_outputs = _pallas_call(
+  return _gpu_call(
       _dq_kernel, config, grid=(b, heads, t.tiling.num_tiles),
       index_tables=(t.fwd_row_ptr, t.fwd_start),
       in_specs=[_row_spec(config, d)] + _key_side_specs(config) + [
           _row_spec(config, d), _row_spec(config, 1), _row_spec(config, 1)],
-      inputs=[q_t] + _forward_tile_inputs(k_t, v_t, eb_t, config) +
-      [do_t, lse, delta],
-      out_specs=out_specs, out_shape=out_shape, table=bias_table,
+      inputs=[q_t] + tile_inputs + [do_t, lse, delta],
+      out_specs=out_specs, out_shape=out_shape, table=table,
       name='tree_attention_dq')
-  dq = _from_query_major(dq_outputs[0], q.shape[1], config)
-  d_table = None
-  if bias_table is not None:
-    d_table = dq_outputs[1].sum(axis=(0, 2, 3))[:, :table.shape[0]].T
-    d_table = d_table.astype(table.dtype)
 
+
+def _gpu_dkv(config, q_t, k_t, v_t, entry_rows, do_t, lse, delta, table):
+  t, d = config.tables, config.padded_head_dim
   groups, bk = config.groups, t.block_k_dkv
   whole_rows = pl.BlockSpec((None, groups, t.tiling.padded_length, d),
                             lambda b, h, j, *_: (b, h, 0, 0))
@@ -474,18 +308,41 @@ def _backward(q, k_flat, v_flat, entry_bias, table, out, lse, d_out, config):
                                  lambda b, h, j, *_: (b, h, 0, 0))
   key_tile = pl.BlockSpec((None, None, bk, d), lambda b, h, j, *_: (b, h, j, 0))
   entry_tile = pl.BlockSpec((1, bk), lambda b, h, j, *_: (0, j))
-  dk, dv = _pallas_call(
-      _dkv_kernel, config, grid=(b, kv_heads, t.num_dkv_tiles),
+  return _gpu_call(
+      _dkv_kernel, config, grid=(q_t.shape[0], k_t.shape[1], t.num_dkv_tiles),
       index_tables=(t.dkv_row_ptr, t.dkv_query_block, t.dkv_entry_lo,
                     t.dkv_entry_hi),
       in_specs=[whole_rows, key_tile, key_tile,
                 pl.BlockSpec((None, 1, bk), lambda b, h, j, *_: (b, 0, j)),
                 entry_tile, entry_tile, whole_rows, whole_row_stats,
                 whole_row_stats],
-      inputs=[q_t, k_t, v_t, eb_t, lo, hi, do_t, lse, delta],
+      inputs=[q_t, k_t, v_t, *entry_rows, do_t, lse, delta],
       out_specs=[key_tile, key_tile],
       out_shape=[jax.ShapeDtypeStruct(k_t.shape, jnp.float32)] * 2,
-      table=bias_table, name='tree_attention_dkv')
+      table=table, name='tree_attention_dkv')
+
+
+def _backward(q, k_flat, v_flat, entry_bias, table, out, lse, d_out, config):
+  q_t = _query_major(q, config)
+  do_t = _query_major(d_out.astype(q.dtype), config)
+  # delta_i = sum_d dO_i * O_i: the softmax-Jacobian term shared by all keys.
+  delta = _query_major(jnp.sum(d_out.astype(jnp.float32) *
+                               out.astype(jnp.float32), axis=-1, keepdims=True),
+                       config, width=1)
+  k_t, v_t = _flat_major(k_flat, config), _flat_major(v_flat, config)
+  entry_rows = _entry_rows(entry_bias, config)
+  tile_inputs = _forward_tile_inputs(k_t, v_t, entry_rows[0], config)
+  bias_table = _bias_table(table, config)
+  kernels = (tpu_kernels.dq, tpu_kernels.dkv) if config.backend == 'tpu' else (
+      _gpu_dq, _gpu_dkv)
+  dq_outputs = kernels[0](config, q_t, tile_inputs, do_t, lse, delta, bias_table)
+  dq = _from_query_major(dq_outputs[0], q.shape[1], config)
+  d_table = None
+  if bias_table is not None:
+    d_table = dq_outputs[1].sum(axis=(0, 2, 3))[:, :table.shape[0]].T
+    d_table = d_table.astype(table.dtype)
+  dk, dv = kernels[1](config, q_t, k_t, v_t, entry_rows, do_t, lse, delta,
+                      bias_table)
   flat = k_flat.shape[1]
   dk = jnp.swapaxes(dk, 1, 2)[:, :flat, :, :config.head_dim].astype(k_flat.dtype)
   dv = jnp.swapaxes(dv, 1, 2)[:, :flat, :, :config.head_dim].astype(v_flat.dtype)
@@ -521,7 +378,8 @@ def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
       block_sizes.block_k, block_sizes.block_k_dkv) < 16:
     raise ValueError(f'Triton dots need key tiles of at least 16 entries; got '
                      f'{block_sizes}.')
-  # TPU: K/V tiles start on a (16, 128) sublane tile, which fits bf16 and f32.
+  # TPU: K/V tiles start on a (16, 128) sublane tile, which fits bf16 and f32,
+  # so their element-offset windows are whole-tile DMAs.
   align = 16 if backend == 'tpu' else 1
   tables = tables_lib.tile_tables(layout, block_sizes.block_q, block_sizes.block_k,
                                   block_sizes.block_k_dkv, min_tile, align)
@@ -535,44 +393,11 @@ def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
   padded_head_dim = max(16, tables_lib.next_power_of_2(head_dim))
   vmem_limit = None
   if backend == 'tpu' and interpret is False:
-    vmem_limit = _tpu_vmem_limit(tables, groups, padded_head_dim, itemsize)
-  return _Config(layout, tables, scale, groups, head_dim, padded_head_dim, pieces,
-                 num_buckets_padded, block_sizes, backend, interpret, vmem_limit)
-
-
-def _round_up(x, multiple):
-  return -(-x // multiple) * multiple
-
-
-def tpu_vmem_bytes(tables, groups, padded_head_dim, itemsize) -> int:
-  """VMEM the TPU kernels keep resident (double-buffered, (8, 128)-tiled).
-
-  The forward and dq programs hold the flat K/V of one kv head; the dk/dv
-  programs hold q, dO and the row statistics of one kv group. That caps the
-  sequence length on TPU (a tile-pipelined TPU variant would lift it).
-  """
-  def tiled(rows, cols, size):
-    return _round_up(rows, 8) * _round_up(cols, 128) * size
-  tiles, block_k = tables.fwd_entries.shape
-  forward = 2 * (2 * tiled(tables.flat_padded, padded_head_dim, itemsize) +
-                 3 * tiled(tiles, block_k, 4))
-  rows = tables.tiling.padded_length
-  dkv = 2 * groups * (2 * tiled(rows, padded_head_dim, itemsize) +
-                      2 * tiled(rows, 1, 4))
-  return max(forward, dkv)
-
-
-def _tpu_vmem_limit(tables, groups, padded_head_dim, itemsize):
-  """The vmem_limit_bytes to compile with; a clear error when it cannot fit."""
-  needed = tpu_vmem_bytes(tables, groups, padded_head_dim, itemsize)
-  capacity = pltpu.get_tpu_info().vmem_capacity_bytes
-  if needed > 0.9 * capacity:
-    raise ValueError(
-        f'the TPU Pallas tree-attention kernels keep the flat K/V of a head in '
-        f'VMEM: this call needs {needed / 2**20:.0f} MiB of '
-        f'{capacity / 2**20:.0f} MiB (sequence length {tables.tiling.padded_length}'
-        f'). Use implementation="xla" for this length on TPU.')
-  return int(min(0.9 * capacity, max(needed + (8 << 20), 32 << 20)))
+    vmem_limit = tpu_kernels.check_fits(tables, groups, padded_head_dim, itemsize,
+                                        num_buckets_padded)
+  return tile_math.KernelConfig(layout, tables, scale, groups, head_dim,
+                                padded_head_dim, pieces, num_buckets_padded,
+                                block_sizes, backend, interpret, vmem_limit)
 
 
 def _check_inputs(q, k_flat, v_flat, entry_bias, layout):
@@ -636,16 +461,24 @@ def _call_tree_attention(q, k_flat, v_flat, entry_bias, table, *, config):
 
 
 def tree_level_attention_reference(q, k_flat, v_flat, entry_bias, layout, *, scale,
-                                   position_bias=None):
-  """Dense jnp oracle over the flat buffer: `[n, flat]` scores, then softmax."""
+                                   position_bias=None, query_rows=None):
+  """Dense jnp oracle over the flat buffer: `[n, flat]` scores, then softmax.
+
+  query_rows: optional token positions; then only those queries are computed
+  (output `[b, len(query_rows), heads, d]`), so long inputs can be checked on a
+  sample of rows without the whole `[n, flat]` score matrix.
+  """
   index, valid = layout.gather_index
   attended = np.zeros((layout.num_query_blocks, layout.flat_size), bool)
   rows = np.broadcast_to(np.arange(layout.num_query_blocks)[:, None], index.shape)
   attended[rows[valid], index[valid]] = True
-  block_of_query = np.arange(layout.length) // layout.query_block
-  attended = attended[block_of_query]                       # [n, flat]
+  query_pos = np.arange(layout.length)
+  if query_rows is not None:
+    query_pos = np.asarray(query_rows)
+    q = q[:, query_pos]
+  attended = attended[query_pos // layout.query_block]       # [n, flat]
   lo, hi = layout.entry_lo_hi
-  query_pos = np.arange(layout.length)[:, None]
+  query_pos = query_pos[:, None]
   allowed = jnp.asarray(attended) & static_entry_mask(
       jnp.asarray(query_pos), jnp.asarray(lo[None]), jnp.asarray(hi[None]), layout)
   bias = jnp.where(allowed[None, None], entry_bias[:, None, None, :],

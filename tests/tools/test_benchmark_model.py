@@ -1,0 +1,48 @@
+"""tools/benchmark_model.py: model FLOPs by hand, and one tiny run beside HF."""
+import json
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / 'tools'))
+import benchmark_model  # noqa: E402
+from fovea_jax.layers import schemes  # noqa: E402
+
+
+def test_dense_encoder_decoder_flops_by_hand():
+  dims = dict(emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16,
+              num_encoder_layers=1, num_decoder_layers=1)
+  n, t, vocab = 10, 4, 5
+  inner = 8
+  enc = 2 * n * 8 * inner * 4 + 4 * n * n * inner + 2 * n * 8 * 16 * 3
+  dec_self = 2 * t * 8 * inner * 4 + 4 * t * (t + 1) / 2 * inner
+  cross = 2 * t * 8 * inner * 2 + 2 * n * 8 * inner * 2 + 4 * t * n * inner
+  dec = dec_self + cross + 2 * t * 8 * 16 * 3
+  expected = 3 * (enc + dec + 2 * t * 8 * vocab)
+  assert benchmark_model.model_flops('encdec', schemes.Dense(), n, t, dims,
+                                     vocab) == pytest.approx(expected)
+
+
+def test_local_window_keys_at_the_edges():
+  # n=5, radius 1: 2, 3, 3, 3, 2 keys; causal: 1, 2, 2, 2, 2.
+  assert benchmark_model._local_keys(5, 1, False) == pytest.approx(13 / 5)
+  assert benchmark_model._local_keys(5, 1, True) == pytest.approx(9 / 5)
+
+
+def test_tiny_run_writes_rows_and_ratios(tmp_path):
+  out = tmp_path / 'model'
+  benchmark_model.main(['--lengths', '128', '--schemes',
+                        'local', '--archs', 'encdec',
+                        '--targets', '8', '--repeats', '1', '--peak_size', '64',
+                        '--out', str(out)])
+  result = json.loads(out.with_suffix('.json').read_text())
+  assert result['matmul_peak_flops'] > 0
+  rows = {(r['framework'], r['scheme']): r for r in result['rows']}
+  assert set(rows) == {('fovea_jax', 'local'), ('hf_torch', 'local')}
+  for r in rows.values():
+    assert r['step_s'] > 0 and r['peak_bytes'] > 0 and r['model_flops'] > 0
+  ours = rows[('fovea_jax', 'local')]
+  assert ours['vs_hf'] == pytest.approx(
+      ours['step_s'] / rows[('hf_torch', 'local')]['step_s'])
+  assert out.with_suffix('.png').stat().st_size > 0

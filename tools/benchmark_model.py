@@ -1,0 +1,486 @@
+"""Training-step speed of whole models, every scheme, beside Hugging Face's LongT5.
+
+One loss+gradient step (the work of a training step before the optimizer update)
+of the encoder-decoder (inputs of `length` tokens -> `--targets` tokens) and of the
+decoder-only LM (`length` tokens), for every attention scheme and input length, and
+in the same run, interleaved with them, Hugging Face `transformers`'
+`LongT5ForConditionalGeneration` (local and transient-global; PyTorch on CPU) with
+the same dimensions and as many threads as XLA uses. Per row: median step time of
+`--repeats` after a warm-up, tokens per second, peak memory, the model FLOPs of one
+step and the achieved fraction of the machine's matmul peak, which is measured in the
+same run (an `--peak_size`^3 product through XLA).
+
+Model FLOPs count the matmuls a step must do (3x the forward: forward, and the
+backward's two products), with attention scores over the keys each query is
+defined to attend (dense: all, causal: the prefix, local: the window, TGlobal:
+window + globals, fovea/FMA: their layout's entries); recomputation is not counted.
+Peak memory: XLA's buffer assignment of the compiled step (arguments, outputs,
+temporaries); for PyTorch, the rise of the peak resident memory of a fresh process
+during one step (`ru_maxrss`). On a GPU the step runs in bfloat16 with the default
+(Pallas) kernels, the dense row being flash attention; the Hugging Face rows run
+only on CPU.
+
+  python tools/benchmark_model.py                       # 1k..64k, every scheme
+  python tools/benchmark_model.py --max_len 16384 --schemes local,fovea
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from fovea_jax import attention  # noqa: E402
+from fovea_jax import networks  # noqa: E402
+from fovea_jax.layers import schemes as schemes_lib  # noqa: E402
+from benchmark_attention import (MEMORY_HEADROOM, available_memory_bytes,  # noqa: E402
+                                 compiled_peak_bytes, finish_plot,
+                                 length_parser, measure_matmul_peak,
+                                 write_outputs)
+
+BYTE_VOCAB = 259  # seqio.ByteVocabulary: 3 specials + 256 bytes
+# The issue's model: 2+2 layers, d_model 256, 4 heads x 64, gated MLP 512.
+DIMENSIONS = dict(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512,
+                  num_encoder_layers=2, num_decoder_layers=2)
+# Hugging Face LongT5's encoder attention types, by our scheme name.
+HF_TYPES = {'local': 'local', 'longt5_tglobal': 'transient-global'}
+ALL_SCHEMES = ('dense', 'local', 'longt5_tglobal', 'fovea', 'fma', 'masformer')
+
+
+def scheme_spec(name):
+  """Our scheme with default options ('local' is LongT5 local, window 127);
+  MASFormer keeps dense attention in the bottom layer only (its default of 4
+  dense layers would make a 2-layer stack all dense)."""
+  if name == 'masformer':
+    return schemes_lib.MASFormer(num_full=1, window=128)
+  return schemes_lib.get_scheme(name)
+
+
+def xla_threads():
+  """Threads XLA's CPU client runs on: one per usable core."""
+  return len(os.sched_getaffinity(0))
+
+
+# ---------------------------------------------------------------- model FLOPs
+
+
+def _local_keys(n, radius, causal):
+  """Mean number of keys j with |i - j| <= radius (j <= i if causal) in [0, n)."""
+  i = np.arange(n)
+  lo = np.maximum(i - radius, 0)
+  hi = i if causal else np.minimum(i + radius, n - 1)
+  return float((hi - lo + 1).mean())
+
+
+def attended_keys(spec, n, causal, layer, num_layers):
+  """Mean keys per query that the scheme's definition attends in this layer."""
+  name = spec.scheme_name
+  if name == 'masformer':
+    if layer in spec.dense_layers(num_layers):
+      return (n + 1) / 2 if causal else n
+    if spec.local == 'sliding':
+      return _local_keys(n, spec.window, causal)
+    return float(attention.local_layout(n, block_len=spec.block_len,
+                                        causal=causal).attended_fraction() * n)
+  if name == 'dense':
+    return (n + 1) / 2 if causal else n
+  if name == 'local':
+    if spec.window is not None:
+      return _local_keys(n, spec.window, causal)
+    return float(attention.local_layout(n, block_len=spec.block_len,
+                                        causal=causal).attended_fraction() * n)
+  if name == 'longt5_tglobal':
+    return _local_keys(n, spec.local_radius, causal) + n // spec.global_block_size
+  if name == 'fovea':
+    layout = attention.fovea_layout(n, block_len=spec.block_len, wing=spec.wing,
+                                    edge=spec.edge, max_level=spec.max_level,
+                                    causal=causal)
+  elif name == 'fma':
+    layout = attention.fma_layout(n, fine_len=spec.fine_len, rank=spec.rank,
+                                  downsample=spec.downsample, causal=causal)
+  else:
+    raise ValueError(f'no FLOP model for scheme {name!r}')
+  return layout.attended_fraction() * n
+
+
+def _layer_flops(tokens, keys_per_query, d, heads, head_dim, mlp, kv_tokens=None):
+  """Forward matmul FLOPs of one self-attention (or cross) + MLP layer."""
+  inner = heads * head_dim
+  kv_tokens = tokens if kv_tokens is None else kv_tokens
+  projections = 2 * tokens * d * inner * 2 + 2 * kv_tokens * d * inner * 2
+  scores = 2 * 2 * tokens * keys_per_query * inner
+  return projections + scores, 2 * tokens * d * mlp * 3
+
+
+def model_flops(arch, spec, n, targets, dims=DIMENSIONS, vocab=BYTE_VOCAB):
+  """Model FLOPs of one loss+gradient step (3x the forward's matmuls)."""
+  d, h, hd, mlp = (dims['emb_dim'], dims['num_heads'], dims['head_dim'],
+                   dims['mlp_dim'])
+  forward = 0.0
+  if arch == 'encdec':
+    layers = dims['num_encoder_layers']
+    for i in range(layers):
+      forward += sum(_layer_flops(n, attended_keys(spec, n, False, i, layers), d,
+                                  h, hd, mlp))
+    for _ in range(dims['num_decoder_layers']):
+      attn, ffn = _layer_flops(targets, (targets + 1) / 2, d, h, hd, mlp)
+      cross, _ = _layer_flops(targets, n, d, h, hd, mlp, kv_tokens=n)
+      forward += attn + ffn + cross
+    forward += 2 * targets * d * vocab
+  else:
+    layers = dims['num_encoder_layers'] + dims['num_decoder_layers']
+    for i in range(layers):
+      forward += sum(_layer_flops(n, attended_keys(spec, n, True, i, layers), d,
+                                  h, hd, mlp))
+    forward += 2 * n * d * vocab
+  return 3.0 * forward
+
+
+# --------------------------------------------------------------- our models
+
+
+def _batch(arch, n, targets, seed=0):
+  rng = np.random.default_rng(seed)
+  if arch == 'encdec':
+    return dict(
+        encoder_input_tokens=rng.integers(3, BYTE_VOCAB, (1, n), dtype=np.int32),
+        decoder_input_tokens=rng.integers(3, BYTE_VOCAB, (1, targets),
+                                          dtype=np.int32),
+        decoder_target_tokens=rng.integers(3, BYTE_VOCAB, (1, targets),
+                                           dtype=np.int32))
+  tokens = rng.integers(3, BYTE_VOCAB, (1, n + 1), dtype=np.int32)
+  return dict(decoder_input_tokens=tokens[:, :-1],
+              decoder_target_tokens=tokens[:, 1:])
+
+
+def jax_step(arch, name, n, targets, dtype):
+  """A compiled loss+grad step and its arguments: `(compiled, args)`."""
+  layers = DIMENSIONS['num_encoder_layers'] + DIMENSIONS['num_decoder_layers']
+  spec = scheme_spec(name)
+  dims = dict(DIMENSIONS)
+  if arch == 'decoder':
+    dims['num_decoder_layers'], dims['num_encoder_layers'] = layers, 0
+  config = networks.Config(vocab_size=BYTE_VOCAB, dtype=dtype, dropout_rate=0.0,
+                           attention=spec, **dims)
+  model = (networks.EncoderDecoder if arch == 'encdec' else
+           networks.DecoderOnly)(config)
+  batch = {k: jnp.asarray(v) for k, v in _batch(arch, n, targets).items()}
+  params = jax.jit(lambda: model.init(jax.random.PRNGKey(0), **batch,
+                                      enable_dropout=False))()['params']
+
+  def loss(params, batch):
+    logits = model.apply({'params': params}, **batch, enable_dropout=False)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    picked = jnp.take_along_axis(log_probs,
+                                 batch['decoder_target_tokens'][..., None], -1)
+    return -jnp.mean(picked)
+
+  compiled = jax.jit(jax.value_and_grad(loss)).lower(params, batch).compile()
+  return compiled, (params, batch)
+
+
+# ------------------------------------------------------------ Hugging Face
+
+
+def hf_model(attention_type, threads):
+  import torch
+  import transformers
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  config = transformers.LongT5Config(
+      vocab_size=BYTE_VOCAB, d_model=DIMENSIONS['emb_dim'],
+      d_kv=DIMENSIONS['head_dim'], d_ff=DIMENSIONS['mlp_dim'],
+      num_layers=DIMENSIONS['num_encoder_layers'],
+      num_decoder_layers=DIMENSIONS['num_decoder_layers'],
+      num_heads=DIMENSIONS['num_heads'], feed_forward_proj='gated-gelu',
+      local_radius=127, global_block_size=16, tie_word_embeddings=False,
+      encoder_attention_type=attention_type, dropout_rate=0.0,
+      decoder_start_token_id=0)
+  return transformers.LongT5ForConditionalGeneration(config).train()
+
+
+def hf_step_fn(attention_type, n, targets, threads):
+  """A closure running one Hugging Face loss+backward step."""
+  import torch
+  model = hf_model(attention_type, threads)
+  batch = _batch('encdec', n, targets)
+  inputs = dict(input_ids=torch.tensor(batch['encoder_input_tokens'],
+                                       dtype=torch.long),
+                decoder_input_ids=torch.tensor(batch['decoder_input_tokens'],
+                                               dtype=torch.long),
+                labels=torch.tensor(batch['decoder_target_tokens'],
+                                    dtype=torch.long))
+
+  def step():
+    model.zero_grad(set_to_none=True)
+    model(**inputs).loss.backward()
+  return step
+
+
+def _time(call):
+  start = time.perf_counter()
+  call()
+  return time.perf_counter() - start
+
+
+def _rss_bytes():
+  with open('/proc/self/statm') as f:
+    return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def hf_worker(attention_type, n, targets, threads):
+  """Serves Hugging Face steps on stdin/stdout, in its own process.
+
+  A separate process keeps XLA's and PyTorch's thread pools from competing and
+  gives PyTorch's memory its own account: the warm-up step reports the peak rise
+  of resident memory (sampled every millisecond); then every 'step' line on stdin
+  runs one step and answers its seconds.
+  """
+  import threading
+  step = hf_step_fn(attention_type, n, targets, threads)
+  base, peak, done = _rss_bytes(), [0], threading.Event()
+
+  def sample():
+    while not done.is_set():
+      peak[0] = max(peak[0], _rss_bytes())
+      time.sleep(0.001)
+  sampler = threading.Thread(target=sample)
+  sampler.start()
+  step()
+  done.set()
+  sampler.join()
+  print(f'ready {max(peak[0] - base, 0)}', flush=True)
+  for line in sys.stdin:
+    if line.strip() != 'step':
+      break
+    print(f'{_time(step)}', flush=True)
+
+
+def hf_environment():
+  """PyTorch's OpenMP threads wait passively unless the caller chose otherwise:
+  spinning threads on a shared machine make a 2-thread step up to 8x slower (seen
+  on the 2-core machine of this README), which would flatter our ratios."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+  return env
+
+
+class HfProcess:
+  """The main process's handle on an `hf_worker`."""
+
+  def __init__(self, attention_type, n, targets, threads):
+    self.proc = subprocess.Popen(
+        [sys.executable, __file__, '--hf_worker', attention_type, str(n),
+         str(targets), str(threads)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True, env=hf_environment())
+    line = self.proc.stdout.readline().split()
+    if not line or line[0] != 'ready':
+      raise RuntimeError(f'Hugging Face worker failed ({attention_type}, {n}); '
+                         'see its stderr above.')
+    self.peak_bytes = float(line[1])
+
+  def step_seconds(self):
+    self.proc.stdin.write('step\n')
+    self.proc.stdin.flush()
+    return float(self.proc.stdout.readline())
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait()
+
+
+# ----------------------------------------------------------------- the run
+
+
+class JaxStep:
+  """A compiled step of ours, or None-timed when it would not fit in memory."""
+
+  def __init__(self, arch, name, n, targets, dtype):
+    self.compiled, self.args = jax_step(arch, name, n, targets, dtype)
+    self.peak_bytes = compiled_peak_bytes(self.compiled)
+    self.fits = not self.peak_bytes > available_memory_bytes() * MEMORY_HEADROOM
+
+  def step_seconds(self):
+    start = time.perf_counter()
+    jax.block_until_ready(self.compiled(*self.args))
+    return time.perf_counter() - start
+
+  def close(self):
+    del self.compiled
+
+
+def candidates_at(n, args):
+  """`[(arch, framework, scheme, runner)]` for length n."""
+  dtype = 'bfloat16' if jax.default_backend() == 'gpu' else args.dtype
+  out = []
+  for arch in args.archs:
+    for name in args.schemes:
+      out.append((arch, 'fovea_jax', name,
+                  JaxStep(arch, name, n, args.targets, dtype)))
+      if (arch == 'encdec' and name in HF_TYPES and args.hf and
+          jax.default_backend() == 'cpu'):
+        runner = HfProcess(HF_TYPES[name], n, args.targets, xla_threads())
+        runner.fits = True
+        out.append((arch, 'hf_torch', name, runner))
+  return out
+
+
+def run(args):
+  threads = xla_threads()
+  peak = measure_matmul_peak(args.peak_size, args.repeats)
+  print(f'device: {jax.devices()[0].device_kind}, {threads} threads, matmul peak '
+        f'{peak / 1e9:.1f} GFLOP/s ({args.peak_size}^3)', flush=True)
+  print(HEADER, flush=True)
+  rows = []
+  for n in [n for n in args.lengths if n <= args.max_len]:
+    cands = candidates_at(n, args)
+    runners = [c[-1] for c in cands]
+    for runner in runners:
+      if runner.fits and isinstance(runner, JaxStep):
+        runner.step_seconds()  # warm-up (workers warmed up when they started)
+    times = [[] for _ in cands]
+    for _ in range(args.repeats):  # interleaved: noise hits every row alike
+      for i, runner in enumerate(runners):
+        if runner.fits:
+          times[i].append(runner.step_seconds())
+    for (arch, framework, name, runner), ts in zip(cands, times):
+      runner.close()
+      flops = model_flops(arch, scheme_spec(name), n, args.targets)
+      seconds = statistics.median(ts) if ts else None
+      tokens = n + (args.targets if arch == 'encdec' else 0)
+      row = dict(arch=arch, framework=framework, scheme=name, length=n,
+                 step_s=seconds, tokens_per_s=tokens / seconds if seconds else None,
+                 peak_bytes=runner.peak_bytes, model_flops=flops,
+                 peak_fraction=flops / seconds / peak if seconds else None,
+                 times=ts)
+      rows.append(row)
+      print(format_row(row), flush=True)
+  add_ratios(rows)
+  return dict(device=jax.devices()[0].device_kind, threads=threads,
+              matmul_peak_flops=peak, targets=args.targets, repeats=args.repeats,
+              dimensions=DIMENSIONS, rows=rows)
+
+
+def add_ratios(rows):
+  """vs_hf: own step / Hugging Face's (same scheme, length); vs_tglobal: own step /
+  our TGlobal step (same architecture, length)."""
+  def find(arch, framework, scheme, n):
+    for r in rows:
+      if (r['arch'], r['framework'], r['scheme'], r['length']) == (
+          arch, framework, scheme, n):
+        return r['step_s']
+    return None
+  for r in rows:
+    hf = find(r['arch'], 'hf_torch', r['scheme'], r['length'])
+    tg = find(r['arch'], 'fovea_jax', 'longt5_tglobal', r['length'])
+    mine = r['step_s']
+    r['vs_hf'] = mine / hf if (mine and hf and r['framework'] == 'fovea_jax') \
+        else None
+    r['vs_tglobal'] = mine / tg if (mine and tg and r['framework'] == 'fovea_jax') \
+        else None
+
+
+HEADER = (f"{'arch':7} {'framework':9} {'scheme':15} {'length':>6} {'step s':>8} "
+          f"{'tok/s':>8} {'GiB':>6} {'GFLOP':>7} {'%peak':>6}")
+
+
+def format_row(r):
+  step = '    skip' if r['step_s'] is None else f"{r['step_s']:8.3f}"
+  tps = '' if r['tokens_per_s'] is None else f"{r['tokens_per_s']:8.0f}"
+  frac = '' if r['peak_fraction'] is None else f"{r['peak_fraction']:6.1%}"
+  return (f"{r['arch']:7} {r['framework']:9} {r['scheme']:15} {r['length']:6d} "
+          f"{step} {tps:>8} {r['peak_bytes'] / 2**30:6.2f} "
+          f"{r['model_flops'] / 1e9:7.1f} {frac:>6}")
+
+
+def markdown_table(result):
+  lines = ['| arch | scheme | length | fovea_jax s | HF s | fovea_jax / HF | '
+           '/ our TGlobal | tokens/s | GiB (HF GiB) | GFLOP | % of peak |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+  rows = result['rows']
+  hf = {(r['arch'], r['scheme'], r['length']): r for r in rows
+        if r['framework'] == 'hf_torch'}
+  for r in rows:
+    if r['framework'] != 'fovea_jax':
+      continue
+    other = hf.get((r['arch'], r['scheme'], r['length']))
+
+    def f(x, fmt):
+      return '' if x is None else format(x, fmt)
+    gib = f(r['peak_bytes'] / 2**30, '.2f')
+    if other:
+      gib += f" ({other['peak_bytes'] / 2**30:.2f})"
+    lines.append(
+        f"| {r['arch']} | {r['scheme']} | {r['length']} | "
+        f"{f(r['step_s'], '.3f') or 'OOM'} | "
+        f"{f(other and other['step_s'], '.3f')} | {f(r['vs_hf'], '.2f')} | "
+        f"{f(r['vs_tglobal'], '.2f')} | {f(r['tokens_per_s'], '.0f')} | {gib} | "
+        f"{r['model_flops'] / 1e9:.1f} | {f(r['peak_fraction'], '.1%')} |")
+  return '\n'.join(lines)
+
+
+def plot(result, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  rows = result['rows']
+  fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 5))
+  series = sorted({(r['arch'], r['framework'], r['scheme']) for r in rows})
+  for arch, framework, scheme in series:
+    pts = [r for r in rows
+           if (r['arch'], r['framework'], r['scheme']) == (arch, framework, scheme)]
+    timed = [r for r in pts if r['step_s']]
+    label = f'{arch} {scheme}' + (' (HF)' if framework == 'hf_torch' else '')
+    style = '--' if framework == 'hf_torch' else '-'
+    ax_t.plot([r['length'] for r in timed], [r['step_s'] for r in timed],
+              'o' + style, label=label)
+    ax_m.plot([r['length'] for r in pts], [r['peak_bytes'] / 2**30 for r in pts],
+              'o' + style, label=label)
+  finish_plot(fig, ((ax_t, 'loss+grad step time (s)'),
+                    (ax_m, 'step peak memory (GiB)')), 'input length',
+              f"model step on {result['device']}", path, legend_size=7)
+
+
+def parse_args(argv=None):
+  parser = length_parser(__doc__)
+  parser.add_argument('--schemes', type=lambda s: s.split(','),
+                      default=list(ALL_SCHEMES))
+  parser.add_argument('--archs', type=lambda s: s.split(','),
+                      default=['encdec', 'decoder'])
+  parser.add_argument('--targets', type=int, default=256)
+  parser.add_argument('--dtype', default='float32', help='CPU; GPU uses bfloat16')
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--peak_size', type=int, default=4096)
+  parser.add_argument('--no_hf', dest='hf', action='store_false',
+                      help='skip the Hugging Face rows')
+  parser.add_argument('--out', default='benchmarks/out/model')
+  args = parser.parse_args(argv)
+  unknown = set(args.schemes) - set(ALL_SCHEMES)
+  if unknown:
+    parser.error(f'unknown schemes {sorted(unknown)}; choose from {ALL_SCHEMES}')
+  if set(args.archs) - {'encdec', 'decoder'}:
+    parser.error("--archs takes 'encdec' and/or 'decoder'")
+  return args
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  if argv and argv[0] == '--hf_worker':
+    attention_type, n, targets, threads = argv[1:]
+    hf_worker(attention_type, int(n), int(targets), int(threads))
+    return
+  args = parse_args(argv)
+  result = run(args)
+  print('\n' + markdown_table(result))
+  write_outputs(result, args.out, plot)
+
+
+if __name__ == '__main__':
+  main()
