@@ -18,6 +18,7 @@ nearest known names.
 import contextlib
 import difflib
 import importlib.resources
+import inspect
 import logging
 import os
 import re
@@ -157,6 +158,15 @@ def _unknown_name_error(error: Exception, gin_files, search_paths) -> str:
                                         cutoff=0.6)
     if nearest:
       hint = f'\nNearest registered configurables: {nearest}.'
+  match = re.search(
+      r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", text)
+  if match:
+    configurable = gin.config._REGISTRY.get_match(match.group(1))  # pylint: disable=protected-access
+    if configurable is not None:
+      names = sorted(inspect.signature(configurable.wrapped).parameters)
+      nearest = difflib.get_close_matches(match.group(2), names, n=3)
+      hint = (f'\nDid you mean {" or ".join(nearest)}?' if nearest else
+              f'\nIts parameters: {names}.')
   return (f'Gin configuration rejected: {text}{hint}\nModel options are named '
           'module.Class.option as the gin files import them (e.g. '
           'fovea.Fovea.block_len, network.Config.num_heads), run options '

@@ -80,7 +80,8 @@ def test_saved_config_runs_again_with_copied_bindings(monkeypatch, tmp_path):
     ('BATCH_SIZ = 3', "Unknown macro 'BATCH_SIZ'.*Did you mean BATCH_SIZE"),
     ('foveaa.Fovea.block_len = 3',
      r"No configurable matching 'foveaa.Fovea'.*Nearest.*'fovea.Fovea'"),
-    ('fovea.Fovea.blok_len = 3', "doesn't have a parameter named 'blok_len'"),
+    ('fovea.Fovea.blok_len = 3',
+     "doesn't have a parameter named 'blok_len'.*Did you mean block_len"),
 ])
 def test_unknown_names_fail_naming_the_nearest(binding, message):
   entry_points._register_configurables()  # pylint: disable=protected-access
