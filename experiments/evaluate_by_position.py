@@ -15,7 +15,6 @@ from typing import Any, Optional, Sequence
 import gin
 import jax
 import numpy as np
-import seqio
 
 from fovea_jax.data import pipeline
 from fovea_jax.data.config import DatasetConfig
@@ -101,15 +100,8 @@ def evaluate_by_position(*,
   if not position_loss.total_tokens:
     # The task has no score metric (summarization: ROUGE only), so seqio never
     # scored; score the same examples here for the validation loss.
-    dataset = seqio.get_dataset(
-        dataset_cfg.mixture_or_task_name,
-        task_feature_lengths=dict(dataset_cfg.task_feature_lengths),
-        dataset_split=dataset_cfg.split, shuffle=False, num_epochs=1,
-        feature_converter=pipeline.make_feature_converter(
-            dataset_cfg, getattr(model, 'FEATURE_CONVERTER_CLS', None)),
-        use_cached=dataset_cfg.use_cached, seed=dataset_cfg.seed)
-    if num_examples is not None:
-      dataset = dataset.take(num_examples)
+    dataset = pipeline.ordered_examples(
+        dataset_cfg, getattr(model, 'FEATURE_CONVERTER_CLS', None), num_examples)
     record = _recording(score_batch, position_loss)
     for _, batch, _ in evaluator_lib.padded_batches(dataset.enumerate(),
                                                     dataset_cfg.batch_size):

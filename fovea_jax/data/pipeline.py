@@ -88,6 +88,27 @@ def load_vocabularies(task_or_mixture) -> None:
     _ = feature.vocabulary.vocab_size
 
 
+def ordered_examples(
+    cfg: DatasetConfig,
+    feature_converter_cls: Optional[Type[seqio.FeatureConverter]] = None,
+    num_examples: Optional[int] = None) -> tf.data.Dataset:
+  """cfg's split once, in file order, converted but unbatched.
+
+  What inference and scoring walk (batched by the evaluator's
+  `padded_batches`): no shuffling and no sharding, so every process and every
+  run sees the same examples in the same order.
+  """
+  dataset = seqio.get_dataset(
+      cfg.mixture_or_task_name,
+      task_feature_lengths=dict(cfg.task_feature_lengths),
+      dataset_split=cfg.split, shuffle=False, num_epochs=1,
+      feature_converter=make_feature_converter(cfg, feature_converter_cls),
+      use_cached=cfg.use_cached, seed=cfg.seed)
+  if num_examples is not None:
+    dataset = dataset.take(num_examples)
+  return dataset
+
+
 def get_dataset(
     cfg: DatasetConfig,
     *,

@@ -15,7 +15,6 @@ from typing import Any, Optional
 import gin
 import jax
 import numpy as np
-import seqio
 
 from fovea_jax.data import pipeline
 from fovea_jax.data.config import DatasetConfig
@@ -73,15 +72,8 @@ def infer(*,
   predict_batch, _, _ = eval_lib.restored_model_fns(
       model, dataset_cfg, restore_checkpoint_cfg, partitioner)
   get_mixture_or_task(dataset_cfg.mixture_or_task_name, dataset_cfg.module)
-  dataset = seqio.get_dataset(
-      dataset_cfg.mixture_or_task_name,
-      task_feature_lengths=dict(dataset_cfg.task_feature_lengths),
-      dataset_split=dataset_cfg.split, shuffle=False, num_epochs=1,
-      feature_converter=pipeline.make_feature_converter(
-          dataset_cfg, getattr(model, 'FEATURE_CONVERTER_CLS', None)),
-      use_cached=dataset_cfg.use_cached, seed=dataset_cfg.seed)
-  if num_examples is not None:
-    dataset = dataset.take(num_examples)
+  dataset = pipeline.ordered_examples(
+      dataset_cfg, getattr(model, 'FEATURE_CONVERTER_CLS', None), num_examples)
   in_vocab, out_vocab = model.input_vocabulary, model.output_vocabulary
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   os.makedirs(output_dir, exist_ok=True)
