@@ -27,21 +27,66 @@ from fovea_jax.attention.layout import TreeLayout
 DEFAULT_CHUNK_BYTES = 4 * 2**20
 
 
+def _array_module(*arrays):
+  """numpy for host-side plans (all inputs numpy), jax.numpy inside programs."""
+  return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
+
+
 def relative_position_to_window(query_pos, lo, hi):
   """Signed distance from a query token to the nearest token of `[lo, hi]`."""
-  return jnp.where(query_pos < lo, lo - query_pos,
-                   jnp.where(query_pos > hi, hi - query_pos, 0))
+  xp = _array_module(query_pos, lo, hi)
+  return xp.where(query_pos < lo, lo - query_pos,
+                  xp.where(query_pos > hi, hi - query_pos, 0))
 
 
 def static_entry_mask(query_pos, lo, hi, layout: TreeLayout):
   """True where a (query, entry) pair may attend: causal and window rules."""
   allowed = lo <= hi
   if layout.causal:
-    allowed &= hi <= query_pos
+    allowed = allowed & (hi <= query_pos)
   if layout.window is not None:
     rel = relative_position_to_window(query_pos, lo, hi)
-    allowed &= jnp.abs(rel) <= layout.window
+    allowed = allowed & (abs(rel) <= layout.window)
   return allowed
+
+
+# At most this many distinct static bias patterns per call for the typed path.
+MAX_BLOCK_TYPES = 8
+
+
+def _block_types(layout, padded_blocks, max_distance):
+  """Distinct static score patterns of the query blocks, when there are few.
+
+  A block's static pattern is, per (query slot, key slot), the clipped distance
+  of the T5 bias (`max_distance` 0: no bias) or "masked" (causal, window, unused
+  slot). Sliding windows have 2-3 patterns (the edges and the interior), so the
+  bias and masks of a whole call are `[types, T, keys]` built once, and the bias
+  gradient a sum per type instead of a scatter per score: that scatter and the
+  per-score lookups cost a third of the LongT5-local training step at 4k tokens.
+  Fovea's coarse windows give every block its own pattern (None, None).
+  Returns `([types, T, keys] codes in [0, 2 * max_distance + 1], [blocks] type)`;
+  code `2 * max_distance + 1` is "masked".
+  """
+  index, valid = layout.gather_index
+  lo, hi = layout.entry_lo_hi
+  tq, blocks = layout.query_block, layout.num_query_blocks
+  masked = 2 * max_distance + 1
+  codes, block_type = {}, np.zeros(padded_blocks, np.int32)
+  for block in range(padded_blocks):
+    if block < blocks:
+      query_pos = block * tq + np.arange(tq)[:, None]
+      b_lo, b_hi = lo[index[block]][None], hi[index[block]][None]
+      allowed = static_entry_mask(query_pos, b_lo, b_hi, layout) & valid[block]
+      distance = np.clip(relative_position_to_window(query_pos, b_lo, b_hi),
+                         -max_distance, max_distance) + max_distance
+      code = np.where(allowed, distance, masked).astype(np.int32)
+    else:
+      code = np.full((tq, index.shape[1]), masked, np.int32)
+    block_type[block] = codes.setdefault(code.tobytes(), (len(codes), code))[0]
+    if len(codes) > MAX_BLOCK_TYPES:
+      return None, None
+  ordered = sorted(codes.values(), key=lambda item: item[0])
+  return np.stack([code for _, code in ordered]), block_type
 
 
 class _Plan:
@@ -53,7 +98,8 @@ class _Plan:
   accumulated by consecutive steps. Per-chunk tables are tiled over the heads.
   """
 
-  def __init__(self, layout: TreeLayout, chunk: int, kv_heads: int):
+  def __init__(self, layout: TreeLayout, chunk: int, kv_heads: int,
+               max_distance: int):
     self.kv_heads = kv_heads
     index, valid = layout.gather_index
     lo, hi = layout.entry_lo_hi
@@ -78,10 +124,21 @@ class _Plan:
     self.first_block = per_head(np.arange(self.num_chunks, dtype=np.int32) * chunk)
     self.head = np.repeat(np.arange(kv_heads, dtype=np.int32), self.num_chunks)
     self.keys = keys
+    self.max_distance = max_distance
+    self.type_codes, block_type = _block_types(layout, padded, max_distance)
+    self.block_type = None if block_type is None else per_head(
+        block_type.reshape(self.num_chunks, chunk))
+
+  @property
+  def typed(self):
+    """True when every block's static bias is one of a few `type_codes`."""
+    return self.type_codes is not None
 
   @property
   def xs(self):
-    return (self.index, self.valid, self.lo, self.hi, self.first_block, self.head)
+    extra = (self.block_type,) if self.typed else ()
+    return (self.index, self.valid, self.lo, self.hi, self.first_block) + extra + (
+        self.head,)
 
 
 def _choose_chunk(layout, batch, heads_per_step, chunk_bytes):
@@ -104,14 +161,33 @@ def _bias_by_distance(table, bias_spec, kv_heads):
   return by_distance.T.reshape(kv_heads, heads // kv_heads, -1)
 
 
-def _chunk_logits(q_c, k_g, entry_bias_g, bias_by_distance, xs, *, layout, scale,
-                  max_distance):
+def _static_bias(table, bias_spec, plan, groups):
+  """`[kv_heads, types, groups, T, keys]` bias and masks of every block type."""
+  if table is None:
+    by_distance = jnp.zeros((plan.kv_heads, groups, 1), jnp.float32)
+  else:
+    by_distance = _bias_by_distance(table, bias_spec, plan.kv_heads)
+  masked = jnp.full(by_distance.shape[:2] + (1,), MASKED, jnp.float32)
+  per_code = jnp.concatenate([by_distance, masked], axis=-1)
+  return jnp.swapaxes(jnp.take(per_code, plan.type_codes, axis=2), 1, 2)
+
+
+def _step_static_bias(static_bias, xs):
+  """This step's `[chunk, groups, T, keys]` slice of `_static_bias`."""
+  block_type, head = xs[5], xs[-1]
+  return jnp.take(_head_slice(static_bias, head, 0)[0], block_type, axis=0)
+
+
+def _chunk_logits(q_c, k_g, entry_bias_g, bias, xs, *, layout, scale,
+                  max_distance, typed):
   """Scores `[batch, kv_heads, chunk, groups * q_block, keys]` of one chunk.
 
-  Batch dimensions lead and rows precede keys, the natural layout of the product,
-  so no score-sized transpose is needed here or in the backward pass.
+  `bias` is this step's `_step_static_bias` if `typed`, else the head's
+  `_bias_by_distance` (or None). Batch dimensions lead and rows precede keys, the
+  natural layout of the product, so no score-sized transpose is needed here or in
+  the backward pass.
   """
-  _, valid, lo, hi, first_block, _ = xs
+  _, valid, lo, hi, first_block = xs[:5]
   logits = jnp.einsum('bkcrd,bkcjd->bkcrj', q_c, k_g,
                       preferred_element_type=jnp.float32) * scale
   b, kv_heads, chunk, rows, keys = logits.shape
@@ -119,6 +195,9 @@ def _chunk_logits(q_c, k_g, entry_bias_g, bias_by_distance, xs, *, layout, scale
   groups = rows // tq
   logits = logits.reshape(b, kv_heads, chunk, groups, tq, keys)
   logits = logits + entry_bias_g[:, None, :, None, None, :]
+  if typed:
+    return (logits + bias[None, None]).reshape(b, kv_heads, chunk, rows, keys)
+  bias_by_distance = bias
   query_pos = ((first_block + jnp.arange(chunk))[:, None] * tq +
                jnp.arange(tq)[None, :])[:, :, None]  # [chunk, tq, 1]
   lo, hi = lo[:, None, :], hi[:, None, :]
@@ -168,7 +247,14 @@ def _head_slice(x, head, axis):
   return jax.lax.dynamic_slice_in_dim(x, head, 1, axis=axis)
 
 
-def _forward(q, k_flat, v_flat, entry_bias, bias_by_distance, layout, plan, scale,
+def _step_bias(bias, xs, plan):
+  """The per-step `bias` argument of `_chunk_logits` (see there)."""
+  if plan.typed:
+    return _step_static_bias(bias, xs)
+  return None if bias is None else _head_slice(bias, xs[-1], 0)
+
+
+def _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
              max_distance):
   q_chunks = _split_queries(q, layout, plan)
   k_t, v_t = _heads_major(k_flat), _heads_major(v_flat)
@@ -178,11 +264,10 @@ def _forward(q, k_flat, v_flat, entry_bias, bias_by_distance, layout, plan, scal
     head = xs[-1]
     k_g = _gather(_head_slice(k_t, head, 1), xs[0])
     v_g = _gather(_head_slice(v_t, head, 1), xs[0])
-    by_distance = (None if bias_by_distance is None else
-                   _head_slice(bias_by_distance, head, 0))
     logits = _chunk_logits(q_c, k_g, jnp.take(entry_bias, xs[0], axis=1),
-                           by_distance, xs, layout=layout, scale=scale,
-                           max_distance=max_distance)
+                           _step_bias(bias, xs, plan), xs, layout=layout,
+                           scale=scale, max_distance=max_distance,
+                           typed=plan.typed)
     row_max = jnp.max(logits, axis=-1, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
     weights = jnp.exp(logits - row_max)
@@ -197,10 +282,15 @@ def _forward(q, k_flat, v_flat, entry_bias, bias_by_distance, layout, plan, scal
   return out, lse
 
 
-def _bias_inputs(table, bias_spec, kv_heads):
+def _bias_inputs(table, bias_spec, plan, groups):
+  """`(bias, max_distance)`: the static bias of every block type if the plan is
+  typed, else the bias by distance (None without a table)."""
+  max_distance = 0 if table is None else bias_spec[1]
+  if plan.typed:
+    return _static_bias(table, bias_spec, plan, groups), max_distance
   if table is None:
     return None, 0
-  return _bias_by_distance(table, bias_spec, kv_heads), bias_spec[1]
+  return _bias_by_distance(table, bias_spec, plan.kv_heads), max_distance
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
@@ -212,38 +302,41 @@ def _attention(q, k_flat, v_flat, entry_bias, table, layout, plan, scale, bias_s
 
 def _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan, scale,
                    bias_spec):
-  by_distance, max_distance = _bias_inputs(table, bias_spec, plan.kv_heads)
-  out, lse = _forward(q, k_flat, v_flat, entry_bias, by_distance, layout, plan,
-                      scale, max_distance)
+  bias, max_distance = _bias_inputs(table, bias_spec, plan,
+                                    q.shape[2] // plan.kv_heads)
+  out, lse = _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
+                      max_distance)
   result = _merge_queries(out, q.shape[1], layout, plan).astype(v_flat.dtype)
   return result, (q, k_flat, v_flat, entry_bias, table, out, lse)
 
 
 def _attention_bwd(layout, plan, scale, bias_spec, residuals, d_out):
   q, k_flat, v_flat, entry_bias, table, out, lse = residuals
+  groups = q.shape[2] // plan.kv_heads
   if table is None:
-    by_distance, max_distance, table_vjp = None, 0, None
+    bias, max_distance = _bias_inputs(None, None, plan, groups)
+    table_vjp = None
   else:
-    by_distance, table_vjp = jax.vjp(
-        lambda t: _bias_by_distance(t, bias_spec, plan.kv_heads), table)
+    bias, table_vjp = jax.vjp(
+        lambda t: _bias_inputs(t, bias_spec, plan, groups)[0], table)
     max_distance = bias_spec[1]
   q_chunks = _split_queries(q, layout, plan)
   do_chunks = _split_queries(d_out.astype(jnp.float32), layout, plan)
   k_t, v_t = _heads_major(k_flat), _heads_major(v_flat)
 
   def step(carry, inputs):
-    dk_t, dv_t, d_by_distance = carry
+    dk_t, dv_t, d_bias_acc = carry
     q_c, do_c, out_c, lse_c, xs = inputs
     index, head = xs[0], xs[-1]
     k_g = _gather(_head_slice(k_t, head, 1), index)
     v_g = _gather(_head_slice(v_t, head, 1), index)
-    head_bias = (None if by_distance is None else
-                 _head_slice(by_distance, head, 0))
+    head_bias = _step_bias(bias, xs, plan)
     eb_g = jnp.take(entry_bias, index, axis=1)
 
-    def logits_of(q_c, k_g, by_distance):
-      return _chunk_logits(q_c, k_g, eb_g, by_distance, xs, layout=layout,
-                           scale=scale, max_distance=max_distance)
+    def logits_of(q_c, k_g, step_bias):
+      return _chunk_logits(q_c, k_g, eb_g, step_bias, xs, layout=layout,
+                           scale=scale, max_distance=max_distance,
+                           typed=plan.typed)
 
     logits, logits_vjp = jax.vjp(logits_of, q_c, k_g, head_bias)
     weights = jnp.exp(logits - lse_c)  # lse = +inf on empty rows -> 0
@@ -258,18 +351,21 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, d_out):
     dk_t = dk_t.at[:, head, flat_index].add(
         dk_g.reshape(b, -1, d).astype(jnp.float32))
     dv_t = dv_t.at[:, head, flat_index].add(dv_g.reshape(b, -1, d))
-    if d_by_distance is not None:
-      d_by_distance = d_by_distance.at[head].add(d_bias[0])
-    return (dk_t, dv_t, d_by_distance), dq_c
+    if d_bias_acc is not None and plan.typed:
+      # A sum per block type: the chunk's blocks may share a type.
+      d_bias_acc = d_bias_acc.at[head, xs[5]].add(d_bias)
+    elif d_bias_acc is not None:
+      d_bias_acc = d_bias_acc.at[head].add(d_bias[0])
+    return (dk_t, dv_t, d_bias_acc), dq_c
 
   init = (jnp.zeros(k_t.shape, jnp.float32), jnp.zeros(v_t.shape, jnp.float32),
-          None if table is None else jnp.zeros(by_distance.shape, jnp.float32))
-  (dk_t, dv_t, d_by_distance), dq = jax.lax.scan(
+          None if table is None else jnp.zeros(bias.shape, jnp.float32))
+  (dk_t, dv_t, d_bias_acc), dq = jax.lax.scan(
       step, init, (q_chunks, do_chunks, out, lse, plan.xs))
   dq = _merge_queries(dq, q.shape[1], layout, plan).astype(q.dtype)
   d_table = None
   if table is not None:
-    d_table, = table_vjp(d_by_distance)
+    d_table, = table_vjp(d_bias_acc)
     d_table = d_table.astype(table.dtype)
   # entry_bias depends only on masks and counts: it carries no gradient.
   return (dq, _heads_major(dk_t).astype(k_flat.dtype),
@@ -281,8 +377,8 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 @functools.lru_cache(maxsize=64)
-def _plan_for(layout, chunk, kv_heads):
-  return _Plan(layout, chunk, kv_heads)
+def _plan_for(layout, chunk, kv_heads, max_distance):
+  return _Plan(layout, chunk, kv_heads, max_distance)
 
 
 def tree_level_attention_xla(q, k_flat, v_flat, entry_bias, layout: TreeLayout, *,
@@ -292,12 +388,13 @@ def tree_level_attention_xla(q, k_flat, v_flat, entry_bias, layout: TreeLayout, 
   batch, _, heads, _ = q.shape
   kv_heads = k_flat.shape[2]
   chunk = _choose_chunk(layout, batch, heads // kv_heads, chunk_bytes)
-  plan = _plan_for(layout, chunk, kv_heads)
   table, bias_spec = None, None
   if position_bias is not None:
     table = position_bias.table
     bias_spec = (position_bias.num_buckets, position_bias.max_distance,
                  position_bias.bidirectional)
+  plan = _plan_for(layout, chunk, kv_heads,
+                   0 if position_bias is None else position_bias.max_distance)
   entry_bias = jax.lax.stop_gradient(entry_bias)
   return _attention(q, k_flat, v_flat, entry_bias, table, layout, plan,
                     float(scale), bias_spec)
