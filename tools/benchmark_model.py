@@ -264,12 +264,13 @@ def hf_worker(attention_type, n, targets, threads):
 
 
 def hf_environment():
-  """PyTorch's OpenMP threads wait passively unless the caller chose otherwise:
-  spinning threads on a shared machine make a 2-thread step up to 8x slower (seen
-  on the 2-core machine of this README), which would flatter our ratios."""
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
-  return env
+  """PyTorch runs with its default OpenMP settings (what its users get): on the
+  idle 2-core machine they were its fastest (4k local: 0.50 s a step, against
+  0.58 s with OMP_WAIT_POLICY=PASSIVE). On a shared, oversubscribed machine
+  spinning OpenMP threads can make a 2-thread step many times slower, which
+  would flatter our ratios: there, set OMP_WAIT_POLICY=PASSIVE (it is passed
+  on) or, better, measure on an idle machine."""
+  return dict(os.environ, JAX_PLATFORMS='cpu')
 
 
 class HfProcess:

@@ -24,16 +24,22 @@ def _validate(q, k, v, key_mask, position_bias, *, same_length):
 
 
 def run_tree_layout(layout, q, k, v, *, scale, key_mask, position_bias,
-                    implementation, coarse_levels=None):
-  """Builds the flat K/V buffer of `layout` and runs an engine over it."""
+                    implementation, coarse_levels=None, return_lse=False):
+  """Builds the flat K/V buffer of `layout` and runs an engine over it.
+
+  `return_lse` (XLA engine only) also returns each row's log-sum-exp.
+  """
   batch, length = k.shape[:2]
   valid = common.valid_keys(key_mask, batch, length, length)
   k_flat, v_flat, entry_bias = pyramid.build_flat_kv(layout, k, v, valid,
                                                      coarse_levels)
   engine = registry.tree_engine(implementation)
+  options = dict(return_lse=True) if return_lse else {}
+  if return_lse and implementation != 'xla':
+    raise ValueError(f'return_lse needs the xla engine, got {implementation!r}.')
   return engine(q, k_flat, v_flat, entry_bias, layout,
                 scale=common.default_scale(scale, q.shape[-1]),
-                position_bias=position_bias)
+                position_bias=position_bias, **options)
 
 
 def dot_product_attention(q, k, v, *, scale=None, causal=False, key_mask=None,

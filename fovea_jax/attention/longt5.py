@@ -9,8 +9,16 @@ Two pieces, matching Hugging Face `transformers`' LongT5 exactly (its
   (each query sees keys with |i - j| <= local_radius) joined in one softmax with
   every global token, which carries a side relative-position bias over group
   positions.
-Scores are computed per query block against 3 local blocks plus the global
-tokens: memory O(length * (3 * block + length / global_block_size)), never an
+Two implementations, equal to each other and to the dense oracle of the tests:
+`transient_global_attention_reference` mirrors Hugging Face's blockwise form
+(every query block against 3 local blocks plus the global tokens, one
+concatenated softmax); `transient_global_attention` (the 'xla' path) runs the
+local window on the tree path (tree_attention_xla.py), which returns each row's
+log-sum-exp, computes the global scores as one product with the side bias built
+per group (a Toeplitz matrix, not a lookup per score), and joins the two
+softmaxes through their log-sum-exps. On CPU at 4k tokens the second is the
+faster by far: the blockwise form spends its time slicing windows, concatenating
+scores and transposing them in the backward pass. Neither builds an
 [length, length] array.
 
 Causal variant (not in LongT5; for decoder-only LMs): query i sees local keys
@@ -19,10 +27,14 @@ i - local_radius <= j <= i and the global tokens of groups that end at or before
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fovea_jax.attention import api
 from fovea_jax.attention import common
+from fovea_jax.attention import local
+from fovea_jax.attention import registry
 
 
 def global_block_ids(key_mask, global_block_size, *, causal=False):
@@ -76,8 +88,137 @@ def _three_blocks(x):
 def transient_global_attention(q, k, v, side_k, side_v, *, block_ids,
                                global_valid, local_radius, global_block_size,
                                causal=False, scale=1.0, key_mask=None,
-                               position_bias=None, side_position_bias=None):
-  """Local + global attention, one softmax per query.
+                               position_bias=None, side_position_bias=None,
+                               implementation=None):
+  """Local + global attention, one softmax per query (arguments as in
+  `transient_global_attention_reference`). Outputs at masked query positions
+  are unspecified (finite): no real position depends on them.
+  """
+  implementation = registry.resolve_implementation(implementation)
+  options = dict(block_ids=block_ids, global_valid=global_valid,
+                 local_radius=local_radius, global_block_size=global_block_size,
+                 causal=causal, scale=scale, key_mask=key_mask,
+                 position_bias=position_bias,
+                 side_position_bias=side_position_bias)
+  if implementation != 'xla':
+    # The Pallas engines do not return log-sum-exps; the blockwise form is
+    # plain XLA and runs anywhere.
+    return transient_global_attention_reference(q, k, v, side_k, side_v,
+                                                **options)
+  groups = common.check_qkv(q, k, v, same_length=True)
+  common.check_positive_int('local_radius', local_radius)
+  key_mask = common.check_key_mask(key_mask, k)
+  layout = local.local_layout(q.shape[1], window=local_radius, causal=causal)
+  local_out, local_lse = api.run_tree_layout(
+      layout, q, k, v, scale=scale, key_mask=key_mask,
+      position_bias=position_bias, implementation='xla', return_lse=True)
+  side_out, side_lse = _global_part(
+      q, side_k, side_v, groups=groups, block_ids=block_ids,
+      global_valid=global_valid, global_block_size=global_block_size,
+      causal=causal, scale=scale, key_mask=key_mask,
+      side_position_bias=side_position_bias)
+  # One softmax over both parts: weigh each part's normalised output by its
+  # share of the total mass exp(lse_local) + exp(lse_global).
+  top = jnp.maximum(local_lse, side_lse)
+  top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
+  local_mass, side_mass = jnp.exp(local_lse - top), jnp.exp(side_lse - top)
+  total = local_mass + side_mass
+  total = jnp.where(total > 0, total, 1.0)
+  out = (local_out.astype(jnp.float32) * (local_mass / total)[..., None] +
+         side_out * (side_mass / total)[..., None])
+  return out.astype(v.dtype)
+
+
+def _group_toeplitz(by_rel, num_query_groups, num_globals):
+  """`[h, Gq, G]` with `[o, g] = by_rel[:, g - o + Gq - 1]`, from `by_rel [h, R]`,
+  R = Gq + G - 1, by reshapes and slices only (its gradient is then dense
+  sums, not a scatter of Gq * G elements per head)."""
+  heads = by_rel.shape[0]
+  padded = jnp.pad(by_rel, ((0, 0), (0, 1)))  # one spare column for the skew
+  width = padded.shape[1]
+  tiled = jnp.broadcast_to(padded[:, None], (heads, num_query_groups, width))
+  # Read with rows one shorter, row o starts o entries earlier: [o, c] holds
+  # padded[c - o] for c >= o (always true below: c >= Gq - 1 >= o).
+  skewed = tiled.reshape(heads, -1)[:, :num_query_groups * (width - 1)]
+  skewed = skewed.reshape(heads, num_query_groups, width - 1)
+  return skewed[:, :, num_query_groups - 1:num_query_groups - 1 + num_globals]
+
+
+def _global_part(q, side_k, side_v, *, groups, block_ids, global_valid,
+                 global_block_size, causal, scale, key_mask, side_position_bias):
+  """Attention of every query to the global tokens alone.
+
+  Returns the normalised output `[b, n, heads, d]` (float32, zero on rows with no
+  allowed global) and the log-sum-exp `[b, n, heads]` (-inf there).
+  """
+  batch, length, heads, head_dim = q.shape
+  kv_heads = side_k.shape[2]
+  num_globals = side_k.shape[1]
+  gbs = global_block_size
+  f32 = jnp.float32
+  if num_globals == 0:
+    return (jnp.zeros(q.shape, f32),
+            jnp.full((batch, length, heads), -jnp.inf, f32))
+  q_h = jnp.transpose(q.astype(f32).reshape(batch, length, kv_heads, groups,
+                                            head_dim), (0, 2, 3, 1, 4))
+  s_k = jnp.swapaxes(side_k.astype(f32), 1, 2)  # [b, kvh, G, d]
+  s_v = jnp.swapaxes(side_v.astype(f32), 1, 2)
+  logits = jnp.einsum('bkgnd,bksd->bkgns', q_h, s_k,
+                      preferred_element_type=f32) * scale  # [b, kvh, g, n, G]
+
+  position = jnp.arange(length)
+  group = np.arange(num_globals)
+  if causal:
+    # A global is seen once its group is complete; own group = position // gbs.
+    seen = ((group + 1) * gbs - 1)[None, :] <= position[:, None]
+    allowed = seen[None] & global_valid[:, None, :]                # [b, n, G]
+  else:
+    valid = common.valid_keys(key_mask, batch, length, length)
+    allowed = valid[:, :, None] == global_valid[:, None, :]        # Hugging Face
+  bias = jnp.where(allowed, 0.0, common.MASKED)[:, None, None]     # [b,1,1,n,G]
+  if side_position_bias is not None:
+    # Own group of a real token: position // gbs, clipped to the last full group
+    # (orphans; LongT5's block ids). Rows of one group share one bias row.
+    num_query_groups = -(-length // gbs)
+    by_rel = side_position_bias.bias(
+        jnp.arange(-(num_query_groups - 1), num_globals))          # [R, h]
+    by_rel = jnp.transpose(by_rel)
+    toeplitz = _group_toeplitz(by_rel, num_query_groups, num_globals)
+    per_row = jnp.repeat(toeplitz, gbs, axis=1)[:, :length]       # [h, n, G]
+    if not causal:
+      last_full = jnp.max(block_ids, axis=-1)                      # [b]
+      orphan_bias = jnp.take(by_rel, group[None, :] - jnp.maximum(last_full, 0)[
+          :, None] + num_query_groups - 1, axis=1)                 # [h, b, G]
+      orphan = (position // gbs)[None, :] > last_full[:, None]     # [b, n]
+      per_row = jnp.where(orphan[:, None, :, None],
+                          jnp.swapaxes(orphan_bias, 0, 1)[:, :, None],
+                          per_row[None])                           # [b, h, n, G]
+    else:
+      per_row = per_row[None]
+    per_row = per_row.reshape(per_row.shape[0], kv_heads, groups, length,
+                              num_globals)
+    bias = bias + per_row
+  logits = logits + bias
+  row_max = jnp.max(logits, axis=-1, keepdims=True)
+  row_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(row_max), row_max, 0.0))
+  weights = jnp.exp(logits - row_max)
+  total = jnp.sum(weights, axis=-1, keepdims=True)
+  out = jnp.einsum('bkgns,bksd->bkgnd', weights, s_v,
+                   preferred_element_type=f32) / jnp.where(total > 0, total, 1.0)
+  lse = jnp.where(total > 0, row_max + jnp.log(jnp.where(total > 0, total, 1.0)),
+                  -jnp.inf)[..., 0]                                # [b, kvh, g, n]
+  out = jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(batch, length, heads,
+                                                    head_dim)
+  lse = jnp.transpose(lse, (0, 3, 1, 2)).reshape(batch, length, heads)
+  return out, lse
+
+
+def transient_global_attention_reference(
+    q, k, v, side_k, side_v, *, block_ids, global_valid, local_radius,
+    global_block_size, causal=False, scale=1.0, key_mask=None,
+    position_bias=None, side_position_bias=None):
+  """Local + global attention, one softmax per query, in Hugging Face's
+  blockwise form.
 
   q: [batch, length, heads, d]; k, v: [batch, length, kv_heads, d]; side_k,
   side_v: [batch, num_globals, kv_heads, d] (projected global tokens); block_ids,

@@ -295,6 +295,7 @@ def _bias_inputs(table, bias_spec, plan, groups):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
 def _attention(q, k_flat, v_flat, entry_bias, table, layout, plan, scale, bias_spec):
+  """`(output, log-sum-exp [b, n, heads], -inf on rows with no key)`."""
   result, _ = _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan,
                              scale, bias_spec)
   return result
@@ -307,10 +308,13 @@ def _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan, scale,
   out, lse = _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
                       max_distance)
   result = _merge_queries(out, q.shape[1], layout, plan).astype(v_flat.dtype)
-  return result, (q, k_flat, v_flat, entry_bias, table, out, lse)
+  row_lse = _merge_queries(jnp.where(jnp.isinf(lse), -jnp.inf, lse), q.shape[1],
+                           layout, plan)[..., 0]
+  return (result, row_lse), (q, k_flat, v_flat, entry_bias, table, out, lse)
 
 
-def _attention_bwd(layout, plan, scale, bias_spec, residuals, d_out):
+def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
+  d_out, d_lse = cotangents
   q, k_flat, v_flat, entry_bias, table, out, lse = residuals
   groups = q.shape[2] // plan.kv_heads
   if table is None:
@@ -322,11 +326,13 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, d_out):
     max_distance = bias_spec[1]
   q_chunks = _split_queries(q, layout, plan)
   do_chunks = _split_queries(d_out.astype(jnp.float32), layout, plan)
+  # d lse / d logit = weight: a log-sum-exp cotangent shifts each row's delta.
+  dlse_chunks = _split_queries(d_lse.astype(jnp.float32)[..., None], layout, plan)
   k_t, v_t = _heads_major(k_flat), _heads_major(v_flat)
 
   def step(carry, inputs):
     dk_t, dv_t, d_bias_acc = carry
-    q_c, do_c, out_c, lse_c, xs = inputs
+    q_c, do_c, dlse_c, out_c, lse_c, xs = inputs
     index, head = xs[0], xs[-1]
     k_g = _gather(_head_slice(k_t, head, 1), index)
     v_g = _gather(_head_slice(v_t, head, 1), index)
@@ -343,7 +349,7 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, d_out):
     dv_g = jnp.einsum('bkcrj,bkcrd->bkcjd', weights, do_c)
     dp = jnp.einsum('bkcrd,bkcjd->bkcrj', do_c, v_g,
                     preferred_element_type=jnp.float32)
-    delta = jnp.sum(do_c * out_c, axis=-1, keepdims=True)
+    delta = jnp.sum(do_c * out_c, axis=-1, keepdims=True) - dlse_c
     ds = weights * (dp - delta)
     dq_c, dk_g, d_bias = logits_vjp(ds)
     flat_index = index.reshape(-1)
@@ -361,7 +367,7 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, d_out):
   init = (jnp.zeros(k_t.shape, jnp.float32), jnp.zeros(v_t.shape, jnp.float32),
           None if table is None else jnp.zeros(bias.shape, jnp.float32))
   (dk_t, dv_t, d_bias_acc), dq = jax.lax.scan(
-      step, init, (q_chunks, do_chunks, out, lse, plan.xs))
+      step, init, (q_chunks, do_chunks, dlse_chunks, out, lse, plan.xs))
   dq = _merge_queries(dq, q.shape[1], layout, plan).astype(q.dtype)
   d_table = None
   if table is not None:
@@ -383,8 +389,12 @@ def _plan_for(layout, chunk, kv_heads, max_distance):
 
 def tree_level_attention_xla(q, k_flat, v_flat, entry_bias, layout: TreeLayout, *,
                              scale, position_bias=None,
-                             chunk_bytes=DEFAULT_CHUNK_BYTES):
-  """Attention of `q [b, n, heads, d]` over the flat buffer of `layout`."""
+                             chunk_bytes=DEFAULT_CHUNK_BYTES, return_lse=False):
+  """Attention of `q [b, n, heads, d]` over the flat buffer of `layout`.
+
+  With `return_lse`, also each row's log-sum-exp `[b, n, heads]` (-inf where no
+  key is allowed), differentiable: LongT5 TGlobal joins it with its global scores.
+  """
   batch, _, heads, _ = q.shape
   kv_heads = k_flat.shape[2]
   chunk = _choose_chunk(layout, batch, heads // kv_heads, chunk_bytes)
@@ -396,5 +406,6 @@ def tree_level_attention_xla(q, k_flat, v_flat, entry_bias, layout: TreeLayout, 
   plan = _plan_for(layout, chunk, kv_heads,
                    0 if position_bias is None else position_bias.max_distance)
   entry_bias = jax.lax.stop_gradient(entry_bias)
-  return _attention(q, k_flat, v_flat, entry_bias, table, layout, plan,
-                    float(scale), bias_spec)
+  result, lse = _attention(q, k_flat, v_flat, entry_bias, table, layout, plan,
+                           float(scale), bias_spec)
+  return (result, lse) if return_lse else result

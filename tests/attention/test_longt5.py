@@ -6,6 +6,8 @@ ids (orphan tokens, padding) and the sums (that test skips without torch).
 Causality of the causal variant, with global tokens made from the hidden states,
 is tested through gradients at the network level (tests/networks).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,31 +65,65 @@ def _case(length, valid_len, seed=0):
           normal(2, num_globals, 1, 8), key_mask)
 
 
+IMPLEMENTATIONS = {
+    'blockwise': longt5.transient_global_attention_reference,
+    'xla': functools.partial(longt5.transient_global_attention,
+                             implementation='xla'),
+}
+
+
+@pytest.mark.parametrize('implementation', sorted(IMPLEMENTATIONS))
 @pytest.mark.parametrize('length,valid_len,causal', [
     (23, 17, False),  # orphan tokens, padding, a partial last local block
     (23, 17, True),
     (16, 16, False),  # exact multiples of both block sizes
     (3, 2, True),     # no global token at all
+    (70, 61, False),  # several query blocks and groups; orphans; padding
+    (70, 70, True),
 ])
-def test_blockwise_equals_dense_oracle(length, valid_len, causal):
+def test_equals_dense_oracle_with_gradients(length, valid_len, causal,
+                                            implementation):
+  """Forward and gradients (q, k, v, side k/v, both bias tables) at the real
+  positions, float32, atol = rtol = 1e-5 (forward) and 1e-4 (gradients)."""
   q, k, v, side_k, side_v, mask = _case(length, valid_len)
   bias = _bias(2, 1, bidirectional=not causal)
   side_bias = _bias(2, 2, bidirectional=not causal)
+  real = np.asarray(mask)
+  cotangent = np.random.default_rng(3).normal(size=q.shape).astype(np.float32)
+  cotangent = jnp.asarray(cotangent * real[:, :, None, None])
+  attend = IMPLEMENTATIONS[implementation]
+
+  def run(fn, q, k, v, side_k, side_v, table, side_table):
+    ids, gvalid = longt5.global_block_ids(mask, GROUP, causal=causal)
+    pb = attention.RelativePositionBias(table, bidirectional=not causal)
+    spb = attention.RelativePositionBias(side_table, bidirectional=not causal)
+    if fn is None:
+      return _dense_oracle(q, k, v, side_k, side_v, ids, gvalid, mask, pb, spb,
+                           causal)
+    return fn(q, k, v, side_k, side_v, block_ids=ids, global_valid=gvalid,
+              local_radius=RADIUS, global_block_size=GROUP, causal=causal,
+              key_mask=mask, position_bias=pb, side_position_bias=spb)
+
+  args = (q, k, v, side_k, side_v, bias.table, side_bias.table)
 
   @jax.jit
-  def both(q, k, v, side_k, side_v, mask):
-    ids, gvalid = longt5.global_block_ids(mask, GROUP, causal=causal)
-    got = longt5.transient_global_attention(
-        q, k, v, side_k, side_v, block_ids=ids, global_valid=gvalid,
-        local_radius=RADIUS, global_block_size=GROUP, causal=causal,
-        key_mask=mask, position_bias=bias, side_position_bias=side_bias)
-    return got, _dense_oracle(q, k, v, side_k, side_v, ids, gvalid, mask, bias,
-                              side_bias, causal)
+  def both(*args):
+    outputs, grads = [], []
+    for fn in (attend, None):
+      out = run(fn, *args)
+      outputs.append(out)
+      grads.append(jax.grad(lambda *a: jnp.sum(run(fn, *a) * cotangent),
+                            argnums=tuple(range(7)))(*args))
+    return outputs, grads
 
-  got, want = both(q, k, v, side_k, side_v, mask)
-  real = np.asarray(mask)
+  (got, want), (got_grads, want_grads) = both(*args)
   np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real],
                              atol=1e-5, rtol=1e-5)
+  assert np.all(np.isfinite(np.asarray(got)))
+  for name, g, w in zip(('q', 'k', 'v', 'side_k', 'side_v', 'bias table',
+                         'side bias table'), got_grads, want_grads):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-4,
+                               rtol=1e-4, err_msg=name)
 
 
 def test_step_equals_full_causal_pass():

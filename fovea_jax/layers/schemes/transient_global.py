@@ -51,7 +51,8 @@ class LongT5TransientGlobal(base.Scheme):
         global_valid=global_valid, local_radius=self.local_radius,
         global_block_size=self.global_block_size, causal=self.causal,
         key_mask=inputs.key_mask, position_bias=inputs.position_bias,
-        side_position_bias=inputs.side_position_bias)
+        side_position_bias=inputs.side_position_bias,
+        implementation=inputs.implementation)
 
   def _group_cache(self, emb_dim):
     """Running group sums and projected global tokens (declared at cache init)."""
