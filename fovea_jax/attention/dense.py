@@ -41,16 +41,20 @@ def dot_product_attention_reference(q, k, v, *, scale=None, causal=False,
   return common.masked_dense_attention(q, k, v, bias, scale)
 
 
-def flash_layout(length, *, causal, query_block=128):
-  """Dense attention as a TreeLayout: every query block attends all raw keys."""
-  return _flash_layout(int(length), bool(causal), int(query_block))
+def flash_layout(length, *, causal, query_block=128, query_length=None):
+  """Dense attention as a TreeLayout: every query block attends all raw keys.
+
+  `query_length` (non-causal only): that many queries against `length` keys.
+  """
+  return _flash_layout(int(length), bool(causal), int(query_block),
+                       None if query_length is None else int(query_length))
 
 
 @functools.lru_cache(maxsize=64)
-def _flash_layout(length, causal, query_block):
-  query_block = min(query_block, length)
-  num_blocks = -(-length // query_block)
-  token_length = num_blocks * query_block
+def _flash_layout(length, causal, query_block, query_length):
+  query_block = min(query_block, length if query_length is None else
+                    query_length)
+  token_length = -(-length // query_block) * query_block
 
   def spans(block, segments):
     end = (block + 1) * query_block if causal else token_length
@@ -59,4 +63,4 @@ def _flash_layout(length, causal, query_block):
   return layout_lib.make_layout(
       length=length, query_block=query_block, token_length=token_length,
       segment_specs=[(1, 1, 0, token_length, 'none')], spans_of_block=spans,
-      causal=causal)
+      causal=causal, query_length=query_length)

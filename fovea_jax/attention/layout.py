@@ -153,13 +153,18 @@ def trim_spans(spans, lo, hi):
 
 
 def make_layout(*, length, query_block, token_length, segment_specs, spans_of_block,
-                causal, window=None) -> TreeLayout:
+                causal, window=None, query_length=None) -> TreeLayout:
   """Builds a TreeLayout from scheme-specific segments and per-block spans.
 
   `spans_of_block(block, segments)` returns `(flat_start, num_entries)` pairs.
+  `query_length` (default `length`) is the number of queries when it differs
+  from the number of keys (cross-attention; non-causal only).
   """
+  if query_length is not None and causal:
+    raise ValueError('a layout with its own query_length must be non-causal.')
   segments = build_segments(segment_specs, token_length)
-  num_query_blocks = -(-length // query_block)
+  num_query_blocks = -(-(length if query_length is None else query_length) //
+                       query_block)
   draft = TreeLayout(length, query_block, num_query_blocks, token_length, segments,
                      np.zeros((num_query_blocks, 1), np.int32),
                      np.zeros((num_query_blocks, 1), np.int32), causal, window)

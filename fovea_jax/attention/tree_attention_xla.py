@@ -124,6 +124,9 @@ class _Plan:
     self.first_block = per_head(np.arange(self.num_chunks, dtype=np.int32) * chunk)
     self.head = np.repeat(np.arange(kv_heads, dtype=np.int32), self.num_chunks)
     self.keys = keys
+    # Every block attends the whole flat buffer in order (non-causal dense).
+    self.whole_buffer = bool(valid.all() and keys == layout.flat_size and
+                             (index == np.arange(keys)).all())
     self.max_distance = max_distance
     self.type_codes, block_type = _block_types(layout, padded, max_distance)
     self.block_type = None if block_type is None else per_head(
@@ -211,8 +214,15 @@ def _chunk_logits(q_c, k_g, entry_bias_g, bias, xs, *, layout, scale,
   return logits.reshape(b, kv_heads, chunk, rows, keys)
 
 
-def _gather(flat, index):
-  """`flat [batch, kv_heads, n, d]`, `index [chunk, keys]` -> `[b, kvh, chunk, keys, d]`."""
+def _gather(flat, index, plan):
+  """`flat [batch, kv_heads, n, d]`, `index [chunk, keys]` -> `[b, kvh, chunk, keys, d]`.
+
+  When every block attends the whole buffer in order (non-causal dense), the
+  gather would copy all keys at every step: the buffer is used as it is.
+  """
+  if plan.whole_buffer:
+    return jnp.broadcast_to(flat[:, :, None], flat.shape[:2] + index.shape +
+                            flat.shape[-1:])
   return jnp.take(flat, index, axis=2)
 
 
@@ -262,8 +272,8 @@ def _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
   def step(_, inputs):
     q_c, xs = inputs
     head = xs[-1]
-    k_g = _gather(_head_slice(k_t, head, 1), xs[0])
-    v_g = _gather(_head_slice(v_t, head, 1), xs[0])
+    k_g = _gather(_head_slice(k_t, head, 1), xs[0], plan)
+    v_g = _gather(_head_slice(v_t, head, 1), xs[0], plan)
     logits = _chunk_logits(q_c, k_g, jnp.take(entry_bias, xs[0], axis=1),
                            _step_bias(bias, xs, plan), xs, layout=layout,
                            scale=scale, max_distance=max_distance,
@@ -334,8 +344,8 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
     dk_t, dv_t, d_bias_acc = carry
     q_c, do_c, dlse_c, out_c, lse_c, xs = inputs
     index, head = xs[0], xs[-1]
-    k_g = _gather(_head_slice(k_t, head, 1), index)
-    v_g = _gather(_head_slice(v_t, head, 1), index)
+    k_g = _gather(_head_slice(k_t, head, 1), index, plan)
+    v_g = _gather(_head_slice(v_t, head, 1), index, plan)
     head_bias = _step_bias(bias, xs, plan)
     eb_g = jnp.take(entry_bias, index, axis=1)
 
@@ -352,11 +362,15 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
     delta = jnp.sum(do_c * out_c, axis=-1, keepdims=True) - dlse_c
     ds = weights * (dp - delta)
     dq_c, dk_g, d_bias = logits_vjp(ds)
-    flat_index = index.reshape(-1)
-    b, d = dk_g.shape[0], dk_g.shape[-1]
-    dk_t = dk_t.at[:, head, flat_index].add(
-        dk_g.reshape(b, -1, d).astype(jnp.float32))
-    dv_t = dv_t.at[:, head, flat_index].add(dv_g.reshape(b, -1, d))
+    if plan.whole_buffer:
+      dk_t = dk_t.at[:, head].add(jnp.sum(dk_g, axis=(1, 2)).astype(jnp.float32))
+      dv_t = dv_t.at[:, head].add(jnp.sum(dv_g, axis=(1, 2)))
+    else:
+      flat_index = index.reshape(-1)
+      b, d = dk_g.shape[0], dk_g.shape[-1]
+      dk_t = dk_t.at[:, head, flat_index].add(
+          dk_g.reshape(b, -1, d).astype(jnp.float32))
+      dv_t = dv_t.at[:, head, flat_index].add(dv_g.reshape(b, -1, d))
     if d_bias_acc is not None and plan.typed:
       # A sum per block type: the chunk's blocks may share a type.
       d_bias_acc = d_bias_acc.at[head, xs[5]].add(d_bias)

@@ -4,6 +4,7 @@ from typing import Any, Callable, Sequence, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen import partitioning as nn_partitioning
 
 from fovea_jax.layers import initializers
@@ -44,5 +45,14 @@ class DenseGeneral(nn.Module):
         axes=tuple(self.kernel_axes))
     kernel = jnp.asarray(kernel, self.dtype)
     inputs = jnp.asarray(inputs, self.dtype)
+    if axis == tuple(range(inputs.ndim - len(axis), inputs.ndim)):
+      # Trailing axes: one 2-D product. XLA's CPU backend runs it faster than
+      # the same dot_general with several free dims (a T5 gated MLP, 4k tokens,
+      # forward+backward: 71 ms against 82 ms), and it is the same math.
+      lead = inputs.shape[:inputs.ndim - len(axis)]
+      size = lambda dims: int(np.prod(dims, dtype=np.int64))
+      flat = inputs.reshape(size(lead), size(kernel_shape[:len(axis)]))
+      out = flat @ kernel.reshape(flat.shape[1], size(features))
+      return out.reshape(lead + features)
     contract = (axis, tuple(range(len(axis))))
     return jax.lax.dot_general(inputs, kernel, (contract, ((), ())))

@@ -62,3 +62,26 @@ def test_relative_position_bucket_matches_t5():
   np.testing.assert_array_equal(causal[6:], 0)
   with pytest.raises(ValueError, match='max_distance'):
     attention.relative_position_bucket(rel, bidirectional=False, max_distance=16)
+
+
+@pytest.mark.parametrize('q_len,kv_len,causal,bias', [
+    (37, 37, False, True),   # self-attention, T5 bias, blocks cut by the end
+    (37, 37, True, True),    # causal flash layout
+    (21, 53, False, False),  # cross-attention: fewer queries than keys
+    (70, 29, False, False),  # more queries than keys
+], ids=str)
+def test_dense_scan_path_matches_reference(monkeypatch, q_len, kv_len, causal,
+                                           bias):
+  """Large dense calls under 'xla' run on the tree path (one query block at a
+  time); lowering the size threshold sends these small ones there too."""
+  from fovea_jax.attention import api
+  monkeypatch.setattr(api, 'DENSE_SCAN_SCORES', 1)
+  q, _, _, _, pb = helpers.random_inputs(14, length=q_len, bias=bias)
+  _, k, v, key_mask, _ = helpers.random_inputs(15, length=kv_len, kv_heads=1)
+
+  def run(implementation):
+    return lambda q, k, v, pb: attention.dot_product_attention(
+        q, k, v, causal=causal, key_mask=key_mask, position_bias=pb,
+        implementation=implementation)
+
+  helpers.assert_same(run('reference'), run('xla'), q, k, v, pb)
