@@ -46,3 +46,32 @@ def test_tiny_run_writes_rows_and_ratios(tmp_path):
   assert ours['vs_hf'] == pytest.approx(
       ours['step_s'] / rows[('hf_torch', 'local')]['step_s'])
   assert out.with_suffix('.png').stat().st_size > 0
+
+
+def test_profile_charges_ops_to_components():
+  import profile_model
+  assert profile_model.component(
+      'jit(loss)/jvp(EncoderDecoder)/EncoderDecoder.encode/encoder/layers_0/'
+      'attention/scheme/while/body/dot_general') == (
+          'encoder self-attention (scheme)', 'forward')
+  assert profile_model.component(
+      'jit(loss)/transpose(jvp(EncoderDecoder))/EncoderDecoder.decode/decoder/'
+      'layers_1/encoder_decoder_attention/key/dot_general') == (
+          'decoder cross-attention projections', 'backward')
+  assert profile_model.component(
+      'jit(loss)/jvp(DecoderOnly)/decoder/layers_3/mlp/wi_0/dot_general') == (
+          'decoder MLP', 'forward')
+  assert profile_model.component(
+      'jvp(EncoderDecoder)/encoder/layers_0/pre_mlp_layer_norm/mul')[0] == 'norms'
+
+
+def test_profile_of_a_tiny_step_names_the_main_components():
+  import profile_model
+  result = profile_model.profile('encdec', 'local', 256, 16, repeats=1)
+  comps = result['components']
+  for name in ('encoder self-attention (scheme)', 'encoder MLP',
+               'encoder self-attention projections',
+               'decoder cross-attention (scheme)'):
+    assert comps[name]['forward'] > 0 and comps[name]['backward'] > 0, name
+  assert result['step_s'] > 0
+  assert 'encoder MLP' in profile_model.markdown(result)
