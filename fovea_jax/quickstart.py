@@ -167,6 +167,8 @@ def _short(text, limit=160):
 def language_model(workdir):
   """Trains and evaluates the LM beside the unigram baseline."""
   # pylint: disable=g-import-not-at-top
+  # TensorFlow first through its setup: quiet, and kept off any GPU.
+  from fovea_jax.data import tensorflow_setup  # noqa: F401
   import seqio
   from fovea_jax.evaluation import baselines
   emb_dim = _LM_EMB_DIM.value
@@ -225,6 +227,8 @@ def summarization(workdir):
   """Trains, evaluates (beside the lead baseline) and exports the
   summarizer."""
   # pylint: disable=g-import-not-at-top
+  # TensorFlow first through its setup: quiet, and kept off any GPU.
+  from fovea_jax.data import tensorflow_setup  # noqa: F401
   import seqio
   from fovea_jax.evaluation import baselines
   lengths = {'inputs': _INPUTS_LENGTH.value, 'targets': _TARGETS_LENGTH.value}

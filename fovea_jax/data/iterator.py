@@ -16,6 +16,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+# TensorFlow first through its setup: quiet, and kept off any GPU.
+from fovea_jax.data import tensorflow_setup  # noqa: F401
 import seqio
 
 from fovea_jax.data import pipeline

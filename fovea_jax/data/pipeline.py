@@ -7,6 +7,8 @@ the trainer assembles global arrays from the per-process batches.
 from typing import Optional, Type
 
 import jax
+# TensorFlow first through its setup: quiet, and kept off any GPU.
+from fovea_jax.data import tensorflow_setup  # noqa: F401
 import seqio
 
 from fovea_jax.data import packing

@@ -13,6 +13,8 @@ import os
 from typing import Callable, Dict, Mapping, Optional, Type
 
 import numpy as np
+# TensorFlow first through its setup: quiet, and kept off any GPU.
+from fovea_jax.data import tensorflow_setup  # noqa: F401
 import seqio
 
 from fovea_jax.data import pipeline

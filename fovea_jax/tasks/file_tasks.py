@@ -8,6 +8,8 @@ usual into the first 90%, next 5% and last 5% of its bytes, read in blocks.
 import json
 import os
 
+# TensorFlow first through its setup: quiet, and kept off any GPU.
+from fovea_jax.data import tensorflow_setup  # noqa: F401
 import seqio
 
 from fovea_jax.data.tensorflow_setup import tf

@@ -1,4 +1,6 @@
 """Adds our tasks to the seqio registry with the shared feature layouts."""
+# TensorFlow first through its setup: quiet, and kept off any GPU.
+from fovea_jax.data import tensorflow_setup  # noqa: F401
 import seqio
 
 from fovea_jax.evaluation import metrics

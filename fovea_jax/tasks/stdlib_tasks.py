@@ -5,6 +5,8 @@ paragraph of that docstring. `stdlib_lm`: the full sources, cut into chunks of
 the target length. Both split modules by a hash of their path
 (`stdlib_sources.split_of`) and need no download.
 """
+# TensorFlow first through its setup: quiet, and kept off any GPU.
+from fovea_jax.data import tensorflow_setup  # noqa: F401
 import seqio
 
 from fovea_jax.data.tensorflow_setup import tf

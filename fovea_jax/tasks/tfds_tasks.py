@@ -4,6 +4,8 @@ The data must already be prepared in the TFDS data dir (`TFDS_DATA_DIR`);
 nothing is downloaded here. Tokens come from the SentencePiece model at
 `paths.sentencepiece_model_path()`.
 """
+# TensorFlow first through its setup: quiet, and kept off any GPU.
+from fovea_jax.data import tensorflow_setup  # noqa: F401
 import seqio
 
 from fovea_jax.tasks import registration
