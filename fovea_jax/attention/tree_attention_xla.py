@@ -165,9 +165,14 @@ def _bias_by_distance(table, bias_spec, kv_heads):
 
 
 def _static_bias(table, bias_spec, plan, groups):
-  """`[kv_heads, types, groups, T, keys]` bias and masks of every block type."""
+  """`[kv_heads, types, groups, T, keys]` bias and masks of every block type.
+
+  Without a table it holds only masks, the same for every head: one
+  `[1, types, 1, T, keys]` copy (at 32k keys a per-head copy was a 64 MiB
+  constant that XLA spent a second folding).
+  """
   if table is None:
-    by_distance = jnp.zeros((plan.kv_heads, groups, 1), jnp.float32)
+    by_distance = jnp.zeros((1, 1, 1), jnp.float32)
   else:
     by_distance = _bias_by_distance(table, bias_spec, plan.kv_heads)
   masked = jnp.full(by_distance.shape[:2] + (1,), MASKED, jnp.float32)
@@ -176,9 +181,11 @@ def _static_bias(table, bias_spec, plan, groups):
 
 
 def _step_static_bias(static_bias, xs):
-  """This step's `[chunk, groups, T, keys]` slice of `_static_bias`."""
+  """This step's `[chunk, groups|1, T, keys]` slice of `_static_bias`."""
   block_type, head = xs[5], xs[-1]
-  return jnp.take(_head_slice(static_bias, head, 0)[0], block_type, axis=0)
+  if static_bias.shape[0] > 1:
+    static_bias = _head_slice(static_bias, head, 0)
+  return jnp.take(static_bias[0], block_type, axis=0)
 
 
 def _chunk_logits(q_c, k_g, entry_bias_g, bias, xs, *, layout, scale,
