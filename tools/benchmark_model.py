@@ -274,26 +274,55 @@ def hf_environment():
 
 
 class HfProcess:
-  """The main process's handle on an `hf_worker`."""
+  """The main process's handle on an `hf_worker`.
+
+  A worker that dies (at long inputs PyTorch's TGlobal step outgrows this
+  machine's memory and the kernel kills it) leaves its row without a time and
+  with the reason in `failure`; the rest of the run goes on.
+  """
 
   def __init__(self, attention_type, n, targets, threads):
+    self.failure = None
+    self.peak_bytes = None
     self.proc = subprocess.Popen(
         [sys.executable, __file__, '--hf_worker', attention_type, str(n),
          str(targets), str(threads)], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, text=True, env=hf_environment())
     line = self.proc.stdout.readline().split()
     if not line or line[0] != 'ready':
-      raise RuntimeError(f'Hugging Face worker failed ({attention_type}, {n}); '
-                         'see its stderr above.')
+      self._died(f'its warm-up step ({attention_type}, {n} tokens)')
+      return
     self.peak_bytes = float(line[1])
 
+  @property
+  def fits(self):
+    return self.failure is None
+
+  def _died(self, during):
+    code = self.proc.wait()
+    why = ' (SIGKILL: most likely out of memory)' if code == -9 else ''
+    self.failure = f'Hugging Face worker exited with {code}{why} during {during}'
+    print(f'warning: {self.failure}; its row is left without a time '
+          '(its stderr is above).', file=sys.stderr, flush=True)
+
   def step_seconds(self):
-    self.proc.stdin.write('step\n')
-    self.proc.stdin.flush()
-    return float(self.proc.stdout.readline())
+    """Seconds of one step, or None when the worker has died."""
+    if self.failure:
+      return None
+    try:
+      self.proc.stdin.write('step\n')
+      self.proc.stdin.flush()
+      answer = self.proc.stdout.readline()
+    except BrokenPipeError:
+      answer = ''
+    if not answer:
+      self._died('a timed step')
+      return None
+    return float(answer)
 
   def close(self):
-    self.proc.stdin.close()
+    if self.proc.poll() is None:
+      self.proc.stdin.close()
     self.proc.wait()
 
 
@@ -307,6 +336,8 @@ class JaxStep:
     self.compiled, self.args = jax_step(arch, name, n, targets, dtype)
     self.peak_bytes = compiled_peak_bytes(self.compiled)
     self.fits = not self.peak_bytes > available_memory_bytes() * MEMORY_HEADROOM
+    self.failure = None if self.fits else (
+        f'needs {self.peak_bytes / 2**30:.1f} GiB, more than this machine has free')
 
   def step_seconds(self):
     start = time.perf_counter()
@@ -328,7 +359,6 @@ def candidates_at(n, args):
       if (arch == 'encdec' and name in HF_TYPES and args.hf and
           jax.default_backend() == 'cpu'):
         runner = HfProcess(HF_TYPES[name], n, args.targets, xla_threads())
-        runner.fits = True
         out.append((arch, 'hf_torch', name, runner))
   return out
 
@@ -350,17 +380,19 @@ def run(args):
     for _ in range(args.repeats):  # interleaved: noise hits every row alike
       for i, runner in enumerate(runners):
         if runner.fits:
-          times[i].append(runner.step_seconds())
+          seconds = runner.step_seconds()
+          if seconds is not None:
+            times[i].append(seconds)
     for (arch, framework, name, runner), ts in zip(cands, times):
       runner.close()
       flops = model_flops(arch, scheme_spec(name), n, args.targets)
-      seconds = statistics.median(ts) if ts else None
+      seconds = statistics.median(ts) if ts and runner.fits else None
       tokens = n + (args.targets if arch == 'encdec' else 0)
       row = dict(arch=arch, framework=framework, scheme=name, length=n,
                  step_s=seconds, tokens_per_s=tokens / seconds if seconds else None,
                  peak_bytes=runner.peak_bytes, model_flops=flops,
                  peak_fraction=flops / seconds / peak if seconds else None,
-                 times=ts)
+                 times=ts, failure=runner.failure)
       rows.append(row)
       print(format_row(row), flush=True)
   add_ratios(rows)
@@ -392,13 +424,23 @@ HEADER = (f"{'arch':7} {'framework':9} {'scheme':15} {'length':>6} {'step s':>8}
           f"{'tok/s':>8} {'GiB':>6} {'GFLOP':>7} {'%peak':>6}")
 
 
+def _gib(nbytes):
+  return '' if nbytes is None else f'{nbytes / 2**30:.2f}'
+
+
 def format_row(r):
   step = '    skip' if r['step_s'] is None else f"{r['step_s']:8.3f}"
   tps = '' if r['tokens_per_s'] is None else f"{r['tokens_per_s']:8.0f}"
   frac = '' if r['peak_fraction'] is None else f"{r['peak_fraction']:6.1%}"
   return (f"{r['arch']:7} {r['framework']:9} {r['scheme']:15} {r['length']:6d} "
-          f"{step} {tps:>8} {r['peak_bytes'] / 2**30:6.2f} "
+          f"{step} {tps:>8} {_gib(r['peak_bytes']):>6} "
           f"{r['model_flops'] / 1e9:7.1f} {frac:>6}")
+
+
+def _hf_seconds(row):
+  if row is None:
+    return ''
+  return 'failed' if row['step_s'] is None else f"{row['step_s']:.3f}"
 
 
 def markdown_table(result):
@@ -415,16 +457,18 @@ def markdown_table(result):
 
     def f(x, fmt):
       return '' if x is None else format(x, fmt)
-    gib = f(r['peak_bytes'] / 2**30, '.2f')
+    gib = _gib(r['peak_bytes'])
     if other:
-      gib += f" ({other['peak_bytes'] / 2**30:.2f})"
+      gib += f" ({_gib(other['peak_bytes']) or '-'})"
     lines.append(
         f"| {r['arch']} | {r['scheme']} | {r['length']} | "
         f"{f(r['step_s'], '.3f') or 'OOM'} | "
-        f"{f(other and other['step_s'], '.3f')} | {f(r['vs_hf'], '.2f')} | "
+        f"{_hf_seconds(other)} | {f(r['vs_hf'], '.2f')} | "
         f"{f(r['vs_tglobal'], '.2f')} | {f(r['tokens_per_s'], '.0f')} | {gib} | "
         f"{r['model_flops'] / 1e9:.1f} | {f(r['peak_fraction'], '.1%')} |")
-  return '\n'.join(lines)
+  notes = [f"- {r['arch']} {r['framework']} {r['scheme']} {r['length']}: "
+           f"{r['failure']}" for r in rows if r.get('failure')]
+  return '\n'.join(lines + ([''] + notes if notes else []))
 
 
 def plot(result, path):
@@ -442,7 +486,8 @@ def plot(result, path):
     style = '--' if framework == 'hf_torch' else '-'
     ax_t.plot([r['length'] for r in timed], [r['step_s'] for r in timed],
               'o' + style, label=label)
-    ax_m.plot([r['length'] for r in pts], [r['peak_bytes'] / 2**30 for r in pts],
+    sized = [r for r in pts if r['peak_bytes'] is not None]
+    ax_m.plot([r['length'] for r in sized], [r['peak_bytes'] / 2**30 for r in sized],
               'o' + style, label=label)
   finish_plot(fig, ((ax_t, 'loss+grad step time (s)'),
                     (ax_m, 'step peak memory (GiB)')), 'input length',

@@ -75,3 +75,29 @@ def test_profile_of_a_tiny_step_names_the_main_components():
     assert comps[name]['forward'] > 0 and comps[name]['backward'] > 0, name
   assert result['step_s'] > 0
   assert 'encoder MLP' in profile_model.markdown(result)
+
+
+def test_a_dead_hugging_face_worker_leaves_its_row_untimed():
+  # At long inputs PyTorch's TGlobal warm-up step outgrows the machine and the
+  # kernel kills the worker: the run must go on and say why the row has no time.
+  # (An unknown attention type makes the worker die at the same point, cheaply.)
+  failed = benchmark_model.HfProcess('no-such-attention', 64, 8, 1)
+  assert not failed.fits and failed.peak_bytes is None
+  assert 'exited with 1 during its warm-up step' in failed.failure
+  assert failed.step_seconds() is None  # a dead worker answers no step
+  failed.close()
+
+
+def test_markdown_marks_failed_and_oversized_rows():
+  base = dict(arch='encdec', scheme='longt5_tglobal', length=65536,
+              model_flops=1e12, tokens_per_s=None, peak_fraction=None,
+              vs_hf=None, vs_tglobal=None, times=[])
+  ours = dict(base, framework='fovea_jax', step_s=None, peak_bytes=40 * 2**30,
+              failure='needs 40.0 GiB, more than this machine has free')
+  hf = dict(base, framework='hf_torch', step_s=None, peak_bytes=None,
+            failure='Hugging Face worker exited with -9 (SIGKILL: most likely '
+                    'out of memory) during a timed step')
+  table = benchmark_model.markdown_table(dict(rows=[ours, hf]))
+  row = [line for line in table.splitlines() if '| 65536 |' in line][0]
+  assert '| OOM | failed |' in row and '40.00 (-)' in row
+  assert 'needs 40.0 GiB' in table and 'SIGKILL' in table
