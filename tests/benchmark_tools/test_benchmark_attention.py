@@ -1,0 +1,26 @@
+"""tools/benchmark_attention.py: a tiny run, dense capped by --dense_max_len."""
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / 'tools'))
+import benchmark_attention  # noqa: E402
+
+
+def test_dense_stops_at_dense_max_len_and_ratios_use_the_same_length(tmp_path):
+  out = tmp_path / 'attention'
+  benchmark_attention.main(['--lengths', '64,128', '--schemes', 'dense,sliding',
+                            '--window', '8', '--heads', '2', '--head_dim', '8',
+                            '--dense_max_len', '64', '--repeats', '1',
+                            '--peak_size', '64', '--out', str(out)])
+  rows = {(r['scheme'], r['length']): r
+          for r in json.loads(out.with_suffix('.json').read_text())}
+  assert set(rows) == {('dense', 64), ('sliding', 64), ('sliding', 128)}
+  assert rows[('sliding', 64)]['fwd_bwd_speedup'] == (
+      rows[('dense', 64)]['fwd_bwd_s'] / rows[('sliding', 64)]['fwd_bwd_s'])
+  assert rows[('sliding', 128)]['fwd_bwd_speedup'] is None
+  assert rows[('sliding', 128)]['forward_s'] > 0
+
+
+def test_dense_max_len_defaults_to_16k_on_cpu():
+  assert benchmark_attention.parse_args([]).dense_max_len == 16384
