@@ -9,8 +9,8 @@ matmul peak (measured in the same run) on the FLOPs of the scores it attends. Pr
 (log-log time and memory against length).
 
   python tools/benchmark_attention.py                      # 1k..64k
-  (on a CPU dense attention stops at --dense_max_len, 16k: its time is quadratic,
-  hours at 64k)
+  (on a CPU dense attention stops at --dense_max_len, 16k by default: its time
+  is quadratic)
   python tools/benchmark_attention.py --max_len 8192 --schemes dense,fovea
 """
 from __future__ import annotations
@@ -134,9 +134,8 @@ def run(args):
                                  dtype) for kk in jax.random.split(key, 3))
     candidates = []
     for name in args.schemes:
-      if name == 'dense' and args.dense_max_len and n > args.dense_max_len:
-        print(f'dense skipped at {n} tokens (> --dense_max_len '
-              f'{args.dense_max_len})', flush=True)
+      if name == 'dense' and not dense_runs_at(n, args):
+        print(f'dense skipped at {n} tokens (--dense_max_len)', flush=True)
         continue
       fn, layout_of = schemes[name]
       fraction = 1.0 if name == 'dense' else layout_of(n).attended_fraction()
@@ -146,7 +145,7 @@ def run(args):
         candidates.append((name, impl, fraction,
                            functools.partial(fn, implementation=impl)))
     if ('dense' in args.schemes and jax.default_backend() == 'gpu' and
-        not (args.dense_max_len and n > args.dense_max_len)):
+        dense_runs_at(n, args)):
       candidates.append(('dense', 'cudnn', 1.0, cudnn_dense))
     for name, impl, fraction, fn in candidates:
       fwd_s, fwd_b, both_s, both_b = measure(fn, (q, k, v), args.repeats)
@@ -278,7 +277,24 @@ def length_parser(description):
   parser.add_argument('--lengths', type=lambda s: [int(x) for x in s.split(',')],
                       default=[1024, 2048, 4096, 8192, 16384, 32768, 65536])
   parser.add_argument('--max_len', type=int, default=65536)
+  parser.add_argument('--dense_max_len', type=int, default=None,
+                      help='longest input quadratic attention runs at (default: '
+                      f'{CPU_DENSE_MAX_LEN} on CPU, where its time reaches hours '
+                      'at 64k; no limit on accelerators, where dense is the '
+                      'bar); 0: no limit')
   return parser
+
+
+# On a CPU a dense 64k forward+backward takes many minutes (hours for a model).
+CPU_DENSE_MAX_LEN = 16384
+
+
+def dense_runs_at(n, args):
+  """Whether quadratic attention runs at length n under --dense_max_len."""
+  limit = args.dense_max_len
+  if limit is None:
+    limit = CPU_DENSE_MAX_LEN if jax.default_backend() == 'cpu' else 0
+  return not limit or n <= limit
 
 
 def parse_args(argv=None):
@@ -287,11 +303,6 @@ def parse_args(argv=None):
                       default=['dense', 'fovea', 'fma', 'sliding'])
   parser.add_argument('--implementations', type=lambda s: s.split(','),
                       default=None, help='default: xla, plus pallas if available')
-  parser.add_argument('--dense_max_len', type=int, default=None,
-                      help='longest input dense attention runs at (default: '
-                      '16384 on CPU, where its quadratic time reaches hours at '
-                      '64k; no limit on accelerators, where it is the bar); '
-                      '0: no limit')
   parser.add_argument('--batch', type=int, default=1)
   parser.add_argument('--heads', type=int, default=12)
   parser.add_argument('--head_dim', type=int, default=64)
@@ -304,10 +315,7 @@ def parse_args(argv=None):
   parser.add_argument('--peak_size', type=int, default=4096,
                       help='side of the matmul whose speed is the peak')
   parser.add_argument('--out', default='benchmarks/out/attention')
-  args = parser.parse_args(argv)
-  if args.dense_max_len is None:
-    args.dense_max_len = 16384 if jax.default_backend() == 'cpu' else 0
-  return args
+  return parser.parse_args(argv)
 
 
 def main(argv=None):

@@ -21,6 +21,7 @@ during one step (`ru_maxrss`). On a GPU the step runs in bfloat16 with the defau
 only on CPU.
 
   python tools/benchmark_model.py                       # 1k..64k, every scheme
+  (on a CPU dense and MASFormer stop at --dense_max_len, 16k by default)
   python tools/benchmark_model.py --max_len 16384 --schemes local,fovea
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ from fovea_jax import attention  # noqa: E402
 from fovea_jax import networks  # noqa: E402
 from fovea_jax.layers import schemes as schemes_lib  # noqa: E402
 from benchmark_attention import (MEMORY_HEADROOM, available_memory_bytes,  # noqa: E402
-                                 compiled_peak_bytes, finish_plot,
+                                 compiled_peak_bytes, dense_runs_at, finish_plot,
                                  length_parser, measure_matmul_peak,
                                  write_outputs)
 
@@ -52,6 +53,8 @@ DIMENSIONS = dict(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512,
 # Hugging Face LongT5's encoder attention types, by our scheme name.
 HF_TYPES = {'local': 'local', 'longt5_tglobal': 'transient-global'}
 ALL_SCHEMES = ('dense', 'local', 'longt5_tglobal', 'fovea', 'fma', 'masformer')
+# Schemes with dense layers, whose step time is quadratic (--dense_max_len).
+QUADRATIC_SCHEMES = ('dense', 'masformer')
 
 
 def scheme_spec(name):
@@ -354,6 +357,9 @@ def candidates_at(n, args):
   out = []
   for arch in args.archs:
     for name in args.schemes:
+      if name in QUADRATIC_SCHEMES and not dense_runs_at(n, args):
+        print(f'{arch} {name} skipped at {n} tokens (--dense_max_len)', flush=True)
+        continue
       out.append((arch, 'fovea_jax', name,
                   JaxStep(arch, name, n, args.targets, dtype)))
       if (arch == 'encdec' and name in HF_TYPES and args.hf and

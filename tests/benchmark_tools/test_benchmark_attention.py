@@ -23,4 +23,8 @@ def test_dense_stops_at_dense_max_len_and_ratios_use_the_same_length(tmp_path):
 
 
 def test_dense_max_len_defaults_to_16k_on_cpu():
-  assert benchmark_attention.parse_args([]).dense_max_len == 16384
+  args = benchmark_attention.parse_args([])
+  assert benchmark_attention.dense_runs_at(16384, args)
+  assert not benchmark_attention.dense_runs_at(32768, args)
+  assert benchmark_attention.dense_runs_at(
+      65536, benchmark_attention.parse_args(['--dense_max_len', '0']))
