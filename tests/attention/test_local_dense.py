@@ -67,6 +67,8 @@ def test_relative_position_bucket_matches_t5():
 @pytest.mark.parametrize('q_len,kv_len,causal,bias', [
     (37, 37, False, True),   # self-attention, T5 bias, blocks cut by the end
     (37, 37, True, True),    # causal flash layout
+    # Without a T5 bias nothing is masked in these two: no static bias is added
+    # (`_Plan.unmasked`).
     (21, 53, False, False),  # cross-attention: fewer queries than keys
     (70, 29, False, False),  # more queries than keys
 ], ids=str)
