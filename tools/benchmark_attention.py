@@ -34,6 +34,9 @@ from fovea_jax.attention import dense as dense_lib  # noqa: E402
 from fovea_jax.attention import registry  # noqa: E402
 
 
+SCHEMES = ('dense', 'fovea', 'fma', 'sliding')
+
+
 def scheme_table(block_len, fine_len, rank, window):
   """name -> (attention function, layout function or None for materialized)."""
   return {
@@ -300,7 +303,7 @@ def dense_runs_at(n, args):
 def parse_args(argv=None):
   parser = length_parser(__doc__)
   parser.add_argument('--schemes', type=lambda s: s.split(','),
-                      default=['dense', 'fovea', 'fma', 'sliding'])
+                      default=list(SCHEMES))
   parser.add_argument('--implementations', type=lambda s: s.split(','),
                       default=None, help='default: xla, plus pallas if available')
   parser.add_argument('--batch', type=int, default=1)
@@ -315,7 +318,11 @@ def parse_args(argv=None):
   parser.add_argument('--peak_size', type=int, default=4096,
                       help='side of the matmul whose speed is the peak')
   parser.add_argument('--out', default='benchmarks/out/attention')
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  unknown = sorted(set(args.schemes) - set(SCHEMES))
+  if unknown:
+    parser.error(f'unknown schemes {unknown}; choose from {SCHEMES}')
+  return args
 
 
 def main(argv=None):

@@ -3,6 +3,8 @@ import json
 import pathlib
 import sys
 
+import pytest
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / 'tools'))
 import benchmark_attention  # noqa: E402
 
@@ -28,3 +30,9 @@ def test_dense_max_len_defaults_to_16k_on_cpu():
   assert not benchmark_attention.dense_runs_at(32768, args)
   assert benchmark_attention.dense_runs_at(
       65536, benchmark_attention.parse_args(['--dense_max_len', '0']))
+
+
+def test_an_unknown_scheme_is_named_before_anything_runs(capsys):
+  with pytest.raises(SystemExit):
+    benchmark_attention.parse_args(['--schemes', 'fovae'])
+  assert "unknown schemes ['fovae']" in capsys.readouterr().err
