@@ -338,9 +338,14 @@ class JaxStep:
   def __init__(self, arch, name, n, targets, dtype):
     self.compiled, self.args = jax_step(arch, name, n, targets, dtype)
     self.peak_bytes = compiled_peak_bytes(self.compiled)
-    self.fits = not self.peak_bytes > available_memory_bytes() * MEMORY_HEADROOM
-    self.failure = None if self.fits else (
-        f'needs {self.peak_bytes / 2**30:.1f} GiB, more than this machine has free')
+    self.failure = None
+    if self.peak_bytes > available_memory_bytes() * MEMORY_HEADROOM:
+      self.failure = (f'needs {self.peak_bytes / 2**30:.1f} GiB, more than this '
+                      'machine has free')
+
+  @property
+  def fits(self):
+    return self.failure is None
 
   def step_seconds(self):
     start = time.perf_counter()
