@@ -288,6 +288,13 @@ def length_parser(description):
   return parser
 
 
+def reject_unknown_schemes(parser, names, choices):
+  """Exits through `parser.error` naming any of `names` not in `choices`."""
+  unknown = sorted(set(names) - set(choices))
+  if unknown:
+    parser.error(f'unknown schemes {unknown}; choose from {choices}')
+
+
 # On a CPU a dense 64k forward+backward takes many minutes (hours for a model).
 CPU_DENSE_MAX_LEN = 16384
 
@@ -319,9 +326,7 @@ def parse_args(argv=None):
                       help='side of the matmul whose speed is the peak')
   parser.add_argument('--out', default='benchmarks/out/attention')
   args = parser.parse_args(argv)
-  unknown = sorted(set(args.schemes) - set(SCHEMES))
-  if unknown:
-    parser.error(f'unknown schemes {unknown}; choose from {SCHEMES}')
+  reject_unknown_schemes(parser, args.schemes, SCHEMES)
   return args
 
 

@@ -44,7 +44,7 @@ from fovea_jax.layers import schemes as schemes_lib  # noqa: E402
 from benchmark_attention import (MEMORY_HEADROOM, available_memory_bytes,  # noqa: E402
                                  compiled_peak_bytes, dense_runs_at, finish_plot,
                                  length_parser, measure_matmul_peak,
-                                 write_outputs)
+                                 reject_unknown_schemes, write_outputs)
 
 BYTE_VOCAB = 259  # seqio.ByteVocabulary: 3 specials + 256 bytes
 # The issue's model: 2+2 layers, d_model 256, 4 heads x 64, gated MLP 512.
@@ -519,9 +519,7 @@ def parse_args(argv=None):
                       help='skip the Hugging Face rows')
   parser.add_argument('--out', default='benchmarks/out/model')
   args = parser.parse_args(argv)
-  unknown = set(args.schemes) - set(ALL_SCHEMES)
-  if unknown:
-    parser.error(f'unknown schemes {sorted(unknown)}; choose from {ALL_SCHEMES}')
+  reject_unknown_schemes(parser, args.schemes, ALL_SCHEMES)
   if set(args.archs) - {'encdec', 'decoder'}:
     parser.error("--archs takes 'encdec' and/or 'decoder'")
   return args
