@@ -22,6 +22,7 @@ import seqio
 
 from fovea_jax.data import pipeline
 from fovea_jax.data.config import DatasetConfig
+from fovea_jax.data.errors import DataError
 
 
 def _seed_shared_by_all_processes() -> int:
@@ -133,6 +134,19 @@ class DataIterator:
     return self
 
   def __next__(self) -> Dict[str, np.ndarray]:
-    batch = next(self._numpy_iterator)
+    try:
+      batch = next(self._numpy_iterator)
+    except StopIteration:
+      if self._num_epochs is not None:
+        raise
+      # Repeated forever, the data ends only if it has no example at all.
+      # fovea_jax's own sources refuse such data when the dataset is built;
+      # this names the task for any other (and for a shard left empty).
+      raise DataError(
+          f'task {self._cfg.mixture_or_task_name!r}, split {self._cfg.split!r}',
+          f'no examples (read as shard {self._shard_info.index + 1} of '
+          f'{self._shard_info.num_shards})',
+          'give the split at least one example per data shard (process)'
+      ) from None
     self._batches_consumed += 1
     return batch

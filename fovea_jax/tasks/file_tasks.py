@@ -1,20 +1,29 @@
 """Tasks read from local files: WCEP-10 (JSONL) and enwik8 (raw bytes).
 
-WCEP-10: `{train,validation,test}.jsonl` in `paths.wcep10_dir()`, one object per
-line with `document` (a string, or a list of article strings joined by blank
-lines) and `summary`. enwik8: the raw file at `paths.enwik8_file()`, split as
-usual into the first 90%, next 5% and last 5% of its bytes, read in blocks.
+WCEP-10: `{train,validation,test}.jsonl` in `paths.wcep10_dir()`, in the
+format of `summary_jsonl` (one {"document", "summary"} object per line). The
+split a run reads is checked whole when its dataset is built, so a bad line
+stops the run before training with a `DataError` naming it.
+
+enwik8: the raw file at `paths.enwik8_file()`, split as usual into the first
+90%, next 5% and last 5% of its bytes, read in blocks of ENWIK8_BLOCK_BYTES.
+It is bytes, not lines: newlines are tokens like any other byte, so empty lines
+are text and a line of any length costs at most one block of memory; bytes
+that are not UTF-8 are fine too (the vocabulary is bytes). Only a missing file
+and a split with no bytes are errors.
 """
-import json
+import itertools
 import os
 
 # TensorFlow first through its setup: quiet, and kept off any GPU.
 from fovea_jax.data import tensorflow_setup  # noqa: F401
 import seqio
 
+from fovea_jax.data.errors import DataError
 from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.tasks import paths
 from fovea_jax.tasks import registration
+from fovea_jax.tasks import summary_jsonl
 from fovea_jax.tasks import vocabularies
 
 SPLITS = ('train', 'validation', 'test')
@@ -29,34 +38,21 @@ def _check_split(split):
     raise ValueError(f'Unknown split {split!r}; use one of {SPLITS}.')
 
 
-def read_wcep10_jsonl(path):
-  """Yields (document, summary) pairs; names the line of any bad record."""
-  with open(path, encoding='utf-8') as f:
-    for line_number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-        document, summary = record['document'], record['summary']
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(
-            f'{path}:{line_number} is not a JSON object with "document" and '
-            f'"summary" ({e!r}).') from e
-      if isinstance(document, list):
-        document = '\n\n'.join(document)
-      yield document, summary
-
-
 def wcep10_dataset(split, shuffle_files=False, seed=None):
   del shuffle_files, seed
   _check_split(split)
-  path = os.path.join(paths.wcep10_dir(), f'{split}.jsonl')
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f'WCEP-10 split file {path} does not exist; the folder must hold '
-        f'{", ".join(s + ".jsonl" for s in SPLITS)}.')
+  folder = paths.wcep10_dir()
+  path = os.path.join(folder, f'{split}.jsonl')
+  if not os.path.isfile(path):
+    raise DataError(
+        path if os.path.isdir(folder) else folder,
+        f'no WCEP-10 {split} split file' if os.path.isdir(folder) else
+        'the WCEP-10 folder does not exist',
+        f'put {", ".join(s + ".jsonl" for s in SPLITS)} in the WCEP-10 folder '
+        '(FOVEA_WCEP10_DIR or paths.wcep10_dir.path)')
+  summary_jsonl.check_file(path)
   return tf.data.Dataset.from_generator(
-      lambda: read_wcep10_jsonl(path),
+      lambda: summary_jsonl.read_examples(path),
       output_signature=(tf.TensorSpec([], tf.string),
                         tf.TensorSpec([], tf.string)),
   ).map(lambda d, s: {'document': d, 'summary': s})
@@ -82,12 +78,30 @@ def _read_blocks(path, start, end):
       yield block
 
 
+def _smallest_file_with_every_split() -> int:
+  return next(size for size in itertools.count(1)
+              if all(start < end for start, end in (
+                  enwik8_byte_range(s, size) for s in SPLITS)))
+
+
 def enwik8_dataset(split, shuffle_files=False, seed=None):
   del shuffle_files, seed
   path = paths.enwik8_file()
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'enwik8 file {path} does not exist.')
-  start, end = enwik8_byte_range(split, os.path.getsize(path))
+    raise DataError(
+        path, 'a directory, not the enwik8 file' if os.path.isdir(path) else
+        'the enwik8 file does not exist',
+        'download http://mattmahoney.net/dc/enwik8.zip, unzip it and give the '
+        'path of the file `enwik8` (FOVEA_ENWIK8_FILE or '
+        'paths.enwik8_file.path)')
+  size = os.path.getsize(path)
+  start, end = enwik8_byte_range(split, size)
+  if start == end:
+    raise DataError(
+        path, f'the {split} split (bytes {start} to {end} of the file\'s '
+        f'{size}) is empty',
+        f'give a file of at least {_smallest_file_with_every_split()} bytes '
+        '(enwik8 has 100,000,000)')
   return tf.data.Dataset.from_generator(
       lambda: _read_blocks(path, start, end),
       output_signature=tf.TensorSpec([], tf.string),

@@ -12,15 +12,18 @@ from typing import Optional
 
 import gin
 
+from fovea_jax.data.errors import DataError
+
 
 def _resolve(value: Optional[str], env_var: str, what: str,
              configurable: str) -> str:
   value = value or os.environ.get(env_var)
   if not value:
-    raise ValueError(
-        f'No path for {what} was given. Bind it in gin '
-        f"(`paths.{configurable}.path = '/path'` after `from fovea_jax.tasks import paths`) or set the "
-        f'environment variable {env_var}.')
+    raise DataError(
+        env_var, f'no path for {what} was given',
+        f"bind it in gin (`paths.{configurable}.path = '/path'` after "
+        f'`from fovea_jax.tasks import paths`) or set the environment variable '
+        f'{env_var}')
   return os.path.expanduser(value)
 
 

@@ -54,7 +54,13 @@ def main(name: str) -> None:
 
   def run():
     show_own_info_logs()
-    result = functions[name]()
+    from fovea_jax.data.errors import DataError  # pylint: disable=g-import-not-at-top
+    try:
+      result = functions[name]()
+    except DataError as e:
+      # Bad data is fixed by changing the data, and the message says how; a
+      # traceback through gin and tf.data would only bury it.
+      raise SystemExit(f'fovea_jax.{name}: data error: {e.message}') from None
     if name == 'train':
       logging.info('Training finished at step %d.', int(result.state.step))
     else:

@@ -6,7 +6,6 @@ and the SentencePiece vocabulary run as they would on the real data.
 """
 import contextlib
 import json
-import os
 
 import numpy as np
 import pytest
@@ -14,25 +13,11 @@ import seqio
 import tensorflow_datasets as tfds
 
 from fovea_jax import data
-from fovea_jax.data.tensorflow_setup import tf
+from fovea_jax.data.errors import DataError
 from fovea_jax.tasks import file_tasks
 from fovea_jax.tasks import tfds_tasks
 from fovea_jax.tasks import vocabularies
-
-
-def _write_split_metadata(tfds_name, num_examples, data_dir):
-  """Writes the dataset_info.json a prepared dataset would have."""
-  builder = tfds.builder(tfds_name, data_dir=data_dir)
-  template = tfds.core.naming.ShardedFileTemplate(
-      data_dir=builder.data_dir, dataset_name=builder.name,
-      filetype_suffix='tfrecord', split='train')
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name=split, shard_lengths=[num_examples],
-                          num_bytes=0,
-                          filename_template=template.replace(split=split))
-      for split in ('train', 'validation', 'test')]))
-  os.makedirs(builder.data_dir, exist_ok=True)
-  builder.info.write_to_directory(builder.data_dir)
+from tests.data import task_data
 
 
 @pytest.fixture
@@ -51,17 +36,11 @@ def mock_tfds(tmp_path):
         *tfds_tasks.SUMMARIZATION_DATASETS.values(),
         *tfds_tasks.LANGUAGE_MODEL_DATASETS.values())]
     for tfds_name in tfds_names:
-      _write_split_metadata(tfds_name, num_examples, data_dir)
+      task_data.write_split_metadata(tfds_name, num_examples, data_dir)
     with tfds.testing.mock_data(num_examples=num_examples, data_dir=data_dir):
       yield
 
   return mock
-
-
-def _examples(task, lengths, split='train', take=None):
-  dataset = seqio.get_mixture_or_task(task).get_dataset(
-      lengths, split=split, shuffle=False)
-  return list(dataset.take(take or -1).as_numpy_iterator())
 
 
 @pytest.mark.parametrize('task', ['multi_news', 'pubmed', 'arxiv'])
@@ -69,7 +48,8 @@ def test_tfds_summarization_tasks(mock_tfds, task, use_sentencepiece_model):
   del use_sentencepiece_model
   vocab = seqio.get_mixture_or_task(task).output_features['targets'].vocabulary
   with mock_tfds(4):
-    examples = _examples(task, {'inputs': 64, 'targets': 16}, 'validation')
+    examples = task_data.examples(task, {'inputs': 64, 'targets': 16},
+                                  'validation')
   assert len(examples) == 4
   for example in examples:
     assert 0 < len(example['inputs']) <= 64 and example['inputs'][-1] == 1
@@ -86,7 +66,7 @@ def test_pg19_chunks_books_into_target_lengths(mock_tfds,
   del use_sentencepiece_model
   with mock_tfds(2):
     books = list(tfds.load('pg19', split='test').as_numpy_iterator())
-    chunks = _examples('pg19', {'targets': 8}, 'test')
+    chunks = task_data.examples('pg19', {'targets': 8}, 'test')
   vocab = seqio.get_mixture_or_task('pg19').output_features['targets'].vocabulary
   assert all(0 < len(c['targets']) <= 8 for c in chunks)
   tokens = np.concatenate([c['targets'] for c in chunks]).tolist()
@@ -140,7 +120,8 @@ def test_wcep10_reads_jsonl_files(tmp_path, monkeypatch,
     (tmp_path / f'{split}.jsonl').write_text(
         '\n'.join(json.dumps(r) for r in records) + '\n')
   monkeypatch.setenv('FOVEA_WCEP10_DIR', str(tmp_path))
-  examples = _examples('wcep10', {'inputs': 256, 'targets': 64}, 'test')
+  examples = task_data.examples('wcep10', {'inputs': 256, 'targets': 64},
+                                'test')
   assert [e['inputs_pretokenized'].decode() for e in examples] == [
       'First article text.\n\nSecond article.', 'One document only.']
   assert [e['targets_pretokenized'].decode() for e in examples] == [
@@ -148,9 +129,9 @@ def test_wcep10_reads_jsonl_files(tmp_path, monkeypatch,
   assert all(e['targets'][-1] == 1 for e in examples)
 
   (tmp_path / 'train.jsonl').write_text('{"document": "no summary"}\n')
-  # Raised inside tf.data, which re-raises it as its own error type.
-  with pytest.raises(tf.errors.InvalidArgumentError, match='train.jsonl:1'):
-    _examples('wcep10', {'inputs': 256, 'targets': 64}, 'train')
+  # The whole file is checked when the dataset is built, before tf.data runs.
+  with pytest.raises(DataError, match='train.jsonl:1'):
+    task_data.examples('wcep10', {'inputs': 256, 'targets': 64}, 'train')
 
 
 def test_enwik8_splits_cover_the_file_byte_for_byte(tmp_path, monkeypatch):
@@ -164,7 +145,7 @@ def test_enwik8_splits_cover_the_file_byte_for_byte(tmp_path, monkeypatch):
   vocab = seqio.ByteVocabulary()
   recovered = b''
   for split in file_tasks.SPLITS:
-    chunks = _examples('enwik8', {'targets': 1000}, split)
+    chunks = task_data.examples('enwik8', {'targets': 1000}, split)
     assert all(0 < len(c['targets']) <= 1000 for c in chunks)
     # Byte ids are raw bytes + 3 (after pad, EOS, UNK), even mid-character.
     recovered += (np.concatenate([c['targets'] for c in chunks]) - 3).astype(
