@@ -3,7 +3,8 @@
 Summarization: `multi_news`, `pubmed`, `arxiv` (TFDS), `wcep10` (JSONL files),
 `stdlib_summarization` (offline, byte level). Language modelling: `pg19`
 (TFDS), `enwik8` (a local file, byte level), `stdlib_lm` (offline, byte level).
-Locations of data and SentencePiece models: see `paths.py`.
+Locations of data and SentencePiece models: see `paths.py`; the file formats
+each task reads and the `DataError`s bad data gets: docs/data.md.
 """
 # First: seqio imports TensorFlow, which must meet its quiet, GPU-less set-up.
 from fovea_jax.data import tensorflow_setup  # noqa: F401  pylint: disable=unused-import
