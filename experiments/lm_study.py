@@ -45,9 +45,9 @@ def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
   c.rows = rows()
   if arg == 'full':
     c.feature_lengths = {'targets': 4096}
-    # Sized for 2 shared CPU cores: dense attention at 4,096 bytes took 5-24 s a
-    # step (3 layers) depending on the load, and both studies must fit in the
-    # 90-minute budget; results/lm_study.* is this config's run (1,523 s).
+    # Sized for 2 CPU cores: dense attention at 4,096 bytes took 5-24 s a step
+    # (3 layers) depending on the load, and both studies together finish in
+    # under an hour; results/lm_study.* is this config's run (1,523 s).
     c.train_steps = 32
     c.eval_examples = 8
     c.eval_batch_size = 4

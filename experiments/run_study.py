@@ -48,9 +48,12 @@ def _config_arg(argv) -> str:
 
 
 def _context() -> str:
+  # Step times depend on what else the machine ran: record its load average.
+  load = ' / '.join(f'{x:.1f}' for x in os.getloadavg())
   return (f'measured on {platform.node() or "this machine"} '
-          f'({os.cpu_count()} CPU cores, shared with other jobs while the study '
-          f'ran), {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.')
+          f'({os.cpu_count()} CPU cores, load average {load} over 1 / 5 / 15 '
+          f'minutes when the report was written), '
+          f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.')
 
 
 def main(argv):

@@ -319,7 +319,7 @@ def main(argv):
       *([] if summ['model'] > summ['baseline'] else [
           '   A model this small, trained this briefly, does not learn to '
           'summarize here; this part shows train -> ROUGE -> export (README, '
-          'Set-up).']),
+          'Quickstart).']),
       '   Three validation modules (the end of the input), the summary the '
       'model wrote and the real one:',
   ]

@@ -186,7 +186,7 @@ def add_ratios(rows):
   """Ratios against baselines measured in the same run.
 
   fwd_bwd_speedup: dense XLA f+b time / own (and ideal_speedup, its ideal).
-  Issue-4 goals (GPU): fwd_vs_cudnn = own forward / cuDNN dense forward;
+  Against the GPU baselines: fwd_vs_cudnn = own forward / cuDNN dense forward;
   bwd_over_fwd = own backward / own forward; mem_vs_flash = own f+b peak memory /
   flash dense (dense through the Pallas kernel) f+b peak memory.
   """
@@ -233,11 +233,11 @@ def print_summary(rows):
     speed = r['fwd_bwd_speedup']
     extra = (f" {speed:8.2f} {r['ideal_speedup']:6.2f} "
              f"{speed / r['ideal_speedup']:5.0%}" if speed else '')
-    goals = [f'{name}={r[name]:.3g}' for name in
+    ratios = [f'{name}={r[name]:.3g}' for name in
              ('fwd_vs_cudnn', 'bwd_over_fwd', 'mem_vs_flash',
               'forward_peak_fraction', 'fwd_tflops', 'fwd_bwd_tflops')
              if r.get(name)]
-    print(format_row(r) + extra + ('  ' + ' '.join(goals) if goals else ''))
+    print(format_row(r) + extra + ('  ' + ' '.join(ratios) if ratios else ''))
 
 
 def plot(rows, path):

@@ -47,7 +47,7 @@ from benchmark_attention import (MEMORY_HEADROOM, available_memory_bytes,  # noq
                                  reject_unknown_schemes, write_outputs)
 
 BYTE_VOCAB = 259  # seqio.ByteVocabulary: 3 specials + 256 bytes
-# The issue's model: 2+2 layers, d_model 256, 4 heads x 64, gated MLP 512.
+# The benchmark's model: 2+2 layers, d_model 256, 4 heads x 64, gated MLP 512.
 DIMENSIONS = dict(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512,
                   num_encoder_layers=2, num_decoder_layers=2)
 # Hugging Face LongT5's encoder attention types, by our scheme name.

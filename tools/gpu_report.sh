@@ -2,8 +2,8 @@
 # The GPU report in one call, for an H100/H200 machine (at most 8 minutes):
 # compiled-kernel tests, the attention benchmark at 16k and 64k tokens in bf16
 # (head_dim 64 and 128; fovea, FMA, sliding, with flash dense and cuDNN dense as
-# the bar), loss+gradient steps of the model per scheme, and one JSON with the
-# goal ratios (tools/gpu_report.py says what is in it).
+# baselines), loss+gradient steps of the model per scheme, and one JSON with the
+# ratios against them (tools/gpu_report.py says what is in it).
 #
 #   tools/gpu_report.sh                       # on the GPU machine
 #   tools/gpu_report.sh --dry_run             # on CPU: checks the report itself

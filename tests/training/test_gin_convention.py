@@ -1,5 +1,6 @@
-"""Every override form README teaches is applied (the value reaches what the run
-builds), and a run's saved config.gin can be fed back with copied bindings."""
+"""Every override form docs/training.md teaches is applied (the value reaches
+what the run builds), and a run's saved config.gin can be fed back with copied
+bindings."""
 import pathlib
 import re
 
@@ -15,7 +16,7 @@ FILES = ['sizes/tiny.gin', 'attention/fovea.gin', 'runs/pretrain.gin']
 RUN = ["MIXTURE_OR_TASK_NAME = 'stdlib_summarization'",
        "TASK_FEATURE_LENGTHS = {'inputs': 64, 'targets': 16}",
        'TRAIN_STEPS = 1']
-# The forms of README's table, as `--gin.X=V` hands them to gin.
+# The forms of the table in docs/training.md, as `--gin.X=V` hands them to gin.
 DOCUMENTED = [
     'fovea.Fovea.block_len = 64',                          # model option
     'network.Config.num_heads = 2',                        # model option
