@@ -1,8 +1,8 @@
 """Multi-head attention in the T5 layout with a pluggable attention scheme.
 
 Projections (query, key, value, out) live here; what happens between them (dense,
-local, fovea, FMA, LongT5 transient-global, ...) is the `scheme` module, built from
-`scheme_factory` so that adding a scheme never adds a flag to this class. T5 folds
+local, fovea, ...) is the `scheme` module, built from `scheme_factory` so that
+adding a scheme never adds a flag to this class. T5 folds
 1/sqrt(head_dim) into the query init, so schemes are called with scale 1.
 """
 import functools
