@@ -5,8 +5,10 @@
 
 Rows train experiments/gin/summarization_small.gin (sizes/tiny.gin's byte-level
 LongT5-style encoder-decoder with 2 heads) with an
-attention/*.gin file on `stdlib_summarization` (module source -> its docstring's
-first paragraph): same data, steps, seed and optimizer. Then the Fovea paper's
+attention/*.gin file (or, for options other than a scheme's defaults, the row's
+own file under experiments/gin/summarization_study/) on `stdlib_summarization`
+(module source -> its docstring's first paragraph): same data, steps, seed and
+optimizer. Then the Fovea paper's
 recipe in miniature: warm-start from the trained TGlobal row, switch the encoder
 to fovea and fine-tune (runs/finetune.gin), against continuing TGlobal for the
 same number of steps from the same checkpoint.
@@ -33,7 +35,7 @@ def rows(switch_steps):
       _row('fovea', 'attention/fovea.gin'),
       _row('dense', 'attention/dense.gin'),
       _row('longt5_local', 'attention/longt5_local.gin'),
-      _row('fma', 'attention/fma.gin'),
+      _row('fma', 'experiments/gin/summarization_study/fma_learned.gin'),
   ]
 
 

@@ -16,7 +16,6 @@ matmul peak (measured in the same run) on the FLOPs of the scores it attends. Pr
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import pathlib
@@ -26,30 +25,59 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from fovea_jax import attention  # noqa: E402
-from fovea_jax.attention import dense as dense_lib  # noqa: E402
-from fovea_jax.attention import registry  # noqa: E402
+from fovea_jax.layers import schemes  # noqa: E402
+
+# Named variants benchmarked beside the registered schemes: configured modules.
+VARIANTS = {'sliding': schemes.Local}
+# Scheme options taken from this tool's arguments, by row name.
+ARGUMENT_OPTIONS = {'fovea': ('block_len',), 'fma': ('fine_len', 'rank'),
+                    'sliding': ('window',)}
+# Every scheme that runs as one layer (a schedule such as MASFormer hands its
+# layers other schemes' modules), then the variants.
+CHOICES = tuple([name for name, cls in schemes.BY_NAME.items()
+                 if not cls.schedule] + list(VARIANTS))
+# The rows run by default (tools/gpu_report.py runs these).
+DEFAULT_SCHEMES = ('dense', 'fovea', 'fma', 'sliding')
+# The baseline of the ratios (and of the cuDNN row on a GPU).
+BASELINE = schemes.Dense.scheme_name
 
 
-SCHEMES = ('dense', 'fovea', 'fma', 'sliding')
+def scheme_module(name, args) -> schemes.Scheme:
+  """The configured (non-causal) scheme module a row named `name` runs."""
+  cls = VARIANTS.get(name) or schemes.BY_NAME[name]
+  return cls(**{option: getattr(args, option)
+                for option in ARGUMENT_OPTIONS.get(name, ())})
 
 
-def scheme_table(block_len, fine_len, rank, window):
-  """name -> (attention function, layout function or None for materialized)."""
-  return {
-      'dense': (attention.dot_product_attention,
-                lambda n: dense_lib.flash_layout(n, causal=False)),
-      'fovea': (functools.partial(attention.fovea_attention, block_len=block_len),
-                lambda n: attention.fovea_layout(n, block_len=block_len)),
-      'fma': (functools.partial(attention.fma_attention, fine_len=fine_len,
-                                rank=rank),
-              lambda n: attention.fma_layout(n, fine_len=fine_len, rank=rank)),
-      'sliding': (functools.partial(attention.local_attention, window=window),
-                  lambda n: attention.local_layout(n, window=window)),
-  }
+def attention_fn(module, q, k, v, implementation):
+  """`fn(q, k, v)` running `module` as a layer's scheme does in the network.
+
+  The hidden states a scheme may read (transient-global's group sums) are q's
+  heads side by side, and their key/value projection a reshape: one layer
+  without the network's projections around it. Parameters (FMA's learned
+  filters, the global tokens' norm) start as the module initialises them.
+  """
+  def inputs(q, implementation):
+    hidden = q.reshape(q.shape[0], q.shape[1], -1)
+    return schemes.base.AttentionInputs(
+        inputs=hidden, implementation=implementation,
+        project_kv=lambda x: (x.reshape(x.shape[:2] + k.shape[2:]),) * 2)
+
+  def init(rng, q, k, v):
+    # Parameters do not depend on the implementation: trace the XLA path,
+    # which is fast to trace on every backend.
+    return module.init(rng, q, k, v, inputs(q, 'xla'))
+
+  rng = jax.random.PRNGKey(0)
+  variables = (jax.jit(init)(rng, q, k, v)
+               if jax.tree.leaves(jax.eval_shape(init, rng, q, k, v)) else {})
+
+  def fn(q, k, v):
+    return module.apply(variables, q, k, v, inputs(q, implementation))
+  return fn
 
 
 def measure_matmul_peak(size, repeats):
@@ -123,11 +151,11 @@ def measure(fn, args, repeats):
 
 def run(args):
   lengths = [n for n in args.lengths if n <= args.max_len]
-  schemes = scheme_table(args.block_len, args.fine_len, args.rank, args.window)
+  modules = {name: scheme_module(name, args) for name in args.schemes}
   # Pallas rows only where the kernels compile (GPU/TPU): on CPU they would time
   # Pallas' interpreter. Pass --implementations xla,pallas to force them.
   implementations = args.implementations or (
-      ['xla'] + (['pallas'] if registry.default_implementation() == 'pallas'
+      ['xla'] + (['pallas'] if attention.default_implementation() == 'pallas'
                  else []))
   dtype = jnp.dtype(args.dtype)
   rows = []
@@ -136,20 +164,19 @@ def run(args):
     q, k, v = (jax.random.normal(kk, (args.batch, n, args.heads, args.head_dim),
                                  dtype) for kk in jax.random.split(key, 3))
     candidates = []
-    for name in args.schemes:
-      if name == 'dense' and not dense_runs_at(n, args):
-        print(f'dense skipped at {n} tokens (--dense_max_len)', flush=True)
+    for name, module in modules.items():
+      if module.quadratic and not dense_runs_at(n, args):
+        print(f'{name} skipped at {n} tokens (--dense_max_len)', flush=True)
         continue
-      fn, layout_of = schemes[name]
-      fraction = 1.0 if name == 'dense' else layout_of(n).attended_fraction()
+      fraction = module.attended_pairs(n, causal=False) / (n * n)
       for impl in implementations:
-        if name == 'dense' and impl == 'reference':
-          continue
+        if module.quadratic and impl == 'reference':
+          continue  # its oracle is its materialised path
         candidates.append((name, impl, fraction,
-                           functools.partial(fn, implementation=impl)))
-    if ('dense' in args.schemes and jax.default_backend() == 'gpu' and
+                           attention_fn(module, q, k, v, impl)))
+    if (BASELINE in args.schemes and jax.default_backend() == 'gpu' and
         dense_runs_at(n, args)):
-      candidates.append(('dense', 'cudnn', 1.0, cudnn_dense))
+      candidates.append((BASELINE, 'cudnn', 1.0, cudnn_dense))
     for name, impl, fraction, fn in candidates:
       fwd_s, fwd_b, both_s, both_b = measure(fn, (q, k, v), args.repeats)
       row = dict(scheme=name, implementation=impl, length=n, fraction=fraction,
@@ -192,7 +219,7 @@ def add_ratios(rows):
   """
   def baseline(impl):
     return {r['length']: r for r in rows
-            if r['scheme'] == 'dense' and r['implementation'] == impl}
+            if r['scheme'] == BASELINE and r['implementation'] == impl}
   dense, cudnn, flash = baseline('xla'), baseline('cudnn'), baseline('pallas')
   for r in rows:
     n = r['length']
@@ -310,7 +337,8 @@ def dense_runs_at(n, args):
 def parse_args(argv=None):
   parser = length_parser(__doc__)
   parser.add_argument('--schemes', type=lambda s: s.split(','),
-                      default=list(SCHEMES))
+                      default=list(DEFAULT_SCHEMES),
+                      help=f'comma-separated, from {", ".join(CHOICES)}')
   parser.add_argument('--implementations', type=lambda s: s.split(','),
                       default=None, help='default: xla, plus pallas if available')
   parser.add_argument('--batch', type=int, default=1)
@@ -326,7 +354,7 @@ def parse_args(argv=None):
                       help='side of the matmul whose speed is the peak')
   parser.add_argument('--out', default='benchmarks/out/attention')
   args = parser.parse_args(argv)
-  reject_unknown_schemes(parser, args.schemes, SCHEMES)
+  reject_unknown_schemes(parser, args.schemes, CHOICES)
   return args
 
 

@@ -11,9 +11,10 @@ step and the achieved fraction of the machine's matmul peak, which is measured i
 same run (an `--peak_size`^3 product through XLA).
 
 Model FLOPs count the matmuls a step must do (3x the forward: forward, and the
-backward's two products), with attention scores over the keys each query is
-defined to attend (dense: all, causal: the prefix, local: the window, TGlobal:
-window + globals, fovea/FMA: their layout's entries); recomputation is not counted.
+backward's two products), with attention scores over the (query, key) pairs each
+layer's scheme module says it computes (`Scheme.attended_pairs`: dense all, causal
+the prefix, layouts their tiles' entries, TGlobal its local tiles + its global
+tokens); recomputation is not counted.
 Peak memory: XLA's buffer assignment of the compiled step (arguments, outputs,
 temporaries); for PyTorch, the rise of the peak resident memory of a fresh process
 during one step (`ru_maxrss`). On a GPU the step runs in bfloat16 with the default
@@ -38,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from fovea_jax import attention  # noqa: E402
 from fovea_jax import networks  # noqa: E402
 from fovea_jax.layers import schemes as schemes_lib  # noqa: E402
 from benchmark_attention import (MEMORY_HEADROOM, available_memory_bytes,  # noqa: E402
@@ -52,18 +52,26 @@ DIMENSIONS = dict(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512,
                   num_encoder_layers=2, num_decoder_layers=2)
 # Hugging Face LongT5's encoder attention types, by our scheme name.
 HF_TYPES = {'local': 'local', 'longt5_tglobal': 'transient-global'}
-ALL_SCHEMES = ('dense', 'local', 'longt5_tglobal', 'fovea', 'fma', 'masformer')
-# Schemes with dense layers, whose step time is quadratic (--dense_max_len).
-QUADRATIC_SCHEMES = ('dense', 'masformer')
+# Every registered scheme, each with its default options except as below.
+ALL_SCHEMES = tuple(schemes_lib.BY_NAME)
+# MASFormer keeps dense attention in the bottom layer only (its default of 4
+# dense layers would make a 2-layer stack all dense).
+SCHEME_OPTIONS = {'masformer': dict(num_full=1, window=128)}
+# The row every other one is compared with (`vs_tglobal`).
+TGLOBAL = schemes_lib.LongT5TransientGlobal.scheme_name
 
 
 def scheme_spec(name):
-  """Our scheme with default options ('local' is LongT5 local, window 127);
-  MASFormer keeps dense attention in the bottom layer only (its default of 4
-  dense layers would make a 2-layer stack all dense)."""
-  if name == 'masformer':
-    return schemes_lib.MASFormer(num_full=1, window=128)
-  return schemes_lib.get_scheme(name)
+  """The configured scheme a row named `name` runs."""
+  return schemes_lib.BY_NAME[name](**SCHEME_OPTIONS.get(name, {}))
+
+
+def self_attention_stack(arch, dims=DIMENSIONS):
+  """`(num_layers, causal)` of the stack the scheme runs in: the encoder of the
+  encoder-decoder, or every layer of the decoder-only LM (same total depth)."""
+  if arch == 'encdec':
+    return dims['num_encoder_layers'], False
+  return dims['num_encoder_layers'] + dims['num_decoder_layers'], True
 
 
 def xla_threads():
@@ -74,43 +82,9 @@ def xla_threads():
 # ---------------------------------------------------------------- model FLOPs
 
 
-def _local_keys(n, radius, causal):
-  """Mean number of keys j with |i - j| <= radius (j <= i if causal) in [0, n)."""
-  i = np.arange(n)
-  lo = np.maximum(i - radius, 0)
-  hi = i if causal else np.minimum(i + radius, n - 1)
-  return float((hi - lo + 1).mean())
-
-
-def attended_keys(spec, n, causal, layer, num_layers):
-  """Mean keys per query that the scheme's definition attends in this layer."""
-  name = spec.scheme_name
-  if name == 'masformer':
-    if layer in spec.dense_layers(num_layers):
-      return (n + 1) / 2 if causal else n
-    if spec.local == 'sliding':
-      return _local_keys(n, spec.window, causal)
-    return float(attention.local_layout(n, block_len=spec.block_len,
-                                        causal=causal).attended_fraction() * n)
-  if name == 'dense':
-    return (n + 1) / 2 if causal else n
-  if name == 'local':
-    if spec.window is not None:
-      return _local_keys(n, spec.window, causal)
-    return float(attention.local_layout(n, block_len=spec.block_len,
-                                        causal=causal).attended_fraction() * n)
-  if name == 'longt5_tglobal':
-    return _local_keys(n, spec.local_radius, causal) + n // spec.global_block_size
-  if name == 'fovea':
-    layout = attention.fovea_layout(n, block_len=spec.block_len, wing=spec.wing,
-                                    edge=spec.edge, max_level=spec.max_level,
-                                    causal=causal)
-  elif name == 'fma':
-    layout = attention.fma_layout(n, fine_len=spec.fine_len, rank=spec.rank,
-                                  downsample=spec.downsample, causal=causal)
-  else:
-    raise ValueError(f'no FLOP model for scheme {name!r}')
-  return layout.attended_fraction() * n
+def keys_per_query(scheme, num_layers, n, causal):
+  """Mean over the stack's layers of the keys a query attends (pairs / n)."""
+  return scheme.stack_pairs(num_layers, n, causal) / n
 
 
 def _layer_flops(tokens, keys_per_query, d, heads, head_dim, mlp, kv_tokens=None):
@@ -126,22 +100,21 @@ def model_flops(arch, spec, n, targets, dims=DIMENSIONS, vocab=BYTE_VOCAB):
   """Model FLOPs of one loss+gradient step (3x the forward's matmuls)."""
   d, h, hd, mlp = (dims['emb_dim'], dims['num_heads'], dims['head_dim'],
                    dims['mlp_dim'])
+  layers, causal = self_attention_stack(arch, dims)
   forward = 0.0
+  if layers:  # FLOPs are linear in the keys: the layers' mean times the depth
+    forward += layers * sum(_layer_flops(
+        n, keys_per_query(spec, layers, n, causal), d, h, hd, mlp))
   if arch == 'encdec':
-    layers = dims['num_encoder_layers']
-    for i in range(layers):
-      forward += sum(_layer_flops(n, attended_keys(spec, n, False, i, layers), d,
-                                  h, hd, mlp))
+    # The decoder's self- and cross-attention are dense.
+    dense = schemes_lib.Dense()
     for _ in range(dims['num_decoder_layers']):
-      attn, ffn = _layer_flops(targets, (targets + 1) / 2, d, h, hd, mlp)
+      attn, ffn = _layer_flops(
+          targets, dense.attended_pairs(targets, True) / targets, d, h, hd, mlp)
       cross, _ = _layer_flops(targets, n, d, h, hd, mlp, kv_tokens=n)
       forward += attn + ffn + cross
     forward += 2 * targets * d * vocab
   else:
-    layers = dims['num_encoder_layers'] + dims['num_decoder_layers']
-    for i in range(layers):
-      forward += sum(_layer_flops(n, attended_keys(spec, n, True, i, layers), d,
-                                  h, hd, mlp))
     forward += 2 * n * d * vocab
   return 3.0 * forward
 
@@ -165,11 +138,11 @@ def _batch(arch, n, targets, seed=0):
 
 def jax_step(arch, name, n, targets, dtype):
   """A compiled loss+grad step and its arguments: `(compiled, args)`."""
-  layers = DIMENSIONS['num_encoder_layers'] + DIMENSIONS['num_decoder_layers']
   spec = scheme_spec(name)
   dims = dict(DIMENSIONS)
   if arch == 'decoder':
-    dims['num_decoder_layers'], dims['num_encoder_layers'] = layers, 0
+    dims['num_decoder_layers'], _ = self_attention_stack(arch)
+    dims['num_encoder_layers'] = 0
   config = networks.Config(vocab_size=BYTE_VOCAB, dtype=dtype, dropout_rate=0.0,
                            attention=spec, **dims)
   model = (networks.EncoderDecoder if arch == 'encdec' else
@@ -192,6 +165,10 @@ def jax_step(arch, name, n, targets, dtype):
 # ------------------------------------------------------------ Hugging Face
 
 
+# LongT5's settings, our schemes' defaults (Local's window is LongT5's radius).
+_TGLOBAL_DEFAULTS = schemes_lib.LongT5TransientGlobal()
+
+
 def hf_model(attention_type, threads):
   import torch
   import transformers
@@ -203,7 +180,9 @@ def hf_model(attention_type, threads):
       num_layers=DIMENSIONS['num_encoder_layers'],
       num_decoder_layers=DIMENSIONS['num_decoder_layers'],
       num_heads=DIMENSIONS['num_heads'], feed_forward_proj='gated-gelu',
-      local_radius=127, global_block_size=16, tie_word_embeddings=False,
+      local_radius=_TGLOBAL_DEFAULTS.local_radius,
+      global_block_size=_TGLOBAL_DEFAULTS.global_block_size,
+      tie_word_embeddings=False,
       encoder_attention_type=attention_type, dropout_rate=0.0,
       decoder_start_token_id=0)
   return transformers.LongT5ForConditionalGeneration(config).train()
@@ -362,7 +341,8 @@ def candidates_at(n, args):
   out = []
   for arch in args.archs:
     for name in args.schemes:
-      if name in QUADRATIC_SCHEMES and not dense_runs_at(n, args):
+      if (scheme_spec(name).stack_is_quadratic(*self_attention_stack(arch)) and
+          not dense_runs_at(n, args)):
         print(f'{arch} {name} skipped at {n} tokens (--dense_max_len)', flush=True)
         continue
       out.append((arch, 'fovea_jax', name,
@@ -423,7 +403,7 @@ def add_ratios(rows):
     return None
   for r in rows:
     hf = find(r['arch'], 'hf_torch', r['scheme'], r['length'])
-    tg = find(r['arch'], 'fovea_jax', 'longt5_tglobal', r['length'])
+    tg = find(r['arch'], 'fovea_jax', TGLOBAL, r['length'])
     mine = r['step_s']
     r['vs_hf'] = mine / hf if (mine and hf and r['framework'] == 'fovea_jax') \
         else None

@@ -1,4 +1,4 @@
-"""fovea_jax.attention: every scheme of docs/attention.md.
+"""fovea_jax.attention: the attention functions of docs/attention.md.
 
 Public functions take `[batch, length, heads, head_dim]` arrays; each scheme has a
 dense oracle (`implementation='reference'`), an XLA path and a Pallas path.
@@ -10,6 +10,7 @@ from fovea_jax.attention.api import local_attention
 from fovea_jax.attention.api import run_tree_layout
 from fovea_jax.attention.common import RelativePositionBias
 from fovea_jax.attention.common import relative_position_bucket
+from fovea_jax.attention.engines import default_implementation
 from fovea_jax.attention.fma import FmaLevel
 from fovea_jax.attention.fma import fma_layout
 from fovea_jax.attention.fma import fma_levels
@@ -19,6 +20,3 @@ from fovea_jax.attention.fovea import fovea_layout
 from fovea_jax.attention.fovea import fovea_level_map
 from fovea_jax.attention.layout import TreeLayout
 from fovea_jax.attention.local import local_layout
-from fovea_jax.attention.registry import SCHEMES
-from fovea_jax.attention.registry import default_implementation
-from fovea_jax.attention.registry import get_scheme

@@ -13,7 +13,7 @@ from fovea_jax.attention import fma
 from fovea_jax.attention import fovea
 from fovea_jax.attention import local
 from fovea_jax.attention import pyramid
-from fovea_jax.attention import registry
+from fovea_jax.attention import engines
 
 
 def _validate(q, k, v, key_mask, position_bias, *, same_length):
@@ -33,7 +33,7 @@ def run_tree_layout(layout, q, k, v, *, scale, key_mask, position_bias,
   valid = common.valid_keys(key_mask, batch, length, length)
   k_flat, v_flat, entry_bias = pyramid.build_flat_kv(layout, k, v, valid,
                                                      coarse_levels)
-  engine = registry.tree_engine(implementation)
+  engine = engines.tree_engine(implementation)
   options = dict(return_lse=True) if return_lse else {}
   if return_lse and implementation != 'xla':
     raise ValueError(f'return_lse needs the xla engine, got {implementation!r}.')
@@ -52,7 +52,7 @@ def dot_product_attention(q, k, v, *, scale=None, causal=False, key_mask=None,
                           kv_segment_ids=None, implementation=None):
   """Dense attention. 'xla' materializes the scores; 'pallas' is flash attention."""
   key_mask = _validate(q, k, v, key_mask, position_bias, same_length=False)
-  implementation = registry.resolve_implementation(implementation)
+  implementation = engines.resolve_implementation(implementation)
   if causal and q.shape[1] != k.shape[1]:
     raise ValueError(f'causal=True needs q length {q.shape[1]} == k length '
                      f'{k.shape[1]}; for decoding pass key_mask instead.')
@@ -78,14 +78,16 @@ def dot_product_attention(q, k, v, *, scale=None, causal=False, key_mask=None,
       kv_segment_ids=kv_segment_ids)
 
 
-def fovea_attention(q, k, v, *, block_len, wing=1, edge='clip', coarse_weight='once',
-                    max_level=None, causal=False, scale=None, key_mask=None,
+def fovea_attention(q, k, v, *, block_len, wing=fovea.DEFAULT_WING,
+                    edge=fovea.DEFAULT_EDGE,
+                    coarse_weight=fovea.DEFAULT_COARSE_WEIGHT, max_level=None,
+                    causal=False, scale=None, key_mask=None,
                     position_bias=None, implementation=None):
   """Fovea attention (docs/attention.md#fovea)."""
   key_mask = _validate(q, k, v, key_mask, position_bias, same_length=True)
   options = dict(block_len=block_len, wing=wing, edge=edge,
                  coarse_weight=coarse_weight, max_level=max_level, causal=causal)
-  implementation = registry.resolve_implementation(implementation)
+  implementation = engines.resolve_implementation(implementation)
   if implementation == 'reference':
     return fovea.fovea_attention_reference(q, k, v, scale=scale, key_mask=key_mask,
                                            position_bias=position_bias, **options)
@@ -94,9 +96,9 @@ def fovea_attention(q, k, v, *, block_len, wing=1, edge='clip', coarse_weight='o
                          position_bias=position_bias, implementation=implementation)
 
 
-def fma_attention(q, k, v, *, fine_len, rank, downsample='avg', k_levels=None,
-                  v_levels=None, causal=False, scale=None, key_mask=None,
-                  implementation=None):
+def fma_attention(q, k, v, *, fine_len, rank, downsample=fma.DEFAULT_DOWNSAMPLE,
+                  k_levels=None, v_levels=None, causal=False, scale=None,
+                  key_mask=None, implementation=None):
   """Fast Multipole Attention (docs/attention.md#fast-multipole-attention);
   learned levels via k/v_levels."""
   key_mask = _validate(q, k, v, key_mask, None, same_length=True)
@@ -106,7 +108,7 @@ def fma_attention(q, k, v, *, fine_len, rank, downsample='avg', k_levels=None,
     raise ValueError("downsample='grouped_conv' is learned: pass k_levels and "
                      "v_levels (the FMA Flax layer computes them); "
                      "downsample='avg' takes none.")
-  implementation = registry.resolve_implementation(implementation)
+  implementation = engines.resolve_implementation(implementation)
   if implementation == 'reference':
     return fma.fma_attention_reference(
         q, k, v, fine_len=fine_len, rank=rank, downsample=downsample,
@@ -124,7 +126,7 @@ def local_attention(q, k, v, *, window=None, block_len=None, causal=False,
                     implementation=None):
   """Sliding-window (`window`) or block-local (`block_len`) attention."""
   key_mask = _validate(q, k, v, key_mask, position_bias, same_length=True)
-  implementation = registry.resolve_implementation(implementation)
+  implementation = engines.resolve_implementation(implementation)
   if implementation == 'reference':
     return local.local_attention_reference(
         q, k, v, window=window, block_len=block_len, causal=causal, scale=scale,
@@ -134,9 +136,3 @@ def local_attention(q, k, v, *, window=None, block_len=None, causal=False,
   return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
                          position_bias=position_bias, implementation=implementation)
 
-
-registry.register_scheme('dense', dot_product_attention,
-                         dense.dot_product_attention_reference)
-registry.register_scheme('fovea', fovea_attention, fovea.fovea_attention_reference)
-registry.register_scheme('fma', fma_attention, fma.fma_attention_reference)
-registry.register_scheme('local', local_attention, local.local_attention_reference)

@@ -18,6 +18,8 @@ from fovea_jax.attention import common
 from fovea_jax.attention import layout as layout_lib
 
 DOWNSAMPLES = ('avg', 'grouped_conv')
+# Window means: no parameters, any length (the scheme module's default too).
+DEFAULT_DOWNSAMPLE = 'avg'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +82,9 @@ def fma_interactions(fine_block, num_fine_blocks, levels, causal):
   return near, far
 
 
-def fma_attention_reference(q, k, v, *, fine_len, rank, downsample='avg',
-                            k_levels=None, v_levels=None, causal=False, scale=None,
+def fma_attention_reference(q, k, v, *, fine_len, rank,
+                            downsample=DEFAULT_DOWNSAMPLE, k_levels=None,
+                            v_levels=None, causal=False, scale=None,
                             key_mask=None):
   """Dense oracle: a key bank `[K; K_1; ...; K_L]` with the interaction mask.
 
@@ -135,7 +138,7 @@ def fma_attention_reference(q, k, v, *, fine_len, rank, downsample='avg',
   return common.masked_dense_attention(q, bank_k, bank_v, bias, scale).astype(v.dtype)
 
 
-def fma_layout(length, *, fine_len, rank, downsample='avg',
+def fma_layout(length, *, fine_len, rank, downsample=DEFAULT_DOWNSAMPLE,
                causal=False) -> layout_lib.TreeLayout:
   """The cached TreeLayout of FMA for one configuration."""
   _check(fine_len, rank)

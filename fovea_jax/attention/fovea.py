@@ -18,10 +18,15 @@ from fovea_jax.attention import layout as layout_lib
 
 EDGES = ('clip', 'drop')
 COARSE_WEIGHTS = ('once', 'count')
+# The paper's settings, the defaults of every function here and of the scheme
+# module's fields (layers/schemes/fovea.py): one place for each value.
+DEFAULT_WING = 1
+DEFAULT_EDGE = 'clip'
+DEFAULT_COARSE_WEIGHT = 'once'
 
 
-def fovea_nodes(block, num_blocks, *, wing=1, edge='clip', max_level=None,
-                causal=False):
+def fovea_nodes(block, num_blocks, *, wing=DEFAULT_WING, edge=DEFAULT_EDGE,
+                max_level=None, causal=False):
   """`(level, first_block)` of every node query block `block` attends to.
 
   Level 0 nodes are single raw blocks; a level-p node covers 2^p blocks. Distance
@@ -51,8 +56,8 @@ def fovea_nodes(block, num_blocks, *, wing=1, edge='clip', max_level=None,
   return nodes
 
 
-def fovea_level_map(num_blocks, *, wing=1, edge='clip', max_level=None,
-                    causal=False):
+def fovea_level_map(num_blocks, *, wing=DEFAULT_WING, edge=DEFAULT_EDGE,
+                    max_level=None, causal=False):
   """`[query_block, key_block]` level (-1 = never seen) and node first block."""
   levels = np.full((num_blocks, num_blocks), -1, np.int32)
   firsts = np.zeros((num_blocks, num_blocks), np.int32)
@@ -74,9 +79,11 @@ def _check_args(block_len, wing, edge, coarse_weight, max_level):
     raise ValueError(f'max_level must be None or an integer >= 0, got {max_level!r}.')
 
 
-def fovea_attention_reference(q, k, v, *, block_len, wing=1, edge='clip',
-                              coarse_weight='once', max_level=None, causal=False,
-                              scale=None, key_mask=None, position_bias=None):
+def fovea_attention_reference(q, k, v, *, block_len, wing=DEFAULT_WING,
+                              edge=DEFAULT_EDGE,
+                              coarse_weight=DEFAULT_COARSE_WEIGHT,
+                              max_level=None, causal=False, scale=None,
+                              key_mask=None, position_bias=None):
   """Dense oracle (docs/attention.md#fovea): every key replaced by its window mean."""
   _check_args(block_len, wing, edge, coarse_weight, max_level)
   common.check_qkv(q, k, v, same_length=True)
@@ -124,7 +131,8 @@ def fovea_attention_reference(q, k, v, *, block_len, wing=1, edge='clip',
   return jnp.einsum('bhtj,btjhd->bthd', weights, v_bar).astype(v.dtype)
 
 
-def fovea_layout(length, *, block_len, wing=1, edge='clip', coarse_weight='once',
+def fovea_layout(length, *, block_len, wing=DEFAULT_WING, edge=DEFAULT_EDGE,
+                 coarse_weight=DEFAULT_COARSE_WEIGHT,
                  max_level=None, causal=False) -> layout_lib.TreeLayout:
   """The cached TreeLayout of fovea attention for one configuration."""
   _check_args(block_len, wing, edge, coarse_weight, max_level)

@@ -34,7 +34,7 @@ import numpy as np
 from fovea_jax.attention import api
 from fovea_jax.attention import common
 from fovea_jax.attention import local
-from fovea_jax.attention import registry
+from fovea_jax.attention import engines
 
 
 def global_block_ids(key_mask, global_block_size, *, causal=False):
@@ -94,7 +94,7 @@ def transient_global_attention(q, k, v, side_k, side_v, *, block_ids,
   `transient_global_attention_reference`). Outputs at masked query positions
   are unspecified (finite): no real position depends on them.
   """
-  implementation = registry.resolve_implementation(implementation)
+  implementation = engines.resolve_implementation(implementation)
   options = dict(block_ids=block_ids, global_valid=global_valid,
                  local_radius=local_radius, global_block_size=global_block_size,
                  causal=causal, scale=scale, key_mask=key_mask,

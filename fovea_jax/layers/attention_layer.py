@@ -1,8 +1,8 @@
 """Multi-head attention in the T5 layout with a pluggable attention scheme.
 
 Projections (query, key, value, out) live here; what happens between them (dense,
-local, fovea, FMA, LongT5 transient-global, ...) is the `scheme` module, built from
-`scheme_factory` so that adding a scheme never adds a flag to this class. T5 folds
+local, fovea, ...) is the `scheme` module, built from `scheme_factory` so that
+adding a scheme never adds a flag to this class. T5 folds
 1/sqrt(head_dim) into the query init, so schemes are called with scale 1.
 """
 import functools
@@ -32,7 +32,7 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv, *, key_mask=None, position_bias=None,
-               side_position_bias=None, q_segment_ids=None, kv_segment_ids=None,
+               stack_tables=None, q_segment_ids=None, kv_segment_ids=None,
                bidirectional_prefix=None, decode: bool = False):
     kv_heads = self.num_kv_heads or self.num_heads
     if self.num_heads % kv_heads:
@@ -55,7 +55,7 @@ class MultiHeadAttention(nn.Module):
 
     scheme_inputs = AttentionInputs(
         key_mask=key_mask, position_bias=position_bias,
-        side_position_bias=side_position_bias, q_segment_ids=q_segment_ids,
+        stack_tables=stack_tables or {}, q_segment_ids=q_segment_ids,
         kv_segment_ids=kv_segment_ids, inputs=inputs_kv,
         project_kv=lambda x: (key_proj(x), value_proj(x)), decode=decode,
         implementation=self.implementation,

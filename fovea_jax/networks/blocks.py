@@ -3,11 +3,12 @@
 Parameter names follow T5X (`pre_attention_layer_norm`, `attention`,
 `pre_mlp_layer_norm`, `mlp`; decoder: `pre_self_attention_layer_norm`,
 `self_attention`, `pre_cross_attention_layer_norm`, `encoder_decoder_attention`).
-Layer 0 of every stack owns the relative-position table(s) (`relpos_bias`, and
-`side_relpos_bias` for LongT5 transient-global) and hands the resulting
-`RelativePositionBias` to every later layer of its stack.
+Layer 0 of every stack owns the relative-position table (`relpos_bias`) and
+the tables the stack's scheme declares (`Scheme.stack_tables`), and hands them
+to every later layer of its stack.
 """
-from typing import Callable
+import functools
+from typing import Callable, Optional
 
 import flax.linen as nn
 
@@ -45,31 +46,31 @@ def _bias_table(config: Config, bidirectional, name):
 class TransformerLayer(nn.Module):
   """Self-attention (+ cross-attention when `encoded` is given) + gated MLP.
 
-  biases: (T5 bias, side bias) made by layer 0; pass None to layer 0 itself
-  (`owns_biases=True`), which returns them for the rest of the stack.
+  shared: (T5 bias, stack tables) made by layer 0; layer 0 itself gets None
+  and `make_stack_tables` (the scheme's `stack_tables`), makes them and returns
+  them for the rest of the stack.
   """
   config: Config
   scheme_factory: Callable
   bidirectional: bool
   is_decoder: bool = False
-  with_side_bias: bool = False
-  owns_biases: bool = False
+  make_stack_tables: Optional[Callable] = None
 
   @nn.compact
-  def __call__(self, x, biases=None, *, key_mask=None, segment_ids=None,
+  def __call__(self, x, shared=None, *, key_mask=None, segment_ids=None,
                encoded=None, encoder_key_mask=None, encoder_segment_ids=None,
                bidirectional_prefix=None, deterministic=True, decode=False):
     cfg = self.config
-    if self.owns_biases:
-      side = (_bias_table(cfg, self.bidirectional, 'side_relpos_bias')
-              if self.with_side_bias else None)
-      biases = (_bias_table(cfg, self.bidirectional, 'relpos_bias'), side)
-    position_bias, side_bias = biases
+    if self.make_stack_tables is not None:
+      table = functools.partial(_bias_table, cfg, self.bidirectional)
+      stack_tables = dict(self.make_stack_tables(table))
+      shared = (table('relpos_bias'), stack_tables)
+    position_bias, stack_tables = shared
     prefix = 'self_' if self.is_decoder else ''
     y = norm_layer(cfg, f'pre_{prefix}attention_layer_norm')(x)
     y = _attention(cfg, self.scheme_factory, f'{prefix}attention')(
         y, y, key_mask=key_mask, position_bias=position_bias,
-        side_position_bias=side_bias, q_segment_ids=segment_ids,
+        stack_tables=stack_tables, q_segment_ids=segment_ids,
         kv_segment_ids=segment_ids, bidirectional_prefix=bidirectional_prefix,
         decode=decode)
     x = layers.constrain_activations(
@@ -89,4 +90,4 @@ class TransformerLayer(nn.Module):
                         dropout_rate=cfg.dropout_rate,
                         dtype=cfg.activation_dtype, name='mlp')(y, deterministic)
     x = x + dropout_layer(cfg)(y, deterministic=deterministic)
-    return layers.constrain_activations(x), biases
+    return layers.constrain_activations(x), shared

@@ -22,7 +22,8 @@ class Stack(nn.Module):
   """Embeds tokens with the shared embedder and runs `num_layers` layers.
 
   scheme: the self-attention scheme (each layer asks it for its module, so
-  MASFormer can schedule dense and local layers). causal: decoder self-attention.
+  MASFormer can schedule dense and local layers; layer 0 makes the tables it
+  declares for the stack). causal: decoder self-attention.
   """
   config: Config
   scheme: schemes.Scheme
@@ -44,14 +45,14 @@ class Stack(nn.Module):
         cfg.activation_dtype)
     x = dropout_layer(cfg)(x, deterministic=deterministic)
     x = layers.constrain_activations(x)
-    biases = None
+    shared = None
     for i in range(self.num_layers):
-      x, biases = TransformerLayer(
+      x, shared = TransformerLayer(
           cfg, self.scheme.for_layer(i, self.num_layers, self.causal),
           bidirectional=not self.causal, is_decoder=self.is_decoder,
-          with_side_bias=self.scheme.uses_side_bias, owns_biases=i == 0,
+          make_stack_tables=self.scheme.stack_tables if i == 0 else None,
           name=f'layers_{i}')(
-              x, biases, key_mask=key_mask, segment_ids=segment_ids,
+              x, shared, key_mask=key_mask, segment_ids=segment_ids,
               encoded=encoded, encoder_key_mask=encoder_key_mask,
               encoder_segment_ids=encoder_segment_ids,
               bidirectional_prefix=bidirectional_prefix,

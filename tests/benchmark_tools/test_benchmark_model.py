@@ -24,12 +24,6 @@ def test_dense_encoder_decoder_flops_by_hand():
                                      vocab) == pytest.approx(expected)
 
 
-def test_local_window_keys_at_the_edges():
-  # n=5, radius 1: 2, 3, 3, 3, 2 keys; causal: 1, 2, 2, 2, 2.
-  assert benchmark_model._local_keys(5, 1, False) == pytest.approx(13 / 5)
-  assert benchmark_model._local_keys(5, 1, True) == pytest.approx(9 / 5)
-
-
 def test_tiny_run_writes_rows_and_ratios(tmp_path):
   out = tmp_path / 'model'
   benchmark_model.main(['--lengths', '128', '--schemes',

@@ -18,7 +18,7 @@ import pytest
 
 from fovea_jax import attention
 from fovea_jax.attention import pyramid
-from fovea_jax.attention import registry
+from fovea_jax.attention import engines
 from fovea_jax.attention import tree_attention_xla
 from fovea_jax.attention.pallas import tpu_kernels
 from fovea_jax.attention.pallas import tree_attention as kernel
@@ -268,11 +268,11 @@ class TestEngineCompiled(TestEngine):
   INTERPRET = False
 
 
-def test_registry_serves_the_pallas_engine():
-  assert registry.pallas_available()
-  assert registry.tree_engine('pallas') is kernel.tree_level_attention_pallas
+def test_engines_serve_the_pallas_engine():
+  assert engines.pallas_available()
+  assert engines.tree_engine('pallas') is kernel.tree_level_attention_pallas
   expected = 'pallas' if ACCELERATOR else 'xla'
-  assert registry.default_implementation() == expected
+  assert engines.default_implementation() == expected
 
 
 def test_bad_inputs_raise_clear_errors():

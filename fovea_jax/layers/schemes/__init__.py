@@ -1,9 +1,11 @@
 """Attention schemes: one module per scheme, its fields the scheme's options.
 
-Every `base.Scheme` subclass defined in a module of this package is exposed here
-by its class name, so gin files import the package (`from fovea_jax.layers
-import schemes`) and name `schemes.Fovea`; a new scheme is one new file here plus
-one `gin_configs/attention/*.gin` file. `get_scheme` turns `network.Config.attention`
+The one registry of schemes. Every `base.Scheme` subclass defined in a module of
+this package is exposed here by its class name (gin files name
+`schemes.Fovea` or `fovea.Fovea`) and in `BY_NAME` by its `scheme_name`; the
+benchmarks and studies take their scheme lists from `BY_NAME` and each scheme's
+cost from its own methods, so a new scheme is one new file here plus one
+`gin_configs/attention/*.gin` file. `get_scheme` turns `network.Config.attention`
 (a configured instance or a scheme name) into an instance.
 """
 import importlib

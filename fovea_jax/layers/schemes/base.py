@@ -1,21 +1,27 @@
 """The base of every attention-scheme module, what each receives, and the KV cache.
 
 A scheme module (dense, local, fovea, ...) subclasses `Scheme`; its dataclass
-fields are the scheme's options, so the module itself is what gin configures
-(`schemes.Fovea.block_len = 64`). `MultiHeadAttention` calls it as
-`scheme(query, key, value, inputs)` with projected `[batch, length, heads, head_dim]`
-arrays and an `AttentionInputs` bundle. In decode mode it owns its cache: the
-common `cached_key`, `cached_value`, `cache_index` (made here) plus any pooled
-pyramid it keeps. Every cache leaf except `cache_index` is batch-major so beam
-search can expand it.
+fields are the scheme's options, declared there once, so the module itself is
+what gin configures (`schemes.Fovea.block_len = 64`). `MultiHeadAttention` calls
+it as `scheme(query, key, value, inputs)` with projected `[batch, length, heads,
+head_dim]` arrays and an `AttentionInputs` bundle. In decode mode it owns its
+cache: the common `cached_key`, `cached_value`, `cache_index` (made here) plus any
+pooled pyramid it keeps. Every cache leaf except `cache_index` is batch-major so
+beam search can expand it.
+
+A scheme also answers, without running, what it costs (`layout`,
+`attended_pairs`, `stack_pairs`): the benchmarks and the studies read the
+attended fraction and the attention FLOPs from these methods alone, and declares
+the tables its stack shares (`stack_tables`).
 """
 import dataclasses
 import functools
-from typing import Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen import partitioning as nn_partitioning
 
 from fovea_jax import attention
@@ -37,8 +43,11 @@ class Scheme(nn.Module):
   causal: bool = False
   # The name `network.Config.attention` accepts for this scheme's defaults.
   scheme_name: ClassVar[str] = 'abstract'
-  # LongT5 transient-global needs a second relative-position table per stack.
-  uses_side_bias: ClassVar[bool] = False
+  # A layer of this scheme costs length^2 (benchmarks cap such rows' length).
+  quadratic: ClassVar[bool] = False
+  # A schedule only hands its layers other schemes' modules (`for_layer`); it
+  # is never called as a layer itself.
+  schedule: ClassVar[bool] = False
 
   @classmethod
   def gin_name(cls) -> str:
@@ -59,6 +68,62 @@ class Scheme(nn.Module):
     del layer_index, num_layers
     return functools.partial(type(self), **{**self.options(), 'causal': causal})
 
+  @nn.nowrap
+  def layer_modules(self, num_layers: int, causal: bool) -> list:
+    """The (unbound) module every layer of a stack of `num_layers` runs."""
+    return [self.for_layer(i, num_layers, causal)() for i in range(num_layers)]
+
+  # ------------------------------------------------------------------ cost
+
+  @nn.nowrap
+  def layout(self, length: int,
+             causal: bool) -> Optional[attention.TreeLayout]:
+    """The TreeLayout the XLA path runs at `length`, None if the scheme has
+    none (dense attention's materialised scores, transient-global, ...)."""
+    del length, causal
+    return None
+
+  @nn.nowrap
+  def attended_pairs(self, length: int, causal: bool) -> float:
+    """(query, key) pairs one layer of this module computes at `length`
+    tokens: its layout's entries (whole key tiles, pooled entries counted
+    once); a scheme without a layout defines its own count."""
+    layout = self.layout(length, causal)
+    if layout is None:
+      raise NotImplementedError(
+          f'{type(self).__name__} has no TreeLayout, so it must define '
+          'attended_pairs(length, causal) itself.')
+    return layout.attended_fraction() * length * length
+
+  @nn.nowrap
+  def stack_pairs(self, num_layers: int, length: int, causal: bool) -> float:
+    """Mean over a stack's layers of their modules' `attended_pairs`."""
+    return float(np.mean([layer.attended_pairs(length, causal)
+                          for layer in self.layer_modules(num_layers, causal)]))
+
+  @nn.nowrap
+  def stack_is_quadratic(self, num_layers: int, causal: bool) -> bool:
+    """Whether some layer of the stack costs length^2."""
+    return any(layer.quadratic
+               for layer in self.layer_modules(num_layers, causal))
+
+  # ---------------------------------------------------------- stack tables
+
+  @nn.nowrap
+  def stack_tables(self, relative_position_table: Callable[[str], Any]
+                   ) -> Mapping[str, Any]:
+    """Tables made once per stack, by layer 0, and handed to every layer's
+    scheme as `AttentionInputs.stack_tables` (name -> value).
+
+    Runs inside layer 0, so any module it creates is a child of layer 0 (its
+    parameters live under `layers_0/`). `relative_position_table(param_name)`
+    makes a T5 relative-position table like the stack's own `relpos_bias`
+    (same heads, buckets and direction) and returns its
+    `attention.RelativePositionBias`. The default: no tables.
+    """
+    del relative_position_table
+    return {}
+
 
 @dataclasses.dataclass(frozen=True)
 class AttentionInputs:
@@ -66,7 +131,8 @@ class AttentionInputs:
 
   key_mask: [batch, kv_len] bool, True = real token.
   position_bias: the stack's shared T5 bias (None: no bias, e.g. cross-attention).
-  side_position_bias: LongT5 transient-global's second table (group positions).
+  stack_tables: what the stack's scheme made in `Scheme.stack_tables` (empty
+    for cross-attention and outside a stack).
   inputs: the hidden states k and v were projected from (transient-global sums
     them into global tokens); project_kv maps such states to (key, value) with the
     layer's own projections.
@@ -76,7 +142,7 @@ class AttentionInputs:
   """
   key_mask: Optional[jax.Array] = None
   position_bias: Optional[attention.RelativePositionBias] = None
-  side_position_bias: Optional[attention.RelativePositionBias] = None
+  stack_tables: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   q_segment_ids: Optional[jax.Array] = None
   kv_segment_ids: Optional[jax.Array] = None
   inputs: Optional[jax.Array] = None

@@ -28,6 +28,14 @@ def _prefix_lm_attention(query, key, value, inputs: base.AttentionInputs):
 class Dense(base.Scheme):
   """Dense attention; the only scheme that separates packed examples."""
   scheme_name = 'dense'
+  quadratic = True
+
+  @nn.nowrap
+  def attended_pairs(self, length, causal):
+    """Every (query, key) pair, or those on and below the diagonal if causal:
+    the count a materialised or flash-style pass defines (its masked tile
+    corners are skipped or free)."""
+    return length * (length + 1) / 2 if causal else float(length * length)
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):

@@ -17,6 +17,7 @@ from flax.linen import partitioning as nn_partitioning
 
 from fovea_jax import attention
 from fovea_jax.attention import common as attention_common
+from fovea_jax.attention import fma as fma_lib
 from fovea_jax.layers.schemes import base
 from fovea_jax.layers.schemes import pyramid_cache
 from fovea_jax.sharding import axis_names as ax
@@ -43,8 +44,13 @@ class Fma(base.Scheme):
   scheme_name = 'fma'
   fine_len: int = 128
   rank: int = 16
-  downsample: str = 'avg'
+  downsample: str = fma_lib.DEFAULT_DOWNSAMPLE
   max_length: int = 16384
+
+  @nn.nowrap
+  def layout(self, length, causal):
+    return attention.fma_layout(length, fine_len=self.fine_len, rank=self.rank,
+                                downsample=self.downsample, causal=causal)
 
   def _filters(self, head_dim):
     """{level: (key_filter, value_filter)} for every level up to max_length."""
@@ -62,9 +68,9 @@ class Fma(base.Scheme):
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):
-    base.reject_packing('fma', inputs)
+    base.reject_packing(self.scheme_name, inputs)
     attention_common.check_choice('downsample', self.downsample,
-                                  ('avg', 'grouped_conv'))
+                                  fma_lib.DOWNSAMPLES)
     filters = self._filters(key.shape[-1])
     if inputs.decode:
       cache = base.kv_cache_step(self, key, value)

@@ -56,14 +56,21 @@ class Fovea(base.Scheme):
   wing 1."""
   scheme_name = 'fovea'
   block_len: int = 128
-  wing: int = 1
-  edge: str = 'clip'
-  coarse_weight: str = 'once'
+  wing: int = fovea_lib.DEFAULT_WING
+  edge: str = fovea_lib.DEFAULT_EDGE
+  coarse_weight: str = fovea_lib.DEFAULT_COARSE_WEIGHT
   max_level: Optional[int] = None
+
+  @nn.nowrap
+  def layout(self, length, causal):
+    return attention.fovea_layout(
+        length, block_len=self.block_len, wing=self.wing, edge=self.edge,
+        coarse_weight=self.coarse_weight, max_level=self.max_level,
+        causal=causal)
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):
-    base.reject_packing('fovea', inputs)
+    base.reject_packing(self.scheme_name, inputs)
     if inputs.decode:
       cache = base.kv_cache_step(self, key, value)
       max_len = self.get_variable('cache', 'cached_key').shape[1]

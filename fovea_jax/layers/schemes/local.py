@@ -23,13 +23,22 @@ class Local(base.Scheme):
   window: Optional[int] = 127
   block_len: Optional[int] = None
 
-  @nn.compact
-  def __call__(self, query, key, value, inputs: base.AttentionInputs):
+  def _check(self):
     if (self.window is None) == (self.block_len is None):
       raise ValueError('local.Local needs exactly one of window or block_len '
                        f'(set the other to None), got window={self.window}, '
                        f'block_len={self.block_len}.')
-    base.reject_packing('local', inputs)
+
+  @nn.nowrap
+  def layout(self, length, causal):
+    self._check()
+    return attention.local_layout(length, window=self.window,
+                                  block_len=self.block_len, causal=causal)
+
+  @nn.compact
+  def __call__(self, query, key, value, inputs: base.AttentionInputs):
+    self._check()
+    base.reject_packing(self.scheme_name, inputs)
     if inputs.decode:
       cache = base.kv_cache_step(self, key, value)
       if cache is not None:

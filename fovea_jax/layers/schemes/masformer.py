@@ -22,6 +22,7 @@ class MASFormer(base.Scheme):
   local: 'sliding' (|i - j| <= window) or 'block' (same block of block_len).
   """
   scheme_name = 'masformer'
+  schedule = True
   num_full: int = 4
   full_layers: Optional[Sequence[int]] = None
   local: str = 'sliding'
@@ -69,6 +70,13 @@ class MASFormer(base.Scheme):
                                causal=causal)
     return functools.partial(Local, window=None, block_len=self.block_len,
                              causal=causal)
+
+  @nn.nowrap
+  def attended_pairs(self, length, causal):
+    raise NotImplementedError(
+        'masformer.MASFormer is a schedule: its layers cost differently; ask '
+        'stack_pairs(num_layers, length, causal), or the module of one layer '
+        '(for_layer(...)()) for its attended_pairs.')
 
   def __call__(self, *args, **kwargs):
     raise TypeError('masformer.MASFormer is a schedule, not a layer: a stack runs '

@@ -3,8 +3,10 @@
 Owns `global_input_layer_norm` (T5 RMSNorm of the per-group sums, as in LongT5);
 the global tokens are projected with the layer's own key/value projections
 (`AttentionInputs.project_kv`), so a LongT5 checkpoint maps onto it weight for
-weight. Decoding (causal variant) keeps the running group sums and the projected
-global tokens in the cache.
+weight. Its stack shares a second relative-position table, over group positions
+(`side_relpos_bias` under layer 0, as in LongT5; `stack_tables`). Decoding
+(causal variant) keeps the running group sums and the projected global tokens
+in the cache.
 """
 import gin
 import flax.linen as nn
@@ -12,23 +14,42 @@ import jax
 import jax.numpy as jnp
 from flax.linen import partitioning as nn_partitioning
 
+from fovea_jax import attention
 from fovea_jax.attention import longt5
 from fovea_jax.layers.normalization import RMSNorm
 from fovea_jax.layers.schemes import base
 from fovea_jax.sharding import axis_names as ax
+
+# The stack table of the group-position bias (AttentionInputs.stack_tables).
+_SIDE_BIAS = 'side_position_bias'
 
 
 @gin.configurable
 class LongT5TransientGlobal(base.Scheme):
   """LongT5 TGlobal: local window plus one global token per 16-token group."""
   scheme_name = 'longt5_tglobal'
-  uses_side_bias = True
   local_radius: int = 127
   global_block_size: int = 16
 
+  @nn.nowrap
+  def stack_tables(self, relative_position_table):
+    # LongT5's parameter name, so its checkpoints map onto ours.
+    return {_SIDE_BIAS: relative_position_table('side_relpos_bias')}
+
+  @nn.nowrap
+  def attended_pairs(self, length, causal):
+    """The local window as its XLA path runs it (the local layout's tiles)
+    plus every query's scores against all `length // global_block_size`
+    global tokens (computed for every query, causal or not, then masked)."""
+    local = attention.local_layout(length, window=self.local_radius,
+                                   causal=causal)
+    globals_per_query = length // self.global_block_size
+    return (local.attended_fraction() * length * length +
+            length * globals_per_query)
+
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):
-    base.reject_packing('longt5_tglobal', inputs)
+    base.reject_packing(self.scheme_name, inputs)
     if inputs.inputs is None or inputs.project_kv is None:
       raise ValueError('transient-global attention needs the hidden states and '
                        'the K/V projections (AttentionInputs.inputs/project_kv).')
@@ -51,7 +72,7 @@ class LongT5TransientGlobal(base.Scheme):
         global_valid=global_valid, local_radius=self.local_radius,
         global_block_size=self.global_block_size, causal=self.causal,
         key_mask=inputs.key_mask, position_bias=inputs.position_bias,
-        side_position_bias=inputs.side_position_bias,
+        side_position_bias=inputs.stack_tables.get(_SIDE_BIAS),
         implementation=inputs.implementation)
 
   def _group_cache(self, emb_dim):
@@ -96,4 +117,4 @@ class LongT5TransientGlobal(base.Scheme):
         index=cache.index, local_radius=self.local_radius,
         global_block_size=self.global_block_size,
         position_bias=inputs.position_bias,
-        side_position_bias=inputs.side_position_bias)
+        side_position_bias=inputs.stack_tables.get(_SIDE_BIAS))

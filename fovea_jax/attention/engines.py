@@ -1,12 +1,12 @@
-"""Where names are resolved: attention schemes, tree engines, the backend default.
+"""The engines that run a TreeLayout, and the choice of implementation.
 
-A new scheme is a new `SCHEMES` entry; a new engine (e.g. another kernel family) is a
-new `TREE_ENGINES` entry. Engines are imported lazily so that CPU users never load
-GPU-only code.
+A new engine (e.g. another kernel family) is a new `TREE_ENGINES` entry; the
+backend's default implementation is chosen here and nowhere else. Engines are
+imported lazily so that CPU users never load GPU-only code. (Attention schemes
+are registered by their modules in fovea_jax.layers.schemes.)
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from typing import Callable
 
@@ -19,28 +19,6 @@ TREE_ENGINES = {
     'xla': 'fovea_jax.attention.tree_attention_xla:tree_level_attention_xla',
     'pallas': 'fovea_jax.attention.pallas:tree_level_attention_pallas',
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Scheme:
-  """One attention scheme: its public function and its dense oracle."""
-  attention: Callable
-  reference: Callable
-
-
-SCHEMES: dict[str, Scheme] = {}
-
-
-def register_scheme(name, attention, reference):
-  if name in SCHEMES:
-    raise ValueError(f'attention scheme {name!r} is already registered.')
-  SCHEMES[name] = Scheme(attention, reference)
-
-
-def get_scheme(name) -> Scheme:
-  if name not in SCHEMES:
-    raise ValueError(f'unknown attention scheme {name!r}; known: {sorted(SCHEMES)}.')
-  return SCHEMES[name]
 
 
 def _load(path):
