@@ -19,13 +19,11 @@ from typing import Any
 import gin
 import jax
 import jax.numpy as jnp
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
 from flax import core as flax_core
 
 from fovea_jax import decoding
 from fovea_jax import losses
+from fovea_jax.tensorflow_runtime import seqio
 
 Batch = Mapping[str, jnp.ndarray]
 PyTree = Any

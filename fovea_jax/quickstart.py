@@ -167,10 +167,8 @@ def _short(text, limit=160):
 def language_model(workdir):
   """Trains and evaluates the LM beside the unigram baseline."""
   # pylint: disable=g-import-not-at-top
-  # TensorFlow first through its setup: quiet, and kept off any GPU.
-  from fovea_jax.data import tensorflow_setup  # noqa: F401
-  import seqio
   from fovea_jax.evaluation import baselines
+  from fovea_jax.tensorflow_runtime import seqio
   emb_dim = _LM_EMB_DIM.value
   part = Part('language_model', workdir, 'sizes/decoder_only_tiny.gin', LM_TASK,
               {'targets': _LM_LENGTH.value},
@@ -227,10 +225,8 @@ def summarization(workdir):
   """Trains, evaluates (beside the lead baseline) and exports the
   summarizer."""
   # pylint: disable=g-import-not-at-top
-  # TensorFlow first through its setup: quiet, and kept off any GPU.
-  from fovea_jax.data import tensorflow_setup  # noqa: F401
-  import seqio
   from fovea_jax.evaluation import baselines
+  from fovea_jax.tensorflow_runtime import seqio
   lengths = {'inputs': _INPUTS_LENGTH.value, 'targets': _TARGETS_LENGTH.value}
   part = Part('summarization', workdir, 'sizes/tiny.gin', SUMMARIZATION_TASK,
               lengths, ['BEAM_SIZE = 1'])  # Greedy keeps evaluation quick.

@@ -5,8 +5,6 @@ Summarization: `multi_news`, `pubmed`, `arxiv` (TFDS), `wcep10` (JSONL files),
 (TFDS), `enwik8` (a local file, byte level), `stdlib_lm` (offline, byte level).
 Locations of data and SentencePiece models: see `paths.py`.
 """
-# First: seqio imports TensorFlow, which must meet its quiet, GPU-less set-up.
-from fovea_jax.data import tensorflow_setup  # noqa: F401  pylint: disable=unused-import
 from fovea_jax.tasks import file_tasks
 from fovea_jax.tasks import stdlib_tasks
 from fovea_jax.tasks import tfds_tasks

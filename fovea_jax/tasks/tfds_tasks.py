@@ -4,12 +4,9 @@ The data must already be prepared in the TFDS data dir (`TFDS_DATA_DIR`);
 nothing is downloaded here. Tokens come from the SentencePiece model at
 `paths.sentencepiece_model_path()`.
 """
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
-
 from fovea_jax.tasks import registration
 from fovea_jax.tasks import vocabularies
+from fovea_jax.tensorflow_runtime import seqio
 
 # task name -> (TFDS name with version, document feature, summary feature)
 SUMMARIZATION_DATASETS = {

@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
-import seqio
 
 from fovea_jax import data
+from fovea_jax.tensorflow_runtime import seqio
 
 _SUMMARIES = dict(mixture_or_task_name='stdlib_summarization',
                   task_feature_lengths={'inputs': 512, 'targets': 32},

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from fovea_jax import data
-from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.evaluation import evaluator
+from fovea_jax.tensorflow_runtime import tf
 
 
 def _config(task, lengths):

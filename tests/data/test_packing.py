@@ -1,9 +1,9 @@
 """Windowed packing: seqio's packed rows, with bounded windows."""
 import numpy as np
-import seqio
 
 from fovea_jax.data import packing
-from fovea_jax.data.tensorflow_setup import tf
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 _LENGTHS = {'inputs': 8, 'targets': 4}
 

@@ -10,14 +10,14 @@ import os
 
 import numpy as np
 import pytest
-import seqio
 import tensorflow_datasets as tfds
 
 from fovea_jax import data
-from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.tasks import file_tasks
 from fovea_jax.tasks import tfds_tasks
 from fovea_jax.tasks import vocabularies
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 
 def _write_split_metadata(tfds_name, num_examples, data_dir):

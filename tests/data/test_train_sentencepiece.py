@@ -2,9 +2,9 @@
 import importlib
 
 import pytest
-import seqio
 
 from fovea_jax.tasks import stdlib_sources
+from fovea_jax.tensorflow_runtime import seqio
 
 train_sentencepiece = importlib.import_module('tools.train_sentencepiece')
 

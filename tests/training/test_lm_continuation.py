@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-import seqio
+
+from fovea_jax.tensorflow_runtime import seqio
 
 from . import gin_runs
 
