@@ -459,11 +459,3 @@ class DecoderOnlyModel(BaseTransformerModel):
     flat = decoding.remove_prefix(flat,
                                   jnp.repeat(prompt_lengths, num_decodes))
     return flat.reshape(sequences.shape), {'scores': scores}
-
-
-def get_input_vocabulary(model: BaseTransformerModel):
-  return model.input_vocabulary
-
-
-def get_output_vocabulary(model: BaseTransformerModel):
-  return model.output_vocabulary

@@ -30,6 +30,7 @@ import time
 from absl import app
 from absl import flags
 
+
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fovea_quickstart',
                                'Where the runs, evaluations and export go.')
 _FRESH = flags.DEFINE_bool('fresh', False,
@@ -85,7 +86,7 @@ class Part:
 
   def run(self, function, run_file, bindings):
     # pylint: disable=g-import-not-at-top
-    from fovea_jax.training import entry_points
+    from fovea_jax.runs import entry_points
     gin_files = self.model_gin + (run_file,)
     self.commands.append(_command(
         {'evaluate': 'eval'}.get(function, function), gin_files,
@@ -275,7 +276,7 @@ def _timed(part_fn, workdir):
 def main(argv):
   del argv
   # pylint: disable=g-import-not-at-top
-  from fovea_jax.training import entry_points
+  from fovea_jax.runs import entry_points
   entry_points.show_own_info_logs()
   workdir = os.path.abspath(_WORKDIR.value)
   if _FRESH.value:

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
+from fovea_jax.optim import lr_schedules
 from fovea_jax.training import checkpoints
-from fovea_jax.training import lr_schedules
 from fovea_jax.training import trainer as trainer_lib
 from . import tiny_model
 

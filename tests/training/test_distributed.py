@@ -14,9 +14,9 @@ import sys
 import jax
 import numpy as np
 
+from fovea_jax.optim import lr_schedules
 from fovea_jax.sharding import partitioner as partitioner_lib
 from fovea_jax.training import checkpoints
-from fovea_jax.training import lr_schedules
 from fovea_jax.training import metrics_writers
 from fovea_jax.training import trainer as trainer_lib
 from . import gin_runs

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
+from fovea_jax.runs import gin_utils
 from fovea_jax.training import checkpoints
-from fovea_jax.training import gin_utils
 from . import gin_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))

@@ -6,9 +6,9 @@ import re
 import gin
 import pytest
 
-from fovea_jax.training import entry_points
-from fovea_jax.training import gin_utils
-from fovea_jax.training import train_lib
+from fovea_jax.runs import entry_points
+from fovea_jax.runs import gin_utils
+from fovea_jax.runs import train_lib
 from fovea_jax.training import train_loop
 
 FILES = ['sizes/tiny.gin', 'attention/fovea.gin', 'runs/pretrain.gin']

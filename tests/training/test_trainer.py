@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fovea_jax.training import lr_schedules
-from fovea_jax.training import optimizers
+from fovea_jax.optim import lr_schedules
+from fovea_jax.optim import optimizers
 from fovea_jax.training import trainer as trainer_lib
 from . import tiny_model
 
