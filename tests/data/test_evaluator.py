@@ -18,6 +18,7 @@ def _config(task, lengths):
       module='fovea_jax.tasks')
 
 
+@pytest.mark.slow
 def test_rouge_of_predictions_and_the_logs_written(tmp_path):
   log_dir = tmp_path / 'not' / 'yet' / 'there'  # seqio would not create it.
   evaluation = evaluator.SeqioEvaluation(

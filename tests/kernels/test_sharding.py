@@ -16,6 +16,7 @@ from tests.attention import helpers
 
 
 # kv_heads=1 cannot split over model=2: batch is split alone, heads replicated.
+@pytest.mark.slow
 @pytest.mark.parametrize('kv_heads', [2, 1])
 def test_sharded_batch_and_heads_match_the_unsharded_oracle(kv_heads):
   q, k, v, key_mask, pb = helpers.random_inputs(

@@ -12,6 +12,7 @@ from . import gin_runs
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
+@pytest.mark.slow
 def test_command_line_rejects_an_unknown_gin_binding(tmp_path):
   process = subprocess.run(
       [sys.executable, '-m', 'fovea_jax.train',

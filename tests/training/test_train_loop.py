@@ -22,6 +22,7 @@ def leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves(state.params)]
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_uninterrupted(tmp_path):
   straight = loop_harness.train(tmp_path / 'straight', 6)
   first = loop_harness.train(tmp_path / 'resumed', 4)
@@ -77,6 +78,7 @@ def test_collapse_with_zero_gradient_stops_like_a_non_finite_loss(tmp_path):
   assert checkpoints.checkpoint_steps(str(tmp_path)) == []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_restart_is_bit_identical(tmp_path):
   model_dir = str(tmp_path / 'killed')
   command = [sys.executable, '-m', 'tests.training.loop_harness', model_dir, '8']

@@ -14,6 +14,8 @@ from fovea_jax.runs import gin_utils
 from fovea_jax.training import fingerprint
 from . import gin_runs
 
+pytestmark = pytest.mark.slow
+
 TINY_FOVEA = ('sizes/tiny.gin', 'attention/fovea.gin')
 LENGTHS = {'inputs': 256, 'targets': 16}
 
