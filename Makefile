@@ -20,7 +20,10 @@ $(STAMP): requirements.txt requirements-test.txt setup.py
 venv: $(STAMP)
 
 # Tests run on CPU; several devices are faked for the sharding tests, kernels run
-# in Pallas interpret mode.
+# in Pallas interpret mode. `make test` runs everything; while editing, the fast
+# half (unit tests, no training runs or wide oracle sweeps; markers in
+# pytest.ini) is:
+#   .venv/bin/python -m pytest -q -m "not slow" tests
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 

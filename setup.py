@@ -3,6 +3,7 @@ import pathlib
 
 import setuptools
 
+
 _HERE = pathlib.Path(__file__).parent
 
 
@@ -20,7 +21,7 @@ setuptools.setup(
     long_description=(_HERE / 'README.md').read_text(),
     long_description_content_type='text/markdown',
     # The gin files ship inside the package (fovea_jax/gin_configs/, found with
-    # importlib.resources by fovea_jax.training.gin_utils); the repository keeps
+    # importlib.resources by fovea_jax.runs.gin_utils); the repository keeps
     # them in the top-level gin_configs/, mapped here.
     packages=[*setuptools.find_packages(include=['fovea_jax', 'fovea_jax.*']),
               'fovea_jax.gin_configs'],

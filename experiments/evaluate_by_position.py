@@ -19,8 +19,8 @@ import numpy as np
 from fovea_jax.data import pipeline
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.evaluation import evaluator as evaluator_lib
+from fovea_jax.runs import eval_lib
 from fovea_jax.training import checkpoints
-from fovea_jax.training import eval_lib
 
 DEFAULT_BINS = (0, 256, 1024, 2048, 4096)
 

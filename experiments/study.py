@@ -1,6 +1,6 @@
 """Runs one study row: train and evaluate through the user's gin files.
 
-A row trains with `fovea_jax.training.entry_points.run_configured('train', ...)`,
+A row trains with `fovea_jax.runs.entry_points.run_configured('train', ...)`,
 exactly what `python -m fovea_jax.train --gin_file=... --gin.X=...` runs, then
 evaluates with experiments.evaluate_by_position (runs/eval.gin's settings). The
 equivalent command lines are recorded with each row's result.
@@ -18,9 +18,9 @@ import orbax.checkpoint as ocp
 
 from experiments import attended_fraction
 from experiments import evaluate_by_position as evaluate_by_position_lib
+from fovea_jax.runs import entry_points
+from fovea_jax.runs import gin_utils
 from fovea_jax.training import checkpoints
-from fovea_jax.training import entry_points
-from fovea_jax.training import gin_utils
 from fovea_jax.training import metrics_writers
 from fovea_jax.training import model_inputs
 

@@ -1,8 +1,8 @@
 """Evaluate a checkpoint: `python -m fovea_jax.eval --gin_file=MODEL.gin --gin_file=runs/eval.gin --gin.CHECKPOINT_PATH="'/tmp/run'" --gin.EVAL_OUTPUT_DIR="'/tmp/run/eval'"`.
 
-Thin entry point; the work is in fovea_jax.training.eval_lib.
+Thin entry point; the work is in fovea_jax.runs.eval_lib.
 """
-from fovea_jax.training import entry_points
+from fovea_jax.runs import entry_points
 
 
 def main():

@@ -19,13 +19,11 @@ from typing import Any
 import gin
 import jax
 import jax.numpy as jnp
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
 from flax import core as flax_core
 
 from fovea_jax import decoding
 from fovea_jax import losses
+from fovea_jax.tensorflow_runtime import seqio
 
 Batch = Mapping[str, jnp.ndarray]
 PyTree = Any
@@ -461,11 +459,3 @@ class DecoderOnlyModel(BaseTransformerModel):
     flat = decoding.remove_prefix(flat,
                                   jnp.repeat(prompt_lengths, num_decodes))
     return flat.reshape(sequences.shape), {'scores': scores}
-
-
-def get_input_vocabulary(model: BaseTransformerModel):
-  return model.input_vocabulary
-
-
-def get_output_vocabulary(model: BaseTransformerModel):
-  return model.output_vocabulary

@@ -30,6 +30,7 @@ import time
 from absl import app
 from absl import flags
 
+
 _WORKDIR = flags.DEFINE_string('workdir', '/tmp/fovea_quickstart',
                                'Where the runs, evaluations and export go.')
 _FRESH = flags.DEFINE_bool('fresh', False,
@@ -85,7 +86,7 @@ class Part:
 
   def run(self, function, run_file, bindings):
     # pylint: disable=g-import-not-at-top
-    from fovea_jax.training import entry_points
+    from fovea_jax.runs import entry_points
     gin_files = self.model_gin + (run_file,)
     self.commands.append(_command(
         {'evaluate': 'eval'}.get(function, function), gin_files,
@@ -167,10 +168,8 @@ def _short(text, limit=160):
 def language_model(workdir):
   """Trains and evaluates the LM beside the unigram baseline."""
   # pylint: disable=g-import-not-at-top
-  # TensorFlow first through its setup: quiet, and kept off any GPU.
-  from fovea_jax.data import tensorflow_setup  # noqa: F401
-  import seqio
   from fovea_jax.evaluation import baselines
+  from fovea_jax.tensorflow_runtime import seqio
   emb_dim = _LM_EMB_DIM.value
   part = Part('language_model', workdir, 'sizes/decoder_only_tiny.gin', LM_TASK,
               {'targets': _LM_LENGTH.value},
@@ -227,10 +226,8 @@ def summarization(workdir):
   """Trains, evaluates (beside the lead baseline) and exports the
   summarizer."""
   # pylint: disable=g-import-not-at-top
-  # TensorFlow first through its setup: quiet, and kept off any GPU.
-  from fovea_jax.data import tensorflow_setup  # noqa: F401
-  import seqio
   from fovea_jax.evaluation import baselines
+  from fovea_jax.tensorflow_runtime import seqio
   lengths = {'inputs': _INPUTS_LENGTH.value, 'targets': _TARGETS_LENGTH.value}
   part = Part('summarization', workdir, 'sizes/tiny.gin', SUMMARIZATION_TASK,
               lengths, ['BEAM_SIZE = 1'])  # Greedy keeps evaluation quick.
@@ -279,7 +276,7 @@ def _timed(part_fn, workdir):
 def main(argv):
   del argv
   # pylint: disable=g-import-not-at-top
-  from fovea_jax.training import entry_points
+  from fovea_jax.runs import entry_points
   entry_points.show_own_info_logs()
   workdir = os.path.abspath(_WORKDIR.value)
   if _FRESH.value:

@@ -20,8 +20,8 @@ from typing import Iterator, Optional, Sequence
 import sentencepiece
 
 from fovea_jax.data.config import get_mixture_or_task
-from fovea_jax.data.tensorflow_setup import tf
-import seqio
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 
 def _is_tokenize_step(preprocessor) -> bool:

@@ -7,7 +7,9 @@ at some level). A `TreeLayout` holds everything about that computation that depe
 only on lengths and block sizes: the segments, each query block's spans, and the
 token window `[lo, hi]` of every flat entry (for relative-position bias, causal and
 sliding-window masks). It is pure numpy, computed once per configuration and cached
-by the scheme modules; it never looks at a dense mask.
+by the scheme modules; it never looks at a dense mask. The rules that decide
+which (query, entry) pairs may attend (`static_entry_mask`) are here too, so
+every engine applies the same ones.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import dataclasses
 import functools
 from typing import Optional
 
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -180,3 +183,26 @@ def make_layout(*, length, query_block, token_length, segment_specs, spans_of_bl
   layout = dataclasses.replace(draft, span_start=span_start, span_len=span_len)
   layout.__dict__['entry_lo_hi'] = (lo, hi)  # reuse the cached geometry
   return layout
+
+
+def _array_module(*arrays):
+  """numpy for host-side plans (all inputs numpy), jax.numpy inside programs."""
+  return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
+
+
+def relative_position_to_window(query_pos, lo, hi):
+  """Signed distance from a query token to the nearest token of `[lo, hi]`."""
+  xp = _array_module(query_pos, lo, hi)
+  return xp.where(query_pos < lo, lo - query_pos,
+                  xp.where(query_pos > hi, hi - query_pos, 0))
+
+
+def static_entry_mask(query_pos, lo, hi, layout: TreeLayout):
+  """True where a (query, entry) pair may attend: causal and window rules."""
+  allowed = lo <= hi
+  if layout.causal:
+    allowed = allowed & (hi <= query_pos)
+  if layout.window is not None:
+    rel = relative_position_to_window(query_pos, lo, hi)
+    allowed = allowed & (abs(rel) <= layout.window)
+  return allowed

@@ -18,6 +18,8 @@ import numpy as np
 from fovea_jax.attention.common import MASKED
 from fovea_jax.attention.common import RelativePositionBias
 from fovea_jax.attention.layout import TreeLayout
+from fovea_jax.attention.layout import relative_position_to_window
+from fovea_jax.attention.layout import static_entry_mask
 
 # Scores of one scan step (logits, weights, bias; float32) stay under this budget.
 # Small enough that a step's scores stay in the CPU's caches: at 4k tokens, 4
@@ -25,29 +27,6 @@ from fovea_jax.attention.layout import TreeLayout
 # forward+backward 2.6x faster than 384 MiB (32 blocks per step), measured side by
 # side; per-step overhead of the scan is small next to one block's work.
 DEFAULT_CHUNK_BYTES = 4 * 2**20
-
-
-def _array_module(*arrays):
-  """numpy for host-side plans (all inputs numpy), jax.numpy inside programs."""
-  return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
-
-
-def relative_position_to_window(query_pos, lo, hi):
-  """Signed distance from a query token to the nearest token of `[lo, hi]`."""
-  xp = _array_module(query_pos, lo, hi)
-  return xp.where(query_pos < lo, lo - query_pos,
-                  xp.where(query_pos > hi, hi - query_pos, 0))
-
-
-def static_entry_mask(query_pos, lo, hi, layout: TreeLayout):
-  """True where a (query, entry) pair may attend: causal and window rules."""
-  allowed = lo <= hi
-  if layout.causal:
-    allowed = allowed & (hi <= query_pos)
-  if layout.window is not None:
-    rel = relative_position_to_window(query_pos, lo, hi)
-    allowed = allowed & (abs(rel) <= layout.window)
-  return allowed
 
 
 # At most this many distinct static bias patterns per call for the typed path.

@@ -1,6 +1,4 @@
 """Input pipelines: `DatasetConfig` -> per-process batches, resumably."""
-# First: seqio imports TensorFlow, which must meet its quiet, GPU-less set-up.
-from fovea_jax.data import tensorflow_setup  # noqa: F401  pylint: disable=unused-import
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.data.config import check_task_feature_lengths
 from fovea_jax.data.config import get_mixture_or_task

@@ -12,9 +12,8 @@ import importlib
 from typing import Mapping, Optional
 
 import gin
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
+
+from fovea_jax.tensorflow_runtime import seqio
 
 
 @gin.configurable

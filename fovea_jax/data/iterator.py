@@ -16,13 +16,11 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
 
 from fovea_jax.data import pipeline
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.data.errors import DataError
+from fovea_jax.tensorflow_runtime import seqio
 
 
 def _seed_shared_by_all_processes() -> int:

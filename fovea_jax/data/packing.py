@@ -12,11 +12,8 @@ window.
 import functools
 from typing import Mapping, Optional, Type
 
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
-
-from fovea_jax.data.tensorflow_setup import tf
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 PACKING_WINDOW = 128
 

@@ -7,15 +7,13 @@ the trainer assembles global arrays from the per-process batches.
 from typing import Optional, Type
 
 import jax
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
 
 from fovea_jax.data import packing
+from fovea_jax.data import preprocessors
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.data.config import get_mixture_or_task
-from fovea_jax.data.tensorflow_setup import tf
-from fovea_jax.tasks import preprocessors
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 
 def default_shard_info() -> seqio.ShardInfo:

@@ -14,11 +14,9 @@ the model's without any conversion:
 from typing import Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
 
 from fovea_jax.evaluation import metrics
+from fovea_jax.tensorflow_runtime import seqio
 
 
 def eval_examples(task: seqio.Task, split: str,

@@ -13,15 +13,13 @@ import os
 from typing import Callable, Dict, Mapping, Optional, Type
 
 import numpy as np
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
 
 from fovea_jax.data import pipeline
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.data.config import check_task_feature_lengths
 from fovea_jax.data.config import get_mixture_or_task
-from fovea_jax.data.tensorflow_setup import tf
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 Batch = Mapping[str, np.ndarray]
 PredictBatchFn = Callable[[Batch], np.ndarray]

@@ -16,9 +16,8 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 from rouge_score import rouge_scorer
 from rouge_score import scoring
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
+
+from fovea_jax.tensorflow_runtime import seqio
 
 ROUGE_TYPES = ('rouge1', 'rouge2', 'rougeL', 'rougeLsum')
 

@@ -6,8 +6,6 @@ Summarization: `multi_news`, `pubmed`, `arxiv` (TFDS), `wcep10` (JSONL files),
 Locations of data and SentencePiece models: see `paths.py`; the file formats
 each task reads and the `DataError`s bad data gets: docs/data.md.
 """
-# First: seqio imports TensorFlow, which must meet its quiet, GPU-less set-up.
-from fovea_jax.data import tensorflow_setup  # noqa: F401  pylint: disable=unused-import
 from fovea_jax.tasks import file_tasks
 from fovea_jax.tasks import stdlib_tasks
 from fovea_jax.tasks import tfds_tasks

@@ -15,16 +15,13 @@ and a split with no bytes are errors.
 import itertools
 import os
 
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
-
 from fovea_jax.data.errors import DataError
-from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.tasks import paths
 from fovea_jax.tasks import registration
 from fovea_jax.tasks import summary_jsonl
 from fovea_jax.tasks import vocabularies
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 SPLITS = ('train', 'validation', 'test')
 # Cumulative byte fractions where each enwik8 split ends.

@@ -1,10 +1,7 @@
 """Adds our tasks to the seqio registry with the shared feature layouts."""
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
-
+from fovea_jax.data import preprocessors
 from fovea_jax.evaluation import metrics
-from fovea_jax.tasks import preprocessors
+from fovea_jax.tensorflow_runtime import seqio
 
 
 def summarization_features(vocabulary: seqio.Vocabulary):
@@ -17,7 +14,7 @@ def summarization_features(vocabulary: seqio.Vocabulary):
 def language_model_features(vocabulary: seqio.Vocabulary):
   # Chunks are cut from running text: there is no end of sequence to predict.
   # A prompt `inputs` is cut too when TASK_FEATURE_LENGTHS gives it a length
-  # (preprocessors.split_tokens_into_examples); it is no output feature since
+  # (data.preprocessors.split_tokens_into_examples); it is no output feature since
   # seqio's Evaluator expects every output feature in every example.
   return {'targets': seqio.Feature(vocabulary=vocabulary, add_eos=False)}
 

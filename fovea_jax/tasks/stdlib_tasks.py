@@ -5,14 +5,11 @@ paragraph of that docstring. `stdlib_lm`: the full sources, cut into chunks of
 the target length. Both split modules by a hash of their path
 (`stdlib_sources.split_of`) and need no download.
 """
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
-
-from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.tasks import registration
 from fovea_jax.tasks import stdlib_sources
 from fovea_jax.tasks import vocabularies
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 SUMMARIZATION_TASK = 'stdlib_summarization'
 LANGUAGE_MODEL_TASK = 'stdlib_lm'

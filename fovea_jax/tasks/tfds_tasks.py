@@ -10,15 +10,11 @@ SentencePiece model at `paths.sentencepiece_model_path()`.
 """
 import os
 
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
-from tensorflow_datasets.core.utils import file_utils
-from tensorflow_datasets.core.utils import version as tfds_version
-
 from fovea_jax.data.errors import DataError
 from fovea_jax.tasks import registration
 from fovea_jax.tasks import vocabularies
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tfds
 
 # task name -> (TFDS name with version, document feature, summary feature)
 SUMMARIZATION_DATASETS = {
@@ -49,9 +45,10 @@ class PreparedTfdsDataSource(seqio.TfdsDataSource):
     prepared = builder.info.splits
     if split in prepared:
       return
+    utils = tfds.core.utils
     searched = [os.fspath(d) for d in
-                file_utils.list_data_dirs(given_data_dir=loader.data_dir)]
-    versions = sorted(str(v) for v in tfds_version.list_all_versions(
+                utils.file_utils.list_data_dirs(given_data_dir=loader.data_dir)]
+    versions = sorted(str(v) for v in utils.version.list_all_versions(
         os.path.dirname(builder.data_dir)) if v != builder.version)
     if prepared:
       problem = (f'{loader.name} is prepared with the splits '

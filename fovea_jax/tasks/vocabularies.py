@@ -5,11 +5,9 @@ SentencePiece model whose path is resolved when first used (see `paths.py`), so
 tasks can be registered at import time before gin has been parsed.
 """
 import gin
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
 
 from fovea_jax.tasks import paths
+from fovea_jax.tensorflow_runtime import seqio
 
 
 @gin.configurable

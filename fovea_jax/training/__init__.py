@@ -1,5 +1,6 @@
-"""Training library: schedules, optimizers, trainer, checkpoints, export.
+"""Training library: the train step (trainer), the loop around it, checkpoints,
+warm starts, model fingerprints, metrics writers and model-input shapes.
 
-Entry points (`fovea_jax.train`, `.eval`, `.infer`, `.export`) stay thin and call
-into these modules, which are importable and tested on their own.
+Nothing here reads flags or parses gin files: fovea_jax.runs builds these pieces
+from a gin config, and they are importable and tested on their own.
 """

@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from fovea_jax.optim import optimizers
 from fovea_jax.sharding import partitioner as partitioner_lib
-from fovea_jax.training import optimizers
 
 PyTree = Any
 

@@ -47,9 +47,15 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize('options', CASES, ids=lambda o: '-'.join(
-    f'{k}={v}' for k, v in o.items()))
-@pytest.mark.parametrize('length,masked', [(37, True), (29, False)])
+# The fast half (-m "not slow") keeps two cheap cases at one length.
+FAST_CASES = [dict(block_len=4, edge='drop'), dict(block_len=4, max_level=1)]
+
+
+@pytest.mark.parametrize('options', [
+    o if o in FAST_CASES else pytest.param(o, marks=pytest.mark.slow)
+    for o in CASES], ids=lambda o: '-'.join(f'{k}={v}' for k, v in o.items()))
+@pytest.mark.parametrize('length,masked', [
+    (37, True), pytest.param(29, False, marks=pytest.mark.slow)])
 def test_xla_matches_reference_forward_and_grads(options, length, masked):
   q, k, v, key_mask, pb = helpers.random_inputs(
       length, length=length, mask=masked, bidirectional=not options.get('causal'))
@@ -62,6 +68,7 @@ def test_xla_matches_reference_forward_and_grads(options, length, masked):
   helpers.assert_same(run('reference'), run('xla'), q, k, v, pb)
 
 
+@pytest.mark.slow
 def test_reference_with_level_zero_only_is_dense():
   q, k, v, key_mask, pb = helpers.random_inputs(1, length=21)
   fovea = attention.fovea_attention(q, k, v, block_len=4, max_level=0,
@@ -72,6 +79,7 @@ def test_reference_with_level_zero_only_is_dense():
   np.testing.assert_allclose(fovea, dense, **helpers.FORWARD_TOL)
 
 
+@pytest.mark.slow
 def test_count_weighting_is_dense_over_window_means():
   """'count' == dense attention where every key/value is its window's mean."""
   n, block = 16, 2
@@ -95,6 +103,7 @@ def test_count_weighting_is_dense_over_window_means():
     np.testing.assert_allclose(out[0, t], expected, **helpers.FORWARD_TOL)
 
 
+@pytest.mark.slow
 def test_xla_several_chunks_with_grouped_heads_matches_reference(monkeypatch):
   """Three query blocks per scan step over 8 blocks: several steps per kv head, a
   padded last one, grouped kv heads and the position bias (long inputs run many

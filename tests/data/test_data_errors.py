@@ -16,16 +16,16 @@ import sys
 import gin
 import numpy as np
 import pytest
-import seqio
 from tensorflow_datasets.core import constants as tfds_constants
 
 from fovea_jax import data
 from fovea_jax.data.errors import DataError
-from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.tasks import file_tasks
 from fovea_jax.tasks import registration
 from fovea_jax.tasks import summary_jsonl
 from fovea_jax.tasks import vocabularies
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 from tests.data import task_data
 from tests.training import gin_runs
 

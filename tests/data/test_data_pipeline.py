@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
-import seqio
 
 from fovea_jax import data
+from fovea_jax.tensorflow_runtime import seqio
 
 _SUMMARIES = dict(mixture_or_task_name='stdlib_summarization',
                   task_feature_lengths={'inputs': 512, 'targets': 32},
@@ -54,6 +54,7 @@ def test_unknown_split_lists_the_tasks_splits():
     data.get_dataset(_config(split='dev'))
 
 
+@pytest.mark.slow
 def test_encoder_decoder_batches_and_packing():
   unpacked = next(data.DataIterator(_config(pack=False)))
   assert unpacked['encoder_input_tokens'].shape == (4, 512)
@@ -68,6 +69,7 @@ def test_encoder_decoder_batches_and_packing():
       unpacked['decoder_target_tokens'][:, :-1])
 
 
+@pytest.mark.slow
 def test_language_model_task_gets_the_lm_converter():
   cfg = _config(mixture_or_task_name='stdlib_lm', pack=True,
                 task_feature_lengths={'targets': 256})
@@ -79,6 +81,7 @@ def test_language_model_task_gets_the_lm_converter():
   assert batch['decoder_segment_ids'].min() >= 1  # Full 256-byte chunks.
 
 
+@pytest.mark.slow
 def test_language_model_task_with_a_prompt_length_gets_prefix_lm_features():
   cfg = _config(mixture_or_task_name='stdlib_lm', pack=False,
                 task_feature_lengths={'inputs': 16, 'targets': 8})
@@ -97,6 +100,7 @@ def test_language_model_task_with_a_prompt_length_gets_prefix_lm_features():
                                task_feature_lengths=lengths))
 
 
+@pytest.mark.slow
 def test_resuming_from_a_saved_state_continues_identically():
   # The validation split (two dozen modules, about 6 batches an epoch): the
   # resumed run must also reproduce the next epoch's reshuffle.
@@ -116,6 +120,7 @@ def test_resuming_from_a_saved_state_continues_identically():
   assert resumed.get_state()['batches_consumed'] == 9
 
 
+@pytest.mark.slow
 def test_unseeded_shuffle_picks_a_seed_and_keeps_it_in_the_state():
   cfg = _config(split='validation', seed=None)
   iterator = data.DataIterator(cfg)
@@ -134,6 +139,7 @@ def test_restoring_into_a_different_pipeline_is_refused():
     data.DataIterator(_config(batch_size=8), state=state)
 
 
+@pytest.mark.slow
 def test_processes_read_disjoint_shards_of_half_the_batch():
   cfg = _config(split='validation', shuffle=False, batch_size=2)
 
@@ -158,6 +164,7 @@ def test_processes_read_disjoint_shards_of_half_the_batch():
                      shard_info=seqio.ShardInfo(index=0, num_shards=2))
 
 
+@pytest.mark.slow
 def test_one_processes_saved_state_resumes_every_process():
   # Multi-host checkpoints keep the data state one process saved.
   cfg = _config(split='validation', batch_size=2)

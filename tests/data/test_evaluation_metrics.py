@@ -3,11 +3,11 @@ import math
 
 import numpy as np
 import pytest
-import seqio
 
-from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.evaluation import evaluator
 from fovea_jax.evaluation import metrics
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 
 def test_rouge_of_a_prefix_matches_hand_counts():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from fovea_jax import data
-from fovea_jax.data.tensorflow_setup import tf
 from fovea_jax.evaluation import evaluator
+from fovea_jax.tensorflow_runtime import tf
 
 
 def _config(task, lengths):
@@ -18,6 +18,7 @@ def _config(task, lengths):
       module='fovea_jax.tasks')
 
 
+@pytest.mark.slow
 def test_rouge_of_predictions_and_the_logs_written(tmp_path):
   log_dir = tmp_path / 'not' / 'yet' / 'there'  # seqio would not create it.
   evaluation = evaluator.SeqioEvaluation(

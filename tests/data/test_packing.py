@@ -1,9 +1,10 @@
 """Windowed packing: seqio's packed rows, with bounded windows."""
 import numpy as np
-import seqio
+import pytest
 
 from fovea_jax.data import packing
-from fovea_jax.data.tensorflow_setup import tf
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 _LENGTHS = {'inputs': 8, 'targets': 4}
 
@@ -26,6 +27,7 @@ def _rows(dataset):
           for row in dataset.as_numpy_iterator()]
 
 
+@pytest.mark.slow
 def test_same_rows_as_seqio_when_the_window_holds_everything():
   examples = _examples(40)
   ours = _rows(packing.trim_and_pack_dataset(_dataset(examples), _LENGTHS))
@@ -45,6 +47,7 @@ def test_windows_bound_the_examples_packed_per_step():
   assert packed == [t for e in examples for t in e['inputs'].tolist()]
 
 
+@pytest.mark.slow
 def test_converters_pack_through_the_window(monkeypatch):
   converter_cls = packing.with_windowed_packing(seqio.EncDecFeatureConverter)
   assert packing.with_windowed_packing(seqio.EncDecFeatureConverter) is (

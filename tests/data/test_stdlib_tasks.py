@@ -3,9 +3,9 @@ import ast
 
 import numpy as np
 import pytest
-import seqio
 
 from fovea_jax.tasks import stdlib_sources
+from fovea_jax.tensorflow_runtime import seqio
 
 
 def test_splits_are_a_deterministic_partition_by_path_hash():

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import seqio
 import tensorflow_datasets as tfds
 
 from fovea_jax import data
@@ -17,6 +16,8 @@ from fovea_jax.data.errors import DataError
 from fovea_jax.tasks import file_tasks
 from fovea_jax.tasks import tfds_tasks
 from fovea_jax.tasks import vocabularies
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 from tests.data import task_data
 
 

@@ -2,9 +2,9 @@
 import importlib
 
 import pytest
-import seqio
 
 from fovea_jax.tasks import stdlib_sources
+from fovea_jax.tensorflow_runtime import seqio
 
 train_sentencepiece = importlib.import_module('tools.train_sentencepiece')
 
@@ -34,6 +34,7 @@ def test_text_comes_from_the_tasks_features_before_tokenization():
                                              features=['summary']))
 
 
+@pytest.mark.slow
 def test_whitespace_pieces_hold_indentation(sentencepiece_model, tmp_path):
   code_model = train_sentencepiece.train(
       'stdlib_summarization', str(tmp_path / 'code'), 512, max_examples=10,

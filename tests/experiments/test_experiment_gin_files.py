@@ -17,8 +17,8 @@ import pytest
 
 from experiments import lm_study
 from experiments import summarization_study
-from fovea_jax.training import entry_points
-from fovea_jax.training import gin_utils
+from fovea_jax.runs import entry_points
+from fovea_jax.runs import gin_utils
 from fovea_jax.training import model_inputs
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

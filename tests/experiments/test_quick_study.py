@@ -17,6 +17,8 @@ import pytest
 from experiments import lm_study
 from experiments import summarization_study
 
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 

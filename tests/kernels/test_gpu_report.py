@@ -11,9 +11,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_gpu_report_dry_run(tmp_path):
   env = dict(os.environ, PYTHON=sys.executable)
   result = subprocess.run([str(ROOT / 'tools' / 'gpu_report.sh'), '--dry_run',

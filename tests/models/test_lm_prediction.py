@@ -7,12 +7,12 @@ import functools
 import jax
 import numpy as np
 import pytest
-import seqio
-import tensorflow as tf
 
 from fovea_jax import decoding
 from fovea_jax import models
 from fovea_jax import networks
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 from tests.networks.configs import random_variables, tiny_config
 
 PROMPT, GENERATE = 8, 9  # odd lengths: no block size used divides them

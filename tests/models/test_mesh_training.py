@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from fovea_jax.optim import lr_schedules
+from fovea_jax.optim import optimizers
 from fovea_jax.sharding import partitioner as partitioning
-from fovea_jax.training import lr_schedules
-from fovea_jax.training import optimizers
 from fovea_jax.training import trainer as trainer_lib
 from gin_models import build_model
 

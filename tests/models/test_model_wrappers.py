@@ -8,12 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import seqio
 
 import standin_networks
 from fovea_jax import decoding
 from fovea_jax import models
 from fovea_jax.layers import schemes
+from fovea_jax.tensorflow_runtime import seqio
 from gin_models import build_model
 
 VOCAB = seqio.PassThroughVocabulary(size=16, eos_id=1)

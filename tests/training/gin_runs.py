@@ -6,8 +6,9 @@ import textwrap
 
 import numpy as np
 
-from fovea_jax.training import entry_points
-from fovea_jax.training import gin_utils
+from fovea_jax.runs import entry_points
+from fovea_jax.runs import export_loader
+from fovea_jax.runs import gin_utils
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STANDIN_MODEL_GIN = os.path.join(HERE, 'standin_model.gin')
@@ -48,23 +49,26 @@ def standin_model():
   return gin.query_parameter('%MODEL').scoped_configurable_fn()
 
 
+EXPORT_LOADER = export_loader.__file__
 _CALL_WITHOUT_FOVEA = textwrap.dedent('''
-    import sys
+    import runpy, sys
     sys.modules['fovea_jax'] = None  # Any import of our code would now fail.
-    import numpy as np, jax, safetensors.numpy
-    exported = jax.export.deserialize(
-        bytearray(open(sys.argv[1] + '/predict.jax_export', 'rb').read()))
-    params = safetensors.numpy.load_file(sys.argv[1] + '/params.safetensors')
-    np.save(sys.argv[3], np.asarray(exported.call(params, np.load(sys.argv[2]))))
+    import numpy as np
+    load_exported = runpy.run_path(sys.argv[1])['load_exported']
+    functions, params = load_exported(sys.argv[2])
+    np.save(sys.argv[4],
+            np.asarray(functions['predict'].call(params, np.load(sys.argv[3]))))
 ''')
 
 
 def call_export_without_fovea(export_dir, tokens, work_dir):
-  """`predict.jax_export` of `export_dir` called on `tokens` by a separate
-  Python (-I: no PYTHONPATH, no user site) in which fovea_jax cannot import."""
+  """`predict.jax_export` of `export_dir`, loaded by fovea_jax's
+  export_loader.py run as a plain file, called on `tokens` by a separate Python
+  (-I: no PYTHONPATH, no user site) in which fovea_jax cannot import."""
   np.save(os.path.join(work_dir, 'tokens.npy'), tokens)
   subprocess.run([sys.executable, '-I', '-c', _CALL_WITHOUT_FOVEA,
-                  str(export_dir), os.path.join(work_dir, 'tokens.npy'),
+                  EXPORT_LOADER, str(export_dir),
+                  os.path.join(work_dir, 'tokens.npy'),
                   os.path.join(work_dir, 'out.npy')],
                  check=True, timeout=300, cwd=str(work_dir))
   return np.load(os.path.join(work_dir, 'out.npy'))

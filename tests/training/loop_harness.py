@@ -16,8 +16,8 @@ import time
 import jax
 import numpy as np
 
+from fovea_jax.optim import lr_schedules
 from fovea_jax.training import checkpoints
-from fovea_jax.training import lr_schedules
 from fovea_jax.training import train_loop
 from fovea_jax.training import trainer as trainer_lib
 from . import tiny_model

@@ -23,6 +23,8 @@ from fovea_jax.training import checkpoints
 from . import gin_runs
 from . import loop_harness
 
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 STEPS = 4  # Checkpoints at 2 and 4.
 

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
+from fovea_jax.optim import lr_schedules
 from fovea_jax.training import checkpoints
-from fovea_jax.training import lr_schedules
 from fovea_jax.training import trainer as trainer_lib
 from . import tiny_model
 
@@ -41,6 +41,7 @@ def assert_same(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('target_mesh', [(1, 1), (2, 4)])
 def test_checkpoint_from_4x2_restores_identically_on_other_meshes(tmp_path,
                                                                   target_mesh):
@@ -60,6 +61,7 @@ def test_checkpoint_from_4x2_restores_identically_on_other_meshes(tmp_path,
       jax.random.PRNGKey(1))
 
 
+@pytest.mark.slow
 def test_keep_and_params_only_restore(tmp_path):
   trainer, init, state = trained_state((8, 1), steps=0)
   manager = checkpoints.CheckpointManager(
@@ -90,6 +92,7 @@ def test_missing_checkpoint_fails_unless_fallback(tmp_path):
   assert checkpoints.restore(config, abstract) == (None, None)
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_fails_naming_it(tmp_path):
   trainer, init, state = trained_state((8, 1), steps=1)
   save(tmp_path, state)

@@ -10,6 +10,8 @@ import pytest
 from fovea_jax.training import metrics_writers
 from . import gin_runs
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):

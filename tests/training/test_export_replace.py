@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from fovea_jax.training import export_lib
+from fovea_jax.runs import export_lib
 
 
 def _fake_export(directory, step):

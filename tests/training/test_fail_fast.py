@@ -5,13 +5,14 @@ import sys
 
 import pytest
 
+from fovea_jax.runs import gin_utils
 from fovea_jax.training import checkpoints
-from fovea_jax.training import gin_utils
 from . import gin_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
+@pytest.mark.slow
 def test_command_line_rejects_an_unknown_gin_binding(tmp_path):
   process = subprocess.run(
       [sys.executable, '-m', 'fovea_jax.train',

@@ -7,9 +7,9 @@ import re
 import gin
 import pytest
 
-from fovea_jax.training import entry_points
-from fovea_jax.training import gin_utils
-from fovea_jax.training import train_lib
+from fovea_jax.runs import entry_points
+from fovea_jax.runs import gin_utils
+from fovea_jax.runs import train_lib
 from fovea_jax.training import train_loop
 
 FILES = ['sizes/tiny.gin', 'attention/fovea.gin', 'runs/pretrain.gin']
@@ -50,6 +50,7 @@ def _what_train_builds(monkeypatch, tmp_path, files, bindings):
   return built
 
 
+@pytest.mark.slow
 def test_every_documented_override_form_is_applied(monkeypatch, tmp_path):
   built = _what_train_builds(monkeypatch, tmp_path / 'run', FILES, DOCUMENTED)
   config = built['trainer'].model.module.config
@@ -60,6 +61,7 @@ def test_every_documented_override_form_is_applied(monkeypatch, tmp_path):
   assert built['dataset_cfg'].batch_size == 4
 
 
+@pytest.mark.slow
 def test_saved_config_runs_again_with_copied_bindings(monkeypatch, tmp_path):
   _what_train_builds(monkeypatch, tmp_path / 'first', FILES,
                      ['fovea.Fovea.block_len = 64'])

@@ -6,9 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import seqio
+
+from fovea_jax.tensorflow_runtime import seqio
 
 from . import gin_runs
+
+pytestmark = pytest.mark.slow
 
 MODEL_GIN = ['sizes/decoder_only_tiny.gin', 'attention/fovea.gin']
 TASK = "MIXTURE_OR_TASK_NAME = 'stdlib_lm'"

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from fovea_jax.training import lr_schedules
+from fovea_jax.optim import lr_schedules
 
 
 def lr(factors, step, **kw):

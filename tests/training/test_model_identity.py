@@ -11,6 +11,8 @@ from fovea_jax.training import checkpoints
 from fovea_jax.training import fingerprint
 from . import gin_runs
 
+pytestmark = pytest.mark.slow
+
 FOVEA = ['sizes/tiny.gin', 'attention/fovea.gin']
 DENSE = ['sizes/tiny.gin', 'attention/dense.gin']
 LENGTHS = {'inputs': 256, 'targets': 16}

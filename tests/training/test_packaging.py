@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).parents[2]
 
 
@@ -48,7 +50,7 @@ def test_installed_package_trains_from_another_directory(installed, tmp_path):
   elsewhere = tmp_path / 'elsewhere'
   elsewhere.mkdir()
   where = _run(installed, elsewhere, '-c',
-               'import fovea_jax, fovea_jax.training.gin_utils as g; '
+               'import fovea_jax, fovea_jax.runs.gin_utils as g; '
                'print(fovea_jax.__file__); print(g.packaged_gin_dir())')
   assert where.returncode == 0, where.stderr
   package_file, gin_dir = where.stdout.split()

@@ -11,6 +11,8 @@ import pytest
 
 from fovea_jax import quickstart
 
+pytestmark = pytest.mark.slow
+
 # batch_size 8: the tests fake 8 devices.
 TINY = dict(lm_steps=2, lm_length=64, lm_emb_dim=16, summarization_steps=2,
             inputs_length=64, targets_length=16, batch_size=8, eval_examples=3)

@@ -22,6 +22,7 @@ def leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves(state.params)]
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_uninterrupted(tmp_path):
   straight = loop_harness.train(tmp_path / 'straight', 6)
   first = loop_harness.train(tmp_path / 'resumed', 4)
@@ -36,6 +37,7 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
   assert {'accuracy', 'learning_rate', 'tokens_per_second'} <= set(records[0])
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_returns(tmp_path):
   def terminate_at_3(step, state):
     if step == 3:
@@ -47,6 +49,7 @@ def test_sigterm_saves_and_returns(tmp_path):
   assert os.path.isdir(checkpoints.step_dir(str(tmp_path), 3))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_step_and_last_good_checkpoint(tmp_path):
   with pytest.raises(train_loop.NonFiniteLossError,
                      match=r'nan at step 6 .*checkpoint_4'):
@@ -57,6 +60,7 @@ def test_non_finite_loss_stops_naming_step_and_last_good_checkpoint(tmp_path):
   assert list(steps) == [2, 4]
 
 
+@pytest.mark.slow
 def test_adafactor_blow_up_stops_naming_step_and_last_good_checkpoint(tmp_path):
   loop_harness.train(tmp_path, 2)
   # Resumed at lr 1e9: the next gradient overflows while the loss is finite.
@@ -77,6 +81,7 @@ def test_collapse_with_zero_gradient_stops_like_a_non_finite_loss(tmp_path):
   assert checkpoints.checkpoint_steps(str(tmp_path)) == []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_restart_is_bit_identical(tmp_path):
   model_dir = str(tmp_path / 'killed')
   command = [sys.executable, '-m', 'tests.training.loop_harness', model_dir, '8']

@@ -4,9 +4,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from fovea_jax.training import lr_schedules
-from fovea_jax.training import optimizers
+from fovea_jax.optim import lr_schedules
+from fovea_jax.optim import optimizers
 from fovea_jax.training import trainer as trainer_lib
 from . import tiny_model
 
@@ -32,6 +33,7 @@ def run(trainer, state, steps):
   return state, history
 
 
+@pytest.mark.slow
 def test_adafactor_default_learns_and_reports_metrics():
   trainer, state = make_trainer()
   assert state.params['wi'].sharding.spec == jax.sharding.PartitionSpec(None,
@@ -44,6 +46,7 @@ def test_adafactor_default_learns_and_reports_metrics():
   assert int(state.step) == 25
 
 
+@pytest.mark.slow
 def test_microbatches_give_the_full_batch_gradient():
   full, state_full = make_trainer(optimizer=optimizers.adamw)
   micro, state_micro = make_trainer(optimizer=optimizers.adamw,
@@ -57,6 +60,7 @@ def test_microbatches_give_the_full_batch_gradient():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_master_weights():
   trainer, state = make_trainer(compute_dtype='bfloat16')
   state, history = run(trainer, state, 15)

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from fovea_jax.interop import hf_longt5
-from fovea_jax.training import entry_points
-from fovea_jax.training import export_lib
+from fovea_jax.runs import entry_points
+from fovea_jax.runs import export_lib
+from fovea_jax.runs import gin_utils
 from fovea_jax.training import fingerprint
-from fovea_jax.training import gin_utils
 from . import gin_runs
+
+pytestmark = pytest.mark.slow
 
 TINY_FOVEA = ('sizes/tiny.gin', 'attention/fovea.gin')
 LENGTHS = {'inputs': 256, 'targets': 16}

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 
 from fovea_jax.attention import common
 from fovea_jax.attention.layout import TreeLayout
+from fovea_jax.attention.layout import relative_position_to_window
+from fovea_jax.attention.layout import static_entry_mask
 from fovea_jax.attention.pallas import tile_tables as tables_lib
-from fovea_jax.attention.tree_attention_xla import relative_position_to_window
-from fovea_jax.attention.tree_attention_xla import static_entry_mask
 
 
 @dataclasses.dataclass(frozen=True)

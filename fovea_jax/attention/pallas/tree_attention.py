@@ -35,13 +35,13 @@ import numpy as np
 
 from fovea_jax.attention import common
 from fovea_jax.attention.layout import TreeLayout
+from fovea_jax.attention.layout import relative_position_to_window
+from fovea_jax.attention.layout import static_entry_mask
 from fovea_jax.attention.pallas import sharding
 from fovea_jax.attention.pallas import tile_math
 from fovea_jax.attention.pallas import tile_tables as tables_lib
 from fovea_jax.attention.pallas import tpu_kernels
 from fovea_jax.attention.pallas.tile_math import BlockSizes
-from fovea_jax.attention.tree_attention_xla import relative_position_to_window
-from fovea_jax.attention.tree_attention_xla import static_entry_mask
 
 BACKENDS = ('gpu', 'tpu')
 # Smallest query tile per backend: Triton's dot needs 16 rows, TPU 8 sublanes.

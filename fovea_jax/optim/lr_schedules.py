@@ -10,6 +10,7 @@ from typing import Callable
 import gin
 import jax.numpy as jnp
 
+
 KNOWN_FACTORS = ('constant', 'linear_warmup', 'rsqrt_decay',
                  'rsqrt_normalized_decay', 'decay_every', 'cosine_decay',
                  'linear_decay')

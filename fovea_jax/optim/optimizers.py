@@ -10,6 +10,7 @@ from typing import Callable, Optional
 import gin
 import optax
 
+
 Schedule = Callable[..., object]
 
 

@@ -20,8 +20,8 @@ from fovea_jax.data import pipeline
 from fovea_jax.data.config import DatasetConfig
 from fovea_jax.data.config import get_mixture_or_task
 from fovea_jax.evaluation import evaluator as evaluator_lib
+from fovea_jax.runs import eval_lib
 from fovea_jax.training import checkpoints
-from fovea_jax.training import eval_lib
 from fovea_jax.training import model_inputs
 
 

@@ -7,8 +7,7 @@ they configure), then calls the named configurable with everything from gin.
 import logging
 import os
 
-
-from fovea_jax.training import distributed
+from fovea_jax.runs import distributed
 
 
 def _register_configurables() -> dict:
@@ -16,10 +15,10 @@ def _register_configurables() -> dict:
   that file's own `from fovea_jax... import module` lines (T5X's convention)."""
   # pylint: disable=g-import-not-at-top,unused-import
   import fovea_jax.tasks  # Registers the seqio tasks.
-  from fovea_jax.training import eval_lib
-  from fovea_jax.training import export_lib
-  from fovea_jax.training import infer_lib
-  from fovea_jax.training import train_lib
+  from fovea_jax.runs import eval_lib
+  from fovea_jax.runs import export_lib
+  from fovea_jax.runs import infer_lib
+  from fovea_jax.runs import train_lib
   return {'train': train_lib.train, 'evaluate': eval_lib.evaluate,
           'infer': infer_lib.infer, 'export': export_lib.export}
 
@@ -41,7 +40,7 @@ def show_own_info_logs() -> None:
 
 def run_configured(name: str, gin_files, gin_bindings=(), search_paths=()):
   """Parses gin like the command line does, then runs `name` in-process."""
-  from fovea_jax.training import gin_utils  # pylint: disable=g-import-not-at-top
+  from fovea_jax.runs import gin_utils  # pylint: disable=g-import-not-at-top
   functions = _register_configurables()
   gin_utils.parse_gin(list(gin_files), list(gin_bindings), search_paths)
   return functions[name]()
@@ -49,7 +48,7 @@ def run_configured(name: str, gin_files, gin_bindings=(), search_paths=()):
 
 def main(name: str) -> None:
   distributed.initialize_from_env()
-  from fovea_jax.training import gin_utils  # pylint: disable=g-import-not-at-top
+  from fovea_jax.runs import gin_utils  # pylint: disable=g-import-not-at-top
   functions = _register_configurables()
 
   def run():

@@ -9,11 +9,8 @@ piece starts with a prompt of that length.
 import functools
 from typing import Mapping
 
-# TensorFlow first through its setup: quiet, and kept off any GPU.
-from fovea_jax.data import tensorflow_setup  # noqa: F401
-import seqio
-
-from fovea_jax.data.tensorflow_setup import tf
+from fovea_jax.tensorflow_runtime import seqio
+from fovea_jax.tensorflow_runtime import tf
 
 
 def split_tokens_into_examples(

@@ -11,6 +11,7 @@ import os
 import jax
 
 
+
 def initialize_from_env() -> bool:
   """Joins the multi-process run described by the env; False if there is none."""
   address = os.environ.get('JAX_COORDINATOR_ADDRESS')

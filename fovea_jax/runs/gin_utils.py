@@ -29,6 +29,7 @@ from absl import app
 from absl import flags
 import gin
 
+
 flags.DEFINE_multi_string('gin_file', [], 'Gin config files, parsed in order.')
 flags.DEFINE_multi_string('gin_bindings', [],
                           "Individual bindings, e.g. 'TRAIN_STEPS = 100'.")

@@ -19,7 +19,8 @@ Writes into `output_dir`:
 - `manifest.json`: shapes, dtypes, the step, and how to call them.
 An earlier export in `output_dir` (a re-run) is replaced, with a log line
 saying so; a folder holding other files is refused.
-Loading needs only jax, numpy and safetensors, not fovea_jax:
+Loading needs only jax, numpy and safetensors, not fovea_jax
+(`export_loader.load_exported` does it, and can be copied out of fovea_jax):
 
     exported = jax.export.deserialize(open('predict.jax_export', 'rb').read())
     params = safetensors.numpy.load_file('params.safetensors')
@@ -229,19 +230,6 @@ def clear_previous_export(output_dir: str) -> Optional[str]:
     multihost_utils.sync_global_devices('export_lib.clear_previous_export')
   logging.info('Replacing %s in %s.', described, output_dir)
   return described
-
-
-def load_exported(export_dir: str) -> tuple[dict, dict]:
-  """({name: Exported}, flat params) read back from an export directory."""
-  with open(os.path.join(export_dir, 'manifest.json')) as f:
-    manifest = json.load(f)
-  functions = {}
-  for name in manifest['functions']:
-    with open(os.path.join(export_dir, f'{name}.jax_export'), 'rb') as f:
-      functions[name] = jax.export.deserialize(bytearray(f.read()))
-  params = safetensors.numpy.load_file(os.path.join(export_dir,
-                                                    'params.safetensors'))
-  return functions, params
 
 
 @gin.configurable

@@ -1,8 +1,14 @@
-"""Imports TensorFlow for input pipelines only: quiet and kept off any GPU.
+"""TensorFlow and seqio for the input pipelines: imported once, quiet, GPU-less.
+
+Every fovea_jax module that needs seqio or TensorFlow takes them from here
+(`from fovea_jax.tensorflow_runtime import seqio, tf`, and `tfds`), so the set-up below
+always runs first and no module depends on import order. It sits at the top
+of the package, below data/, tasks/ and evaluation/, so that they need not
+import one another to get it; `import fovea_jax` (attention users) does not
+load it.
 
 TensorFlow and JAX share the process; if TensorFlow grabbed the GPU it would
-reserve most of its memory before JAX gets any. Import TensorFlow through
-`import_tensorflow()` (or import this module first) in every data/eval file.
+reserve most of its memory before JAX gets any.
 """
 import contextlib
 import os
@@ -34,18 +40,22 @@ def _native_stderr_silenced():
     os.close(devnull)
 
 
-def import_tensorflow():
-  """Returns the `tensorflow` module with every GPU hidden from it."""
+def _import_quietly():
+  """(tensorflow, seqio, tensorflow_datasets), with every GPU hidden from
+  TensorFlow."""
+  # pylint: disable=g-import-not-at-top
   with _native_stderr_silenced():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf_module
     import tensorflow_text  # noqa: F401  (seqio's; loads more native code)
     try:
-      tf.config.set_visible_devices([], 'GPU')
+      tf_module.config.set_visible_devices([], 'GPU')
     except RuntimeError:
       # Devices were already initialised (by an earlier import); TensorFlow
       # refuses to change them then, and they were hidden at that time.
       pass
-  return tf
+    import seqio as seqio_module
+    import tensorflow_datasets as tfds_module
+  return tf_module, seqio_module, tfds_module
 
 
-tf = import_tensorflow()
+tf, seqio, tfds = _import_quietly()
