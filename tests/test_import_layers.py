@@ -7,7 +7,7 @@ import ast
 import collections
 import pathlib
 
-from fovea_jax.attention import registry
+from fovea_jax.attention import engines
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = REPO / 'fovea_jax'
@@ -102,7 +102,7 @@ def test_the_cycle_check_finds_a_cycle():
 
 
 def _engine_of(module):
-  for path in registry.TREE_ENGINES.values():
+  for path in engines.TREE_ENGINES.values():
     engine = path.split(':')[0]
     if module == engine or module.startswith(engine + '.'):
       return engine
@@ -110,9 +110,10 @@ def _engine_of(module):
 
 
 def test_no_tree_engine_imports_another_engine():
-  engines = {p.split(':')[0] for p in registry.TREE_ENGINES.values()}
-  assert len(engines) >= 2 and all(
-      any(m == e or m.startswith(e + '.') for m in MODULES) for e in engines)
+  engine_modules = {p.split(':')[0] for p in engines.TREE_ENGINES.values()}
+  assert len(engine_modules) >= 2 and all(
+      any(m == e or m.startswith(e + '.') for m in MODULES)
+      for e in engine_modules)
   crossing = [f'{module} imports {target}'
               for module in MODULES if _engine_of(module)
               for target in _imports(module)
