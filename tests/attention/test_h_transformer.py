@@ -200,9 +200,8 @@ def test_odd_num_clusters_is_refused():
 
 def _train(model, batch, steps=8):
   """Adam on one batch; returns the losses and the first step's gradients."""
-  variables = model.init(jax.random.PRNGKey(0), *batch['args'],
-                         enable_dropout=False)
-  params = variables['params']
+  init = jax.jit(lambda rng: model.init(rng, *batch['args'], enable_dropout=False))
+  params = init(jax.random.PRNGKey(0))['params']
   optimizer = optax.adam(1e-2)
 
   def loss_fn(params):
