@@ -145,7 +145,7 @@ def h_transformer_attention(q, k, v, table, *, num_clusters, causal=False,
   groups = attention_common.check_qkv(q, k, v, same_length=True)
   key_mask = attention_common.check_key_mask(key_mask, k)
   _check_table(table, nc, q.shape[2])
-  batch, length, heads, _ = q.shape
+  batch, length = q.shape[:2]
   blocks = hierarchy_blocks(length, nc)
   padded = blocks[0] * nc
   valid = attention_common.valid_keys(key_mask, batch, length, padded)
