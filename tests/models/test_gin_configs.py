@@ -28,7 +28,8 @@ TINY_MODELS = ('sizes/tiny.gin', 'sizes/decoder_only_tiny.gin')
 # Each attention file and the scheme class it picks.
 ATTENTION_FILES = {
     'attention/dense.gin': 'Dense', 'attention/fma.gin': 'Fma',
-    'attention/fovea.gin': 'Fovea', 'attention/longt5_local.gin': 'Local',
+    'attention/fovea.gin': 'Fovea', 'attention/h_transformer.gin': 'HTransformer1D',
+    'attention/longt5_local.gin': 'Local',
     'attention/longt5_tglobal.gin': 'LongT5TransientGlobal',
     'attention/masformer.gin': 'MASFormer'}
 
