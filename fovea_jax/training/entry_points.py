@@ -8,6 +8,7 @@ import logging
 import os
 
 
+from fovea_jax.training import compilation_cache
 from fovea_jax.training import distributed
 
 
@@ -44,6 +45,7 @@ def run_configured(name: str, gin_files, gin_bindings=(), search_paths=()):
   from fovea_jax.training import gin_utils  # pylint: disable=g-import-not-at-top
   functions = _register_configurables()
   gin_utils.parse_gin(list(gin_files), list(gin_bindings), search_paths)
+  compilation_cache.configure()
   return functions[name]()
 
 
@@ -54,6 +56,7 @@ def main(name: str) -> None:
 
   def run():
     show_own_info_logs()
+    compilation_cache.configure()
     result = functions[name]()
     if name == 'train':
       logging.info('Training finished at step %d.', int(result.state.step))

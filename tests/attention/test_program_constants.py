@@ -65,3 +65,49 @@ CASES = {
 def test_no_large_constants(case):
   length, attend = CASES[case]
   assert largest_constant(_fwd_bwd(attend, length)) <= MAX_CONSTANT_ELEMENTS
+
+
+_STEP = '''
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from fovea_jax import networks
+from fovea_jax.layers import schemes
+for name, length, batch in (('dense', 1024, 16), ('dense', 4096, 1),
+                            ('fovea', 16384, 1)):
+  config = networks.Config(vocab_size=64, emb_dim=32, num_heads=4, head_dim=8,
+                           mlp_dim=64, num_encoder_layers=0, num_decoder_layers=2,
+                           dropout_rate=0.0, attention=schemes.get_scheme(name))
+  model = networks.DecoderOnly(config)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(1, 64, (batch, length)))
+  params = model.init(jax.random.PRNGKey(0), tokens, tokens,
+                      enable_dropout=False)['params']
+  def loss(params):
+    logits = model.apply({'params': params}, tokens, tokens, enable_dropout=False)
+    return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+  jax.block_until_ready(jax.jit(jax.value_and_grad(loss))(params))
+  print(name, length, 'ok', flush=True)
+'''
+
+# What XLA prints while compiling when a program makes it work too hard: the
+# slow-operation alarm (constant folding over a second) and any error-level line
+# of its C++ logging (`E<mmdd> <time> ...`).
+_ALARMS = re.compile(r'slow_operation_alarm|Constant folding|^E\d{4} ', re.M)
+
+
+@pytest.mark.slow
+def test_a_training_step_logs_no_xla_alarm(tmp_path):
+  """Causal dense models at 1k tokens (batch 16) and 4k, and a fovea model at
+  16k, loss and gradients under jit, in a fresh process with XLA's logging at
+  its defaults: nothing at error level."""
+  import os
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('TF_CPP_MIN_LOG_LEVEL', 'XLA_FLAGS')}
+  env['JAX_PLATFORMS'] = 'cpu'
+  done = subprocess.run([sys.executable, '-c', _STEP], capture_output=True,
+                        text=True, env=env, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.split() == ['dense', '1024', 'ok', 'dense', '4096', 'ok',
+                                 'fovea', '16384', 'ok']
+  assert not _ALARMS.search(done.stderr), done.stderr[-3000:]
