@@ -13,7 +13,8 @@ new_cache)` runs one step of the network.
 Cache convention (shared with fovea_jax.networks): every cache leaf with at least
 one dimension has a leading batch axis, so beams and samples are made by
 expanding it in place ([b0, b1] -> [b0, b0, b1, b1]); scalar leaves such as the
-step counter `cache_index` are shared by all rows.
+step counter `cache_index`, and the per-example cross-attention keys/values
+(`_SHARED_CACHE_LEAVES`), are shared by all rows.
 """
 import functools
 from collections.abc import Callable, Mapping
@@ -30,8 +31,12 @@ from flax import traverse_util
 NEG_INF = -1.0e7
 # Temperatures below this sample greedily (argmax) instead of dividing by ~0.
 MIN_TEMPERATURE = 1e-4
-# Cache leaves that are shared by all rows even if they have dimensions.
-_SHARED_CACHE_LEAVES = ('cached_bias', 'position_embedder_index')
+# Cache leaves that are shared by all rows even if they have dimensions; the
+# cross-attention keys/values (`MultiHeadAttention.static_kv`) have one entry per
+# example, read by all of its decodes.
+_SHARED_CACHE_LEAVES = ('cached_bias', 'position_embedder_index',
+                        'cached_static_key', 'cached_static_value',
+                        'static_kv_ready')
 
 
 @flax.struct.dataclass

@@ -292,8 +292,9 @@ class EncoderDecoderModel(BaseTransformerModel):
                              prompt_with_targets: bool = False):
     """Decodes `[batch, target_length]` outputs with `decode_fn`.
 
-    Encodes once, expands the encoding per decode (beam/sample) in place, and
-    runs the decoder one token at a time over its cache. With
+    Encodes once and runs the decoder one token at a time over its cache; the
+    cross-attention keys/values are projected once per example, on the first
+    step, and shared by the example's decodes (beams or samples). With
     `prompt_with_targets`, `decoder_input_tokens` (EOS removed) are forced as a
     prompt. Returns `(decodes, {'scores': ...})`: the best decode per row, or
     all of them (`[batch, num_decodes, length]`, increasing score) when
@@ -315,11 +316,11 @@ class EncoderDecoderModel(BaseTransformerModel):
                                 method=self.module.encode)
     cache = self._compute_kv_cache(params, encoder_input_tokens,
                                    decoder_input_tokens)
+    # The cross-attention reads the encoding once, into the cache, and its
+    # keys/values per example: nothing is copied per decode.
     tokens_to_logits = functools.partial(
-        self._compute_logits_from_slice, params=params,
-        encoded_inputs=decoding.flat_batch_beam_expand(encoded, num_decodes),
-        raw_inputs=decoding.flat_batch_beam_expand(encoder_input_tokens,
-                                                   num_decodes),
+        self._compute_logits_from_slice, params=params, encoded_inputs=encoded,
+        raw_inputs=encoder_input_tokens,
         max_decode_length=decoder_input_tokens.shape[1])
     decodes, scores = self._decode_fn(
         inputs=prompt, cache=cache, tokens_to_logits=tokens_to_logits,

@@ -15,7 +15,10 @@ backward's two products), with attention scores over the (query, key) pairs each
 layer's scheme module says it computes (`Scheme.attended_pairs`: dense all, causal
 the prefix, layouts their tiles' entries, TGlobal its local tiles + its global
 tokens); recomputation is not counted.
-Peak memory: XLA's buffer assignment of the compiled step (arguments, outputs,
+Compile time: the seconds JAX spends to trace, lower (to StableHLO) and compile
+(XLA) the step, and the time to the first finished step (those three plus the
+first call), what a user waits after changing an option. Peak memory: XLA's buffer
+assignment of the compiled step (arguments, outputs,
 temporaries); for PyTorch, the rise of the peak resident memory of a fresh process
 during one step (`ru_maxrss`). On a GPU the step runs in bfloat16 with the default
 (Pallas) kernels, the dense row being flash attention; the Hugging Face rows run
@@ -137,7 +140,9 @@ def _batch(arch, n, targets, seed=0):
 
 
 def jax_step(arch, name, n, targets, dtype):
-  """A compiled loss+grad step and its arguments: `(compiled, args)`."""
+  """A compiled loss+grad step, its arguments and the seconds JAX spent to
+  trace, lower and compile it: `(compiled, args, {'trace_s', 'lower_s',
+  'compile_s'})`."""
   spec = scheme_spec(name)
   dims = dict(DIMENSIONS)
   if arch == 'decoder':
@@ -158,8 +163,14 @@ def jax_step(arch, name, n, targets, dtype):
                                  batch['decoder_target_tokens'][..., None], -1)
     return -jnp.mean(picked)
 
-  compiled = jax.jit(jax.value_and_grad(loss)).lower(params, batch).compile()
-  return compiled, (params, batch)
+  seconds, stage = {}, jax.jit(jax.value_and_grad(loss))
+  for name, advance in (('trace_s', lambda f: f.trace(params, batch)),
+                        ('lower_s', lambda t: t.lower()),
+                        ('compile_s', lambda lowered: lowered.compile())):
+    start = time.perf_counter()
+    stage = advance(stage)
+    seconds[name] = time.perf_counter() - start
+  return stage, (params, batch), seconds
 
 
 # ------------------------------------------------------------ Hugging Face
@@ -264,15 +275,19 @@ class HfProcess:
   """
 
   def __init__(self, attention_type, n, targets, threads):
+    self._start([__file__, '--hf_worker', attention_type, str(n), str(targets),
+                 str(threads)], f'{attention_type}, {n} tokens')
+
+  def _start(self, argv, label):
+    """Starts `python argv...` and waits for its warm-up call's 'ready <peak>'."""
     self.failure = None
     self.peak_bytes = None
     self.proc = subprocess.Popen(
-        [sys.executable, __file__, '--hf_worker', attention_type, str(n),
-         str(targets), str(threads)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True, env=hf_environment())
+        [sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=hf_environment())
     line = self.proc.stdout.readline().split()
     if not line or line[0] != 'ready':
-      self._died(f'its warm-up step ({attention_type}, {n} tokens)')
+      self._died(f'its warm-up step ({label})')
       return
     self.peak_bytes = float(line[1])
 
@@ -315,7 +330,9 @@ class JaxStep:
   """A compiled step of ours, or None-timed when it would not fit in memory."""
 
   def __init__(self, arch, name, n, targets, dtype):
-    self.compiled, self.args = jax_step(arch, name, n, targets, dtype)
+    self.compiled, self.args, self.compile_times = jax_step(arch, name, n,
+                                                            targets, dtype)
+    self.first_step_s = None
     self.peak_bytes = compiled_peak_bytes(self.compiled)
     self.failure = None
     if self.peak_bytes > available_memory_bytes() * MEMORY_HEADROOM:
@@ -366,7 +383,10 @@ def run(args):
     runners = [c[-1] for c in cands]
     for runner in runners:
       if runner.fits and isinstance(runner, JaxStep):
-        runner.step_seconds()  # warm-up (workers warmed up when they started)
+        # The warm-up; with tracing, lowering and compiling it is the time to
+        # the first finished step (workers warmed up when they started).
+        runner.first_step_s = (sum(runner.compile_times.values()) +
+                               runner.step_seconds())
     times = [[] for _ in cands]
     for _ in range(args.repeats):  # interleaved: noise hits every row alike
       for i, runner in enumerate(runners):
@@ -383,7 +403,9 @@ def run(args):
                  step_s=seconds, tokens_per_s=tokens / seconds if seconds else None,
                  peak_bytes=runner.peak_bytes, model_flops=flops,
                  peak_fraction=flops / seconds / peak if seconds else None,
-                 times=ts, failure=runner.failure)
+                 times=ts, failure=runner.failure,
+                 **getattr(runner, 'compile_times', {}),
+                 first_step_s=getattr(runner, 'first_step_s', None))
       rows.append(row)
       print(format_row(row), flush=True)
   add_ratios(rows)
@@ -412,7 +434,8 @@ def add_ratios(rows):
 
 
 HEADER = (f"{'arch':7} {'framework':9} {'scheme':15} {'length':>6} {'step s':>8} "
-          f"{'tok/s':>8} {'GiB':>6} {'GFLOP':>7} {'%peak':>6}")
+          f"{'tok/s':>8} {'GiB':>6} {'GFLOP':>7} {'%peak':>6} {'trace':>6} "
+          f"{'lower':>6} {'compile':>7} {'first s':>7}")
 
 
 def _gib(nbytes):
@@ -423,9 +446,14 @@ def format_row(r):
   step = '    skip' if r['step_s'] is None else f"{r['step_s']:8.3f}"
   tps = '' if r['tokens_per_s'] is None else f"{r['tokens_per_s']:8.0f}"
   frac = '' if r['peak_fraction'] is None else f"{r['peak_fraction']:6.1%}"
+  def seconds(key, width):
+    value = r.get(key)
+    return f'{value:{width}.1f}' if value is not None else ' ' * width
   return (f"{r['arch']:7} {r['framework']:9} {r['scheme']:15} {r['length']:6d} "
           f"{step} {tps:>8} {_gib(r['peak_bytes']):>6} "
-          f"{r['model_flops'] / 1e9:7.1f} {frac:>6}")
+          f"{r['model_flops'] / 1e9:7.1f} {frac:>6} {seconds('trace_s', 6)} "
+          f"{seconds('lower_s', 6)} {seconds('compile_s', 7)} "
+          f"{seconds('first_step_s', 7)}")
 
 
 def _hf_seconds(row):

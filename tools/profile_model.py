@@ -88,8 +88,8 @@ def trace_op_times(directory):
 
 
 def profile(arch, scheme, length, targets, repeats=3):
-  compiled, args = benchmark_model.jax_step(arch, scheme, length, targets,
-                                            'float32')
+  compiled, args, _ = benchmark_model.jax_step(arch, scheme, length, targets,
+                                               'float32')
   jax.block_until_ready(compiled(*args))
   walls = []
   for _ in range(repeats):

@@ -43,8 +43,8 @@ def _block_types(layout, padded_blocks, max_distance):
   gradient a sum per type instead of a scatter per score: that scatter and the
   per-score lookups cost a third of the LongT5-local training step at 4k tokens.
   Fovea's coarse windows give every block its own pattern (None, None).
-  Returns `([types, T, keys] codes in [0, 2 * max_distance + 1], [blocks] type)`;
-  code `2 * max_distance + 1` is "masked".
+  Returns `([types, T, keys] codes in [0, 2 * max_distance + 1], [blocks] type,
+  [types] first block of each type)`; code `2 * max_distance + 1` is "masked".
   """
   index, valid = layout.gather_index
   lo, hi = layout.entry_lo_hi
@@ -54,18 +54,18 @@ def _block_types(layout, padded_blocks, max_distance):
   for block in range(padded_blocks):
     if block < blocks:
       query_pos = block * tq + np.arange(tq)[:, None]
-      b_lo, b_hi = lo[index[block]][None], hi[index[block]][None]
-      allowed = static_entry_mask(query_pos, b_lo, b_hi, layout) & valid[block]
-      distance = np.clip(relative_position_to_window(query_pos, b_lo, b_hi),
-                         -max_distance, max_distance) + max_distance
-      code = np.where(allowed, distance, masked).astype(np.int32)
+      code = _pattern_codes(query_pos, lo[index[block]][None],
+                            hi[index[block]][None], valid[block][None], layout,
+                            max_distance)
     else:
       code = np.full((tq, index.shape[1]), masked, np.int32)
-    block_type[block] = codes.setdefault(code.tobytes(), (len(codes), code))[0]
+    block_type[block] = codes.setdefault(code.tobytes(),
+                                         (len(codes), code, block))[0]
     if len(codes) > MAX_BLOCK_TYPES:
-      return None, None
+      return None, None, None
   ordered = sorted(codes.values(), key=lambda item: item[0])
-  return np.stack([code for _, code in ordered]), block_type
+  return (np.stack([code for _, code, _ in ordered]), block_type,
+          np.array([block for _, _, block in ordered], np.int32))
 
 
 class _Plan:
@@ -75,41 +75,54 @@ class _Plan:
   step's scores are one kv head's group of query heads over `chunk` blocks, small
   enough to stay in the CPU's caches, and a head's key/value gradients are
   accumulated by consecutive steps. Per-chunk tables are tiled over the heads.
+
+  Only the layout's spans reach the program (`[steps, chunk, max_spans]`); each
+  step expands its blocks' spans into key indices and token windows
+  (`_entry_tables`). Expanded on the host, the `[blocks, keys]` tables were
+  constants of several MiB per table and layer (fovea at 64k: 10 MiB each) that
+  XLA copied and folded at compile time.
   """
 
   def __init__(self, layout: TreeLayout, chunk: int, kv_heads: int,
                max_distance: int):
     self.kv_heads = kv_heads
     index, valid = layout.gather_index
-    lo, hi = layout.entry_lo_hi
     blocks = layout.num_query_blocks
     self.chunk = chunk
     self.num_chunks = -(-blocks // chunk)
     padded = self.num_chunks * chunk
-    keys = index.shape[1]
+    self.keys = index.shape[1]
 
-    def chunked(x, fill):
-      out = np.full((padded, keys), fill, x.dtype)
+    def chunked(x):
+      out = np.zeros((padded,) + x.shape[1:], x.dtype)
       out[:blocks] = x
-      return out.reshape(self.num_chunks, chunk, keys)
+      return out.reshape((self.num_chunks, chunk) + x.shape[1:])
 
     def per_head(x):
       return np.concatenate([x] * kv_heads)
 
-    self.index = per_head(chunked(index, 0))
-    self.valid = per_head(chunked(valid, False))
-    self.lo = per_head(chunked(lo[index], 1))
-    self.hi = per_head(chunked(hi[index], 0))
-    self.first_block = per_head(np.arange(self.num_chunks, dtype=np.int32) * chunk)
-    self.head = np.repeat(np.arange(kv_heads, dtype=np.int32), self.num_chunks)
-    self.keys = keys
     # Every block attends the whole flat buffer in order (non-causal dense).
-    self.whole_buffer = bool(valid.all() and keys == layout.flat_size and
-                             (index == np.arange(keys)).all())
+    self.whole_buffer = bool(valid.all() and self.keys == layout.flat_size and
+                             (index == np.arange(self.keys)).all())
     self.max_distance = max_distance
-    self.type_codes, block_type = _block_types(layout, padded, max_distance)
-    self.block_type = None if block_type is None else per_head(
-        block_type.reshape(self.num_chunks, chunk))
+    self.type_codes, block_type, type_block = _block_types(layout, padded,
+                                                           max_distance)
+    steps = dict(span_start=per_head(chunked(layout.span_start)),
+                 span_len=per_head(chunked(layout.span_len)),
+                 first_block=per_head(np.arange(self.num_chunks, dtype=np.int32) *
+                                      chunk),
+                 head=np.repeat(np.arange(kv_heads, dtype=np.int32),
+                                self.num_chunks))
+    if self.typed:
+      steps['block_type'] = per_head(block_type.reshape(self.num_chunks, chunk))
+      # The spans of one block per type (a padding block has none: row
+      # `blocks` of the zero-padded tables), from which the program rebuilds
+      # the `[types, T, keys]` patterns.
+      self.type_block = type_block
+      self.type_spans = tuple(
+          chunked(table).reshape(padded, -1)[type_block]
+          for table in (layout.span_start, layout.span_len))
+    self.steps = steps
 
   @property
   def typed(self):
@@ -127,9 +140,64 @@ class _Plan:
 
   @property
   def xs(self):
-    extra = (self.block_type,) if self.typed else ()
-    return (self.index, self.valid, self.lo, self.hi, self.first_block) + extra + (
-        self.head,)
+    return self.steps
+
+
+def entry_windows(layout: TreeLayout):
+  """`layout.entry_lo_hi` computed in the program from the segments (iotas, so
+  XLA neither embeds nor folds an O(n) table)."""
+  lo, hi = [], []
+  for seg in layout.segments:
+    natural = jnp.arange(seg.size, dtype=jnp.int32)
+    start_index = (natural % seg.row_len) * seg.interleave + natural // seg.row_len
+    starts = seg.first_start + start_index * seg.grid
+    real = start_index < seg.num_starts
+    lo.append(jnp.where(real, jnp.maximum(starts, 0), 1))
+    hi.append(jnp.where(real, jnp.minimum(starts + seg.window, layout.length) - 1,
+                        0))
+  return jnp.concatenate(lo), jnp.concatenate(hi)
+
+
+def _entry_tables(span_start, span_len, windows, keys):
+  """`(index, valid, lo, hi)`, each `[..., keys]`, of blocks given by their spans.
+
+  Slot j of a block is entry `start_s + j - begin_s` of the span s whose
+  `[begin_s, end_s)` (running sums of the span lengths) holds j; slots past the
+  last span are invalid (index 0, empty window).
+  """
+  ends = jnp.cumsum(span_len, axis=-1)
+  slot = jnp.arange(keys, dtype=jnp.int32)
+  span = jnp.sum(slot[:, None] >= ends[..., None, :], axis=-1)  # [..., keys]
+  valid = span < span_len.shape[-1]
+  span = jnp.minimum(span, span_len.shape[-1] - 1)
+  start = jnp.take_along_axis(span_start, span, axis=-1)
+  begin = jnp.take_along_axis(ends - span_len, span, axis=-1)
+  index = jnp.where(valid, start + slot - begin, 0)
+  lo_flat, hi_flat = windows
+  lo = jnp.where(valid, jnp.take(lo_flat, index), 1)
+  hi = jnp.where(valid, jnp.take(hi_flat, index), 0)
+  return index, valid, lo, hi
+
+
+def _pattern_codes(query_pos, lo, hi, valid, layout, max_distance):
+  """Static score pattern: clipped distance code, or `2 * max_distance + 1` for
+  masked (same rule in numpy on the host and in the program)."""
+  xp = _array_module(query_pos, lo, hi, valid)
+  allowed = static_entry_mask(query_pos, lo, hi, layout) & valid
+  distance = xp.clip(relative_position_to_window(query_pos, lo, hi),
+                     -max_distance, max_distance) + max_distance
+  return xp.where(allowed, distance, 2 * max_distance + 1).astype(xp.int32)
+
+
+def _program_type_codes(plan, layout, windows):
+  """`[types, T, keys]` codes of `plan.type_codes`, computed in the program."""
+  index, valid, lo, hi = _entry_tables(*plan.type_spans, windows, plan.keys)
+  del index
+  tq = layout.query_block
+  query_pos = (jnp.asarray(plan.type_block, jnp.int32)[:, None, None] * tq +
+               jnp.arange(tq, dtype=jnp.int32)[None, :, None])
+  return _pattern_codes(query_pos, lo[:, None], hi[:, None], valid[:, None],
+                        layout, plan.max_distance)
 
 
 def _choose_chunk(layout, batch, heads_per_step, chunk_bytes):
@@ -152,7 +220,7 @@ def _bias_by_distance(table, bias_spec, kv_heads):
   return by_distance.T.reshape(kv_heads, heads // kv_heads, -1)
 
 
-def _static_bias(table, bias_spec, plan, groups):
+def _static_bias(table, bias_spec, plan, codes):
   """`[kv_heads, types, groups, T, keys]` bias and masks of every block type.
 
   Without a table it holds only masks, the same for every head: one
@@ -165,19 +233,19 @@ def _static_bias(table, bias_spec, plan, groups):
     by_distance = _bias_by_distance(table, bias_spec, plan.kv_heads)
   masked = jnp.full(by_distance.shape[:2] + (1,), MASKED, jnp.float32)
   per_code = jnp.concatenate([by_distance, masked], axis=-1)
-  return jnp.swapaxes(jnp.take(per_code, plan.type_codes, axis=2), 1, 2)
+  return jnp.swapaxes(jnp.take(per_code, codes, axis=2), 1, 2)
 
 
 def _step_static_bias(static_bias, xs):
   """This step's `[chunk, groups|1, T, keys]` slice of `_static_bias`."""
-  block_type, head = xs[5], xs[-1]
+  block_type, head = xs['block_type'], xs['head']
   if static_bias.shape[0] > 1:
     static_bias = _head_slice(static_bias, head, 0)
   return jnp.take(static_bias[0], block_type, axis=0)
 
 
-def _chunk_logits(q_c, k_g, entry_bias_g, bias, xs, *, layout, scale,
-                  max_distance, typed):
+def _chunk_logits(q_c, k_g, entry_bias_g, bias, tables, first_block, *, layout,
+                  scale, max_distance, typed):
   """Scores `[batch, kv_heads, chunk, groups * q_block, keys]` of one chunk.
 
   `bias` is this step's `_step_static_bias` if `typed`, else the head's
@@ -185,7 +253,7 @@ def _chunk_logits(q_c, k_g, entry_bias_g, bias, xs, *, layout, scale,
   natural layout of the product, so no score-sized transpose is needed here or in
   the backward pass.
   """
-  _, valid, lo, hi, first_block = xs[:5]
+  _, valid, lo, hi = tables
   logits = jnp.einsum('bkcrd,bkcjd->bkcrj', q_c, k_g,
                       preferred_element_type=jnp.float32) * scale
   b, kv_heads, chunk, rows, keys = logits.shape
@@ -260,23 +328,29 @@ def _step_bias(bias, xs, plan):
     return None
   if plan.typed:
     return _step_static_bias(bias, xs)
-  return _head_slice(bias, xs[-1], 0)
+  return _head_slice(bias, xs['head'], 0)
+
+
+def _step_tables(xs, plan, windows):
+  """This step's `(index, valid, lo, hi)`, each `[chunk, keys]`."""
+  return _entry_tables(xs['span_start'], xs['span_len'], windows, plan.keys)
 
 
 def _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
-             max_distance):
+             max_distance, windows):
   q_chunks = _split_queries(q, layout, plan)
   k_t, v_t = _heads_major(k_flat), _heads_major(v_flat)
 
   def step(_, inputs):
     q_c, xs = inputs
-    head = xs[-1]
-    k_g = _gather(_head_slice(k_t, head, 1), xs[0], plan)
-    v_g = _gather(_head_slice(v_t, head, 1), xs[0], plan)
-    logits = _chunk_logits(q_c, k_g, jnp.take(entry_bias, xs[0], axis=1),
-                           _step_bias(bias, xs, plan), xs, layout=layout,
-                           scale=scale, max_distance=max_distance,
-                           typed=plan.typed)
+    head = xs['head']
+    tables = _step_tables(xs, plan, windows)
+    k_g = _gather(_head_slice(k_t, head, 1), tables[0], plan)
+    v_g = _gather(_head_slice(v_t, head, 1), tables[0], plan)
+    logits = _chunk_logits(q_c, k_g, jnp.take(entry_bias, tables[0], axis=1),
+                           _step_bias(bias, xs, plan), tables, xs['first_block'],
+                           layout=layout, scale=scale,
+                           max_distance=max_distance, typed=plan.typed)
     row_max = jnp.max(logits, axis=-1, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
     weights = jnp.exp(logits - row_max)
@@ -291,14 +365,15 @@ def _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
   return out, lse
 
 
-def _bias_inputs(table, bias_spec, plan, groups):
+def _bias_inputs(table, bias_spec, plan, layout, windows):
   """`(bias, max_distance)`: the static bias of every block type if the plan is
   typed, else the bias by distance (None without a table)."""
   max_distance = 0 if table is None else bias_spec[1]
   if plan.unmasked and table is None:
     return None, 0
   if plan.typed:
-    return _static_bias(table, bias_spec, plan, groups), max_distance
+    codes = _program_type_codes(plan, layout, windows)
+    return _static_bias(table, bias_spec, plan, codes), max_distance
   if table is None:
     return None, 0
   return _bias_by_distance(table, bias_spec, plan.kv_heads), max_distance
@@ -314,10 +389,10 @@ def _attention(q, k_flat, v_flat, entry_bias, table, layout, plan, scale, bias_s
 
 def _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan, scale,
                    bias_spec):
-  bias, max_distance = _bias_inputs(table, bias_spec, plan,
-                                    q.shape[2] // plan.kv_heads)
+  windows = entry_windows(layout)
+  bias, max_distance = _bias_inputs(table, bias_spec, plan, layout, windows)
   out, lse = _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
-                      max_distance)
+                      max_distance, windows)
   result = _merge_queries(out, q.shape[1], layout, plan).astype(v_flat.dtype)
   row_lse = _merge_queries(jnp.where(jnp.isinf(lse), -jnp.inf, lse), q.shape[1],
                            layout, plan)[..., 0]
@@ -327,13 +402,13 @@ def _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan, scale,
 def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
   d_out, d_lse = cotangents
   q, k_flat, v_flat, entry_bias, table, out, lse = residuals
-  groups = q.shape[2] // plan.kv_heads
+  windows = entry_windows(layout)
   if table is None:
-    bias, max_distance = _bias_inputs(None, None, plan, groups)
+    bias, max_distance = _bias_inputs(None, None, plan, layout, windows)
     table_vjp = None
   else:
     bias, table_vjp = jax.vjp(
-        lambda t: _bias_inputs(t, bias_spec, plan, groups)[0], table)
+        lambda t: _bias_inputs(t, bias_spec, plan, layout, windows)[0], table)
     max_distance = bias_spec[1]
   q_chunks = _split_queries(q, layout, plan)
   do_chunks = _split_queries(d_out.astype(jnp.float32), layout, plan)
@@ -344,16 +419,18 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
   def step(carry, inputs):
     dk_t, dv_t, d_bias_acc = carry
     q_c, do_c, dlse_c, out_c, lse_c, xs = inputs
-    index, head = xs[0], xs[-1]
+    head = xs['head']
+    tables = _step_tables(xs, plan, windows)
+    index = tables[0]
     k_g = _gather(_head_slice(k_t, head, 1), index, plan)
     v_g = _gather(_head_slice(v_t, head, 1), index, plan)
     head_bias = _step_bias(bias, xs, plan)
     eb_g = jnp.take(entry_bias, index, axis=1)
 
     def logits_of(q_c, k_g, step_bias):
-      return _chunk_logits(q_c, k_g, eb_g, step_bias, xs, layout=layout,
-                           scale=scale, max_distance=max_distance,
-                           typed=plan.typed)
+      return _chunk_logits(q_c, k_g, eb_g, step_bias, tables, xs['first_block'],
+                           layout=layout, scale=scale,
+                           max_distance=max_distance, typed=plan.typed)
 
     logits, logits_vjp = jax.vjp(logits_of, q_c, k_g, head_bias)
     weights = jnp.exp(logits - lse_c)  # lse = +inf on empty rows -> 0
@@ -374,7 +451,7 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
       dv_t = dv_t.at[:, head, flat_index].add(dv_g.reshape(b, -1, d))
     if d_bias_acc is not None and plan.typed:
       # A sum per block type: the chunk's blocks may share a type.
-      d_bias_acc = d_bias_acc.at[head, xs[5]].add(d_bias)
+      d_bias_acc = d_bias_acc.at[head, xs['block_type']].add(d_bias)
     elif d_bias_acc is not None:
       d_bias_acc = d_bias_acc.at[head].add(d_bias[0])
     return (dk_t, dv_t, d_bias_acc), dq_c

@@ -11,9 +11,12 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flax.linen import partitioning as nn_partitioning
+
+from fovea_jax import attention
 from fovea_jax.layers import initializers
 from fovea_jax.layers.dense import DenseGeneral
-from fovea_jax.layers.schemes.base import AttentionInputs
+from fovea_jax.layers.schemes.base import CACHE_KV_AXES, AttentionInputs
 from fovea_jax.layers.sharding import HEADS_AXES, constrain_activations
 from fovea_jax.sharding import axis_names as ax
 
@@ -22,6 +25,10 @@ class MultiHeadAttention(nn.Module):
   """q from `inputs_q`, k/v from `inputs_kv`, `scheme_factory(name=...)` between.
 
   num_kv_heads (default num_heads) < num_heads gives grouped-query attention.
+  static_kv: `inputs_kv` do not change while decoding (cross-attention over the
+  encoder): with `decode=True` their keys and values are projected once, at the
+  first step, into the cache, one copy per example, and every later step reads
+  them from there for all of its example's decodes (beams, samples).
   """
   num_heads: int
   head_dim: int
@@ -29,6 +36,7 @@ class MultiHeadAttention(nn.Module):
   num_kv_heads: Optional[int] = None
   dtype: Any = jnp.float32
   implementation: Optional[str] = None
+  static_kv: bool = False
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv, *, key_mask=None, position_bias=None,
@@ -46,10 +54,24 @@ class MultiHeadAttention(nn.Module):
                                    dtype=self.dtype)
     query = projection((self.num_heads, self.head_dim), kernel_init=query_init,
                        name='query')(inputs_q)
-    key_proj = projection((kv_heads, self.head_dim), name='key')
-    value_proj = projection((kv_heads, self.head_dim), name='value')
-    key, value = key_proj(inputs_kv), value_proj(inputs_kv)
     query = constrain_activations(query, HEADS_AXES)
+    out_proj = DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
+                            kernel_axes=(ax.HEADS, ax.KV, ax.EMBED),
+                            dtype=self.dtype, name='out')
+    kv_features = (kv_heads, self.head_dim)
+    if (decode and self.static_kv and
+        self.has_variable('cache', 'cached_static_key')):
+      return out_proj(self._static_kv_step(query, inputs_kv, projection,
+                                           kv_features, key_mask))
+    key_proj = projection(kv_features, name='key')
+    value_proj = projection(kv_features, name='value')
+    key, value = key_proj(inputs_kv), value_proj(inputs_kv)
+    if decode and self.static_kv:  # the call that creates the cache
+      for part, like in (('key', key), ('value', value)):
+        nn_partitioning.variable_with_axes(
+            'cache', f'cached_static_{part}', jnp.zeros, like.shape, like.dtype,
+            axes=CACHE_KV_AXES)
+      self.variable('cache', 'static_kv_ready', lambda: jnp.array(False))
     key = constrain_activations(key, HEADS_AXES)
     value = constrain_activations(value, HEADS_AXES)
 
@@ -61,6 +83,39 @@ class MultiHeadAttention(nn.Module):
         implementation=self.implementation,
         bidirectional_prefix=bidirectional_prefix)
     out = self.scheme_factory(name='scheme')(query, key, value, scheme_inputs)
-    return DenseGeneral(inputs_q.shape[-1], axis=(-2, -1),
-                        kernel_axes=(ax.HEADS, ax.KV, ax.EMBED), dtype=self.dtype,
-                        name='out')(out)
+    return out_proj(out)
+
+  def _static_kv_step(self, query, inputs_kv, projection, kv_features,
+                      key_mask):
+    """Dense attention of `[rows, 1]` queries over their example's K/V.
+
+    The first step projects `inputs_kv` into the cache, one copy per example
+    (`nn.cond`: later steps skip the projection; projecting 16k encoder tokens
+    cost about 13 GFLOP per layer at every step of every beam). Rows are
+    example-major (`[e0, e0, e0, e1, ...]`, as decoding expands them), so the
+    decodes of an example are that example's queries: one `[examples, decodes]`
+    product. A cache expanded per row (T5X's decoding) has one example per row.
+    """
+    def read(module, _):
+      return (module.get_variable('cache', 'cached_static_key'),
+              module.get_variable('cache', 'cached_static_value'))
+
+    def fill(module, inputs_kv):
+      key = projection(kv_features, name='key', parent=module)(inputs_kv)
+      value = projection(kv_features, name='value', parent=module)(inputs_kv)
+      module.put_variable('cache', 'cached_static_key', key)
+      module.put_variable('cache', 'cached_static_value', value)
+      return key, value
+
+    ready = self.get_variable('cache', 'static_kv_ready')
+    key, value = nn.cond(ready, read, fill, self, inputs_kv)
+    self.put_variable('cache', 'static_kv_ready', jnp.array(True))
+    examples = key.shape[0]
+    rows = query.shape[0]
+    if key_mask is not None and key_mask.shape[0] != examples:
+      key_mask = key_mask[::rows // examples]  # one row per example
+    query = query.reshape(examples, rows // examples, *query.shape[2:])
+    out = attention.dot_product_attention(
+        query, key, value, scale=1.0, key_mask=key_mask,
+        implementation=self.implementation)
+    return out.reshape(rows, 1, *out.shape[2:])

@@ -22,12 +22,12 @@ def dropout_layer(config: Config):
   return nn.Dropout(config.dropout_rate, broadcast_dims=(-2,))
 
 
-def _attention(config: Config, scheme_factory, name):
+def _attention(config: Config, scheme_factory, name, static_kv=False):
   return layers.MultiHeadAttention(
       num_heads=config.num_heads, head_dim=config.head_dim,
       num_kv_heads=config.num_kv_heads, scheme_factory=scheme_factory,
       dtype=config.activation_dtype, implementation=config.implementation,
-      name=name)
+      static_kv=static_kv, name=name)
 
 
 def norm_layer(config: Config, name):
@@ -78,10 +78,10 @@ class TransformerLayer(nn.Module):
     if encoded is not None:
       y = norm_layer(cfg, 'pre_cross_attention_layer_norm')(x)
       y = _attention(cfg, Dense().for_layer(0, 1, causal=False),
-                     'encoder_decoder_attention')(
+                     'encoder_decoder_attention', static_kv=True)(
                          y, encoded, key_mask=encoder_key_mask,
                          q_segment_ids=segment_ids,
-                         kv_segment_ids=encoder_segment_ids)
+                         kv_segment_ids=encoder_segment_ids, decode=decode)
       x = layers.constrain_activations(
           x + dropout_layer(cfg)(y, deterministic=deterministic))
     y = norm_layer(cfg, 'pre_mlp_layer_norm')(x)

@@ -7,6 +7,7 @@ they configure), then calls the named configurable with everything from gin.
 import logging
 import os
 
+from fovea_jax.runs import compilation_cache
 from fovea_jax.runs import distributed
 
 
@@ -43,6 +44,7 @@ def run_configured(name: str, gin_files, gin_bindings=(), search_paths=()):
   from fovea_jax.runs import gin_utils  # pylint: disable=g-import-not-at-top
   functions = _register_configurables()
   gin_utils.parse_gin(list(gin_files), list(gin_bindings), search_paths)
+  compilation_cache.configure()
   return functions[name]()
 
 
@@ -54,6 +56,7 @@ def main(name: str) -> None:
   def run():
     show_own_info_logs()
     from fovea_jax.data.errors import DataError  # pylint: disable=g-import-not-at-top
+    compilation_cache.configure()
     try:
       result = functions[name]()
     except DataError as e:

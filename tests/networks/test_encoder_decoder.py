@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax.linen import partitioning as nn_partitioning
 
+from fovea_jax import decoding
 from fovea_jax import layers
 from fovea_jax import networks
 from tests.networks.configs import TINY_SCHEMES, random_variables, tiny_config
@@ -82,8 +83,53 @@ def test_cached_decoding_equals_teacher_forcing():
   full, stepped, cache = teacher_forced_and_decoded(cache)
   np.testing.assert_allclose(stepped, full, atol=2e-5, rtol=2e-5)
   for path, leaf in jax.tree_util.tree_leaves_with_path(cache):
-    if 'cache_index' not in jax.tree_util.keystr(path):
+    name = jax.tree_util.keystr(path)
+    if 'cache_index' not in name and 'static_kv_ready' not in name:
       assert leaf.shape[0] == 2, path  # batch-major: beam search can expand it
+
+
+@pytest.mark.parametrize('expanded', [False, True])
+def test_cross_attention_keys_values_are_cached_once_per_example(expanded):
+  """Decoding rows `[e0, e0, e0, e1, e1, e1]` (3 decodes per example) against
+  the per-example encoding projected once into the cache gives the logits of a
+  full pass with the encoding copied per row. `expanded`: the cache and the
+  encoding are copied per row before the first step (T5X's decoding does
+  that), so each row is its own example."""
+  model, variables = _model('dense')
+  enc, _, _ = _batch()
+  decodes = 3
+  tokens = np.arange(1, 2 * decodes + 1).reshape(-1, 1)  # every row differs
+  rows_enc = np.repeat(enc, decodes, axis=0)
+
+  @jax.jit
+  def step_and_full(variables):
+    encoded = _encode(model, variables, enc)
+    _, created = model.apply(
+        variables, encoded, enc, tokens[:2], tokens[:2], enable_dropout=False,
+        decode=True, mutable=['cache'], method=networks.EncoderDecoder.decode)
+    cache, step_encoded, step_enc = created['cache'], encoded, enc
+    if expanded:  # every leaf with a batch axis, as T5X's decoding does
+      cache = jax.tree.map(lambda x: decoding.flat_batch_beam_expand(
+          x, decodes) if x.ndim else x, cache)
+      step_encoded, step_enc = jnp.repeat(encoded, decodes, 0), rows_enc
+    else:
+      cache = decoding.cache_map(
+          lambda x: decoding.flat_batch_beam_expand(x, decodes), cache)
+    logits, stepped = model.apply(
+        {**variables, 'cache': cache}, step_encoded, step_enc, tokens, tokens,
+        enable_dropout=False, decode=True, mutable=['cache'],
+        method=networks.EncoderDecoder.decode)
+    full = model.apply(variables, jnp.repeat(encoded, decodes, 0), rows_enc,
+                       tokens, tokens, enable_dropout=False,
+                       method=networks.EncoderDecoder.decode)
+    return logits, full, stepped['cache']
+
+  logits, full, cache = step_and_full(variables)
+  np.testing.assert_allclose(logits, full, atol=2e-5, rtol=2e-5)
+  cross = cache['decoder']['layers_0']['encoder_decoder_attention']
+  # One copy per example unless the caller copied it per row.
+  assert cross['cached_static_key'].shape[0] == (2 * decodes if expanded else 2)
+  assert bool(cross['static_kv_ready'])
 
 
 def test_packing_separates_examples_and_sparse_schemes_refuse_it():
