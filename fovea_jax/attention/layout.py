@@ -185,14 +185,14 @@ def make_layout(*, length, query_block, token_length, segment_specs, spans_of_bl
   return layout
 
 
-def _array_module(*arrays):
+def array_module(*arrays):
   """numpy for host-side plans (all inputs numpy), jax.numpy inside programs."""
   return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
 
 
 def relative_position_to_window(query_pos, lo, hi):
   """Signed distance from a query token to the nearest token of `[lo, hi]`."""
-  xp = _array_module(query_pos, lo, hi)
+  xp = array_module(query_pos, lo, hi)
   return xp.where(query_pos < lo, lo - query_pos,
                   xp.where(query_pos > hi, hi - query_pos, 0))
 

@@ -18,6 +18,7 @@ import numpy as np
 from fovea_jax.attention.common import MASKED
 from fovea_jax.attention.common import RelativePositionBias
 from fovea_jax.attention.layout import TreeLayout
+from fovea_jax.attention.layout import array_module
 from fovea_jax.attention.layout import relative_position_to_window
 from fovea_jax.attention.layout import static_entry_mask
 
@@ -182,7 +183,7 @@ def _entry_tables(span_start, span_len, windows, keys):
 def _pattern_codes(query_pos, lo, hi, valid, layout, max_distance):
   """Static score pattern: clipped distance code, or `2 * max_distance + 1` for
   masked (same rule in numpy on the host and in the program)."""
-  xp = _array_module(query_pos, lo, hi, valid)
+  xp = array_module(query_pos, lo, hi, valid)
   allowed = static_entry_mask(query_pos, lo, hi, layout) & valid
   distance = xp.clip(relative_position_to_window(query_pos, lo, hi),
                      -max_distance, max_distance) + max_distance

@@ -281,9 +281,16 @@ def hf_config_dict(config: Config,
       decoder_start_token_id=0)
   scheme = config.scheme
   if encoder_attention_type != 'dense':
+    longt5 = schemes.LongT5TransientGlobal()  # LongT5's own settings
+    # A sliding window's radius is its `window`; schemes LongT5 does not have
+    # (fovea, FMA, ...) export LongT5's settings with their weights.
+    radius = (scheme.window if isinstance(scheme, schemes.Local) and
+              scheme.window is not None
+              else getattr(scheme, 'local_radius', longt5.local_radius))
     result.update(encoder_attention_type=encoder_attention_type,
-                  local_radius=getattr(scheme, 'local_radius', 127),
-                  global_block_size=getattr(scheme, 'global_block_size', 16))
+                  local_radius=radius,
+                  global_block_size=getattr(scheme, 'global_block_size',
+                                            longt5.global_block_size))
   return result
 
 

@@ -10,6 +10,7 @@ layer. The formula is checked against `transformers`' LongT5 built on the meta
 device when transformers is installed.
 """
 import pathlib
+import re
 
 import gin
 import jax
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from fovea_jax import models
+from fovea_jax.layers import schemes
 from gin_models import GIN_DIR
 from gin_models import build_model
 
@@ -25,13 +27,14 @@ MODEL_FILES = sorted(
                                             'sizes')
     for p in (GIN_DIR / sub).glob('*.gin'))
 TINY_MODELS = ('sizes/tiny.gin', 'sizes/decoder_only_tiny.gin')
-# Each attention file and the scheme class it picks.
-ATTENTION_FILES = {
-    'attention/dense.gin': 'Dense', 'attention/fma.gin': 'Fma',
-    'attention/fovea.gin': 'Fovea', 'attention/h_transformer.gin': 'HTransformer1D',
-    'attention/longt5_local.gin': 'Local',
-    'attention/longt5_tglobal.gin': 'LongT5TransientGlobal',
-    'attention/masformer.gin': 'MASFormer'}
+
+
+def attention_class_of(path) -> str:
+  """The scheme class an attention gin file names (`@<module>.<Class>()`)."""
+  text = (GIN_DIR / path).read_text()
+  match = re.search(r'network\.Config\.attention = @\w+\.(\w+)\(\)', text)
+  assert match, f'{path} does not bind network.Config.attention'
+  return match.group(1)
 
 
 def abstract_params(model, enc_len=256, dec_len=32):
@@ -61,7 +64,8 @@ def test_gin_file_builds_its_model(path):
                if path == 'attention/masformer.gin' else [])
       model = build_model([size, path], extra)
       scheme = model.module.config.scheme
-      assert ATTENTION_FILES[path] == type(scheme).__name__
+      assert attention_class_of(path) == type(scheme).__name__
+      assert type(scheme) in schemes.BY_NAME.values()
       assert count(abstract_params(model)) > 0
     return
   model = build_model([path])

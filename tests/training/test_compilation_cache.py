@@ -2,7 +2,11 @@
 compilation cache the run files configure, and says so in its log."""
 import logging
 
-import gin_runs
+import pytest
+
+from . import gin_runs
+
+pytestmark = pytest.mark.slow  # trains
 
 HIT = 'Compilation cache hit'
 
