@@ -57,7 +57,8 @@ def test_lengths_the_attention_cannot_serve_fail_before_training(tmp_path):
   small_fma.write_text('\n'.join([
       'from __gin__ import dynamic_registration',
       'from fovea_jax.layers.schemes import fma',
-      'fma.Fma.max_length = 32', 'fma.Fma.fine_len = 16',
+      "fma.Fma.downsample = 'grouped_conv'", 'fma.Fma.max_length = 32',
+      'fma.Fma.fine_len = 16',
       'fma.Fma.rank = 4']))
   with pytest.raises(ValueError, match=r"(?s)TASK_FEATURE_LENGTHS=.*'inputs': 64.*"
                      r'cannot be served.*max_length=32.*raise fma.Fma.max_length.*'
