@@ -25,7 +25,7 @@ venv: $(STAMP)
 # pytest.ini) is:
 #   .venv/bin/python -m pytest -q -m "not slow" tests
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=30 tests
 
 quickstart: $(STAMP)
 	$(BIN)/python -m fovea_jax.quickstart
