@@ -48,7 +48,7 @@ from fovea_jax.layers import schemes as schemes_lib  # noqa: E402
 from benchmark_attention import (compiled_peak_bytes, finish_plot,  # noqa: E402
                                  write_outputs)
 from benchmark_model import (BYTE_VOCAB, DIMENSIONS, HF_TYPES,  # noqa: E402
-                             HfProcess, hf_model, _rss_bytes, xla_threads)
+                             HfProcess, hf_model, serve, xla_threads)
 
 # Never produced: the logits cover ids 0..BYTE_VOCAB-1.
 NO_EOS = BYTE_VOCAB
@@ -136,26 +136,7 @@ def hf_generate_fn(attention_type, n, new_tokens, beams, threads):
 def hf_worker(attention_type, n, new_tokens, beams, threads):
   """Serves Hugging Face `generate` calls on stdin/stdout (as benchmark_model's
   worker serves training steps)."""
-  import threading
-  generate = hf_generate_fn(attention_type, n, new_tokens, beams, threads)
-  base, peak, done = _rss_bytes(), [0], threading.Event()
-
-  def sample():
-    while not done.is_set():
-      peak[0] = max(peak[0], _rss_bytes())
-      time.sleep(0.001)
-  sampler = threading.Thread(target=sample)
-  sampler.start()
-  generate()
-  done.set()
-  sampler.join()
-  print(f'ready {max(peak[0] - base, 0)}', flush=True)
-  for line in sys.stdin:
-    if line.strip() != 'step':
-      break
-    start = time.perf_counter()
-    generate()
-    print(f'{time.perf_counter() - start}', flush=True)
+  serve(hf_generate_fn(attention_type, n, new_tokens, beams, threads))
 
 
 class HfGenerate(HfProcess):

@@ -236,8 +236,13 @@ def hf_worker(attention_type, n, targets, threads):
   of resident memory (sampled every millisecond); then every 'step' line on stdin
   runs one step and answers its seconds.
   """
+  serve(hf_step_fn(attention_type, n, targets, threads))
+
+
+def serve(step):
+  """The worker protocol: warm-up call, 'ready <peak rise of resident memory>',
+  then one timed call per 'step' line on stdin."""
   import threading
-  step = hf_step_fn(attention_type, n, targets, threads)
   base, peak, done = _rss_bytes(), [0], threading.Event()
 
   def sample():
