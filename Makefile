@@ -36,13 +36,14 @@ benchmark: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-# The CPU-scale study (experiments/README.md): results into experiments/results/.
+# The CPU-scale studies (experiments/README.md): results into experiments/results/.
 experiments: $(STAMP)
+	$(BIN)/python -m experiments.run_study --config=experiments/diagnostic_study.py --fresh
 	$(BIN)/python -m experiments.run_study --config=experiments/lm_study.py --fresh
-	$(BIN)/python -m experiments.run_study --config=experiments/summarization_study.py --fresh
 
-# A few steps per row of both studies (also run by `make test`, in
+# A few steps per row of every study (also run by `make test`, in
 # tests/experiments/test_quick_study.py); results into runs/experiments_quick/.
 experiments-quick: $(STAMP)
+	$(BIN)/python -m experiments.run_study --config=experiments/diagnostic_study.py:quick --output_dir=runs/experiments_quick --fresh
 	$(BIN)/python -m experiments.run_study --config=experiments/lm_study.py:quick --output_dir=runs/experiments_quick --fresh
 	$(BIN)/python -m experiments.run_study --config=experiments/summarization_study.py:quick --output_dir=runs/experiments_quick --fresh

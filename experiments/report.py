@@ -2,7 +2,9 @@
 
 `write(config, results, output_dir, context)` writes `<study>.json` (every row's
 full result, the config and where it ran), `<study>.md` (the table) and plots:
-validation loss by token position (LM) and the main metric per row.
+validation loss by token position (LM) and the main metric per row; the
+diagnostic study's tables and accuracy-by-distance plot come from
+`diagnostic_report`.
 """
 import json
 import math
@@ -13,6 +15,12 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
+
+from experiments import diagnostic_report  # noqa: E402
+
+# What `main_metric` is, per study.
+METRIC_NAMES = {'lm': 'val bits/byte', 'summarization': 'val nats/token',
+                'diagnostic': 'mean answer accuracy'}
 
 
 def _task_metrics(result) -> dict:
@@ -27,6 +35,8 @@ def bits_per_byte(result) -> float:
 def main_metric(config, result) -> float:
   if config.study == 'lm':
     return bits_per_byte(result)
+  if config.study == 'diagnostic':
+    return diagnostic_report.mean_accuracy(result)
   return result['evaluation']['nll_per_token']
 
 
@@ -57,6 +67,9 @@ def markdown(config, results, context) -> str:
       f'{config.eval_examples} examples.', '',
       f'Step times: {context}', '',
   ]
+  if config.study == 'diagnostic':
+    return '\n'.join(lines + diagnostic_report.markdown_lines(
+        config, results)) + '\n'
   bins = [b['bin'] for b in results[0]['evaluation']['position_loss']]
   if config.study == 'lm':
     header = (['row', 'seed', 'val bits/byte', 'step s', 'attended fraction'] +
@@ -128,12 +141,18 @@ def write(config, results, output_dir: str, context: str) -> list:
   if config.mode != 'full':
     stem += f'_{config.mode}'
   with open(stem + '.json', 'w') as f:
-    json.dump({'config': config.to_dict(), 'context': context,
-               'seed_noise': seed_noise(config, results), 'rows': results},
-              f, indent=2, default=list)
+    record = {'config': config.to_dict(), 'context': context,
+              'seed_noise': seed_noise(config, results), 'rows': results}
+    if config.study == 'diagnostic':
+      record['summary'] = diagnostic_report.summary(config, results)
+    json.dump(record, f, indent=2, default=list)
   with open(stem + '.md', 'w') as f:
     f.write(markdown(config, results, context))
   plot_position_loss(config, results, stem + '_position_loss.png')
+  if config.study == 'diagnostic':
+    diagnostic_report.plot(config, results, stem + '_accuracy.png')
+    return [stem + ext for ext in ('.json', '.md', '_position_loss.png',
+                                   '_accuracy.png')]
   plot_metric(config, results, stem + '_metric.png')
   return [stem + ext for ext in ('.json', '.md', '_position_loss.png',
                                  '_metric.png')]

@@ -7,11 +7,14 @@
 Rows run in order (a warm-started row after the row it starts from); rows
 already finished in --work_dir are reused unless --fresh. With
 `config.isolate_rows` each row runs in its own process (`--only_row`), so one
-row's compiled programs and memory never weigh on the next.
+row's compiled programs and memory never weigh on the next; with
+`config.parallel_rows = P`, P such processes run at once, each held to its own
+CPU core. A progress line per finished row estimates the time left.
 """
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -84,43 +87,100 @@ def main(argv):
   if _FRESH.value and os.path.exists(work_dir):
     shutil.rmtree(work_dir)
   os.makedirs(work_dir, exist_ok=True)
-  results, started = [], time.time()
-  for i, row in enumerate(config.rows, 1):
-    row_start = time.time()
-    finished = os.path.exists(os.path.join(study.row_dir(work_dir, row),
-                                           study.ROW_RESULT))
-    if not finished and os.path.exists(study.row_dir(work_dir, row)):
+  parallel = int(config.get('parallel_rows', 1))
+  results = _run_rows(config, work_dir, study, report, parallel)
+  paths = report.write(config, results, _OUTPUT_DIR.value, _context())
+  print(f'[{config.study}] done; wrote ' + ', '.join(paths), flush=True)
+
+
+def _finished(study, work_dir, row) -> bool:
+  return os.path.exists(os.path.join(study.row_dir(work_dir, row),
+                                     study.ROW_RESULT))
+
+
+def _start_row(study, work_dir, row, cpu):
+  """Starts `row` in its own process (on CPU `cpu` when given)."""
+  log = os.path.join(work_dir, f'{row["name"]}.log')
+  with open(log, 'w') as f:
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'experiments.run_study', _config_arg(sys.argv),
+         f'--work_dir={work_dir}', f'--only_row={row["name"]}'],
+        stdout=f, stderr=subprocess.STDOUT, cwd=study.REPO_ROOT,
+        preexec_fn=None if cpu is None else
+        (lambda: os.sched_setaffinity(0, {cpu})))
+  return process, log
+
+
+def _check_exit(row, process, log):
+  if process.returncode:
+    with open(log) as f:
+      tail = f.read()[-3000:]
+    raise RuntimeError(f'Row {row["name"]} failed (exit {process.returncode}); '
+                       f'log {log}:\n{tail}')
+
+
+def _run_rows(config, work_dir, study, report, parallel: int) -> list:
+  """Every row's result, in config order: reused, run here, or run in
+  `parallel` processes at once (each on its own CPU core)."""
+  rows = list(config.rows)
+  if parallel > 1 and any(r['init_from'] for r in rows):
+    raise ValueError('parallel_rows > 1 needs rows that do not warm-start '
+                     'from each other (init_from).')
+  for row in rows:
+    if not _finished(study, work_dir, row) and os.path.exists(
+        study.row_dir(work_dir, row)):
       # A row stopped part-way restarts from scratch, so that its step time
       # and its steps are those of one uninterrupted run.
       shutil.rmtree(study.row_dir(work_dir, row))
-    if finished:
-      result = study.load_row_result(work_dir, row)
-    elif config.isolate_rows:
-      log = os.path.join(work_dir, f'{row["name"]}.log')
-      with open(log, 'w') as f:
-        done = subprocess.run(
-            [sys.executable, '-m', 'experiments.run_study',
-             _config_arg(sys.argv), f'--work_dir={work_dir}',
-             f'--only_row={row["name"]}'],
-            stdout=f, stderr=subprocess.STDOUT, cwd=study.REPO_ROOT, check=False)
-      if done.returncode:
-        with open(log) as f:
-          tail = f.read()[-3000:]
-        raise RuntimeError(f'Row {row["name"]} failed (exit {done.returncode}); '
-                           f'log {log}:\n{tail}')
-      result = study.load_row_result(work_dir, row)
-    else:
-      result = study.run_row(config, row, work_dir)
-    results.append(result)
-    print(f'[{config.study} {i}/{len(config.rows)}] {row["name"]}: '
+  started = time.time()
+  results, times = {}, []
+  pending = [r for r in rows if not _finished(study, work_dir, r)]
+  for row in rows:
+    if _finished(study, work_dir, row):
+      results[row['name']] = study.load_row_result(work_dir, row)
+
+  def report_row(row, seconds):
+    times.append(seconds)
+    done = len(results)
+    left = len(rows) - done
+    estimate = statistics.fmean(times) * left / max(1, parallel)
+    result = results[row['name']]
+    print(f'[{config.study} {done}/{len(rows)}] {row["name"]}: '
           f'{report.main_metric(config, result):.4f} '
-          f'({"bits/byte" if config.study == "lm" else "val nats/token"}), '
-          f'{result["step_seconds"]:.2f} s/step, '
-          f'{time.time() - row_start:.0f} s; {time.time() - started:.0f} s total',
+          f'({report.METRIC_NAMES[config.study]}), '
+          f'{result["step_seconds"]:.2f} s/step, {seconds:.0f} s; '
+          f'{time.time() - started:.0f} s total, about {estimate:.0f} s left',
           flush=True)
-  paths = report.write(config, results, _OUTPUT_DIR.value, _context())
-  print(f'[{config.study}] done in {time.time() - started:.0f} s; wrote '
-        + ', '.join(paths), flush=True)
+
+  if parallel > 1:
+    cpus = sorted(os.sched_getaffinity(0))
+    running = {}  # cpu -> (row, process, log, start)
+    while pending or running:
+      for cpu in cpus[:parallel]:
+        if cpu not in running and pending:
+          row = pending.pop(0)
+          running[cpu] = (row, *_start_row(study, work_dir, row, cpu),
+                          time.time())
+      time.sleep(1.0)
+      for cpu, (row, process, log, start) in list(running.items()):
+        if process.poll() is None:
+          continue
+        del running[cpu]
+        _check_exit(row, process, log)
+        results[row['name']] = study.load_row_result(work_dir, row)
+        report_row(row, time.time() - start)
+  else:
+    for row in pending:
+      start = time.time()
+      if config.isolate_rows:
+        process, log = _start_row(study, work_dir, row, None)
+        process.wait()
+        _check_exit(row, process, log)
+        results[row['name']] = study.load_row_result(work_dir, row)
+      else:
+        results[row['name']] = study.run_row(config, row, work_dir)
+      report_row(row, time.time() - start)
+  return [results[r['name']] for r in rows]
 
 
 if __name__ == '__main__':

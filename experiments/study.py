@@ -124,6 +124,8 @@ def eval_args(config, row, work_dir: str):
       f'BATCH_SIZE = {config.eval_batch_size}',
       f'evaluate_by_position.evaluate_by_position.num_examples = {config.eval_examples}',
       f'evaluate_by_position.evaluate_by_position.bins = {tuple(config.position_bins)!r}',
+      'evaluate_by_position.evaluate_by_position.repeat_bins = '
+      f'{tuple(config.repeat_bins)!r}',
       *config.model_bindings, *row['bindings'],
   ]
   return files, bindings

@@ -2,7 +2,8 @@
 
 A study config (`experiments/<study>.py`, `get_config(arg)`) is a ConfigDict
 with the task and model, the run sizes (`train_steps`, `batch_size`,
-`feature_lengths`, `eval_examples`, `position_bins`) and `rows`: one dict per
+`feature_lengths`, `eval_examples`, `position_bins`, `repeat_bins`,
+`parallel_rows`) and `rows`: one dict per
 run, `{name, attention (gin file), bindings, seed, label (rows with one label
 are seeds of one setting), init_from (a row to warm-start from), extra_steps}`.
 """
@@ -40,4 +41,9 @@ def base_config(study: str, mode: str, *, task: str, causal: bool,
   c.model_bindings = []
   # Rows run in the runner's process; True gives each its own process.
   c.isolate_rows = False
+  # Rows run at once, each in its own process on its own CPU core (rows must
+  # not warm-start from each other).
+  c.parallel_rows = 1
+  # Loss of repeated text by the distance of the repetition (evaluate_by_position).
+  c.repeat_bins = (0, 32, 128, 512, 4096)
   return c

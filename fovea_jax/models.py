@@ -166,6 +166,10 @@ class BaseTransformerModel:
     decoder['target_tokens'] = (targets,)
     decoder['loss_weights'] = (weights,)
     decoder['token_scores'] = (token_scores,)
+    # 1 where the target is the most likely token: a teacher-forced answer is
+    # what greedy decoding would produce when all its tokens are top-1.
+    decoder['token_top1'] = (
+        (jnp.argmax(logits, axis=-1) == targets).astype(jnp.int32),)
     return sequence_scores, intermediates
 
   def predict_batch(self, params: PyTree, batch: Batch,

@@ -2,11 +2,13 @@
 
 The model side stays simple: `predict_batch(batch) -> [B, L] token ids` (greedy,
 beam or sampled; decoding stops at EOS) and `score_batch(batch) -> [B, L]
-per-token log-likelihoods of `decoder_target_tokens`. This file batches seqio's
-enumerated eval examples (padding the last batch to a full one so a jitted
-function sees one shape), restores the example order, turns token scores into
-the `(sum, count)` rows `metrics.py` expects, and writes results as JSON lines
-(seqio's JSONLogger, with the predictions) and TensorBoard scalars.
+per-token log-likelihoods of `decoder_target_tokens`, or a dict of those
+(`'log_likelihood'`) and `'top1'` ([B, L], 1 where the target token is the
+model's most likely one). This file batches seqio's enumerated eval examples
+(padding the last batch to a full one so a jitted function sees one shape),
+restores the example order, turns token scores into the `{'sum', 'count'[,
+'top1']}` rows `metrics.py` expects, and writes results as JSON lines (seqio's
+JSONLogger, with the predictions) and TensorBoard scalars.
 """
 import dataclasses
 import os
@@ -65,13 +67,19 @@ def predict_fn_from_batch_predictor(predict_batch: PredictBatchFn,
 
 
 def score_fn_from_batch_scorer(score_batch: ScoreBatchFn, batch_size: int):
-  """A seqio score_fn giving each example (sum log-likelihood, token count)."""
+  """A seqio score_fn giving each example `{'sum': log-likelihood, 'count':
+  scored tokens}` and, when `score_batch` reports it, `'top1'` per position."""
 
   def score_fn(dataset, model_feature_shapes=None):
     del model_feature_shapes
     results = []
     for indices, batch, num_real in padded_batches(dataset, batch_size):
-      token_scores = np.asarray(score_batch(batch), dtype=np.float64)
+      scored = score_batch(batch)
+      top1 = None
+      if isinstance(scored, dict):
+        top1 = np.asarray(scored['top1'], np.int8)
+        scored = scored['log_likelihood']
+      token_scores = np.asarray(scored, dtype=np.float64)
       targets = batch['decoder_target_tokens']
       if token_scores.shape != targets.shape:
         raise ValueError(
@@ -80,8 +88,11 @@ def score_fn_from_batch_scorer(score_batch: ScoreBatchFn, batch_size: int):
       weights = batch.get('decoder_loss_weights', targets > 0).astype(np.float64)
       sums = (token_scores * weights).sum(axis=-1)
       counts = weights.sum(axis=-1)
-      results.extend((int(i), (float(s), float(c))) for i, s, c in
-                     zip(indices, sums[:num_real], counts[:num_real]))
+      for row in range(num_real):
+        result = {'sum': float(sums[row]), 'count': float(counts[row])}
+        if top1 is not None:
+          result['top1'] = top1[row].tolist()
+        results.append((int(indices[row]), result))
     return results
 
   return score_fn

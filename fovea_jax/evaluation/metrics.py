@@ -1,4 +1,4 @@
-"""seqio metric functions: ROUGE for summaries, perplexity and bits per byte.
+"""seqio metric functions: ROUGE, perplexity and bits per byte, answer accuracy.
 
 seqio ships no ROUGE and the `t5` package pulls in far too much, so ROUGE comes
 from `rouge_score` directly, scored the way T5 reports it: Porter stemming,
@@ -9,6 +9,9 @@ nats, number of scored target tokens)`; `evaluator.py` builds these rows from a
 model's per-token log-likelihoods. The token count is what turns a sum into
 perplexity: given bare per-example sums (what T5X's evaluator passes), the
 count is taken from the target text re-encoded with the task's vocabulary.
+`evaluator.py` rows are dicts, `{'sum', 'count'}` and, where the model reported
+it, `'top1'`: per target position, 1 where the target token is the model's
+most likely token (what `answer_accuracy` reads).
 """
 import math
 from typing import Callable, Dict, List, Sequence
@@ -53,8 +56,14 @@ def rouge(targets: Sequence[str], predictions: Sequence[str],
   return {name: float(result[name].mid.fmeasure * 100) for name in ROUGE_TYPES}
 
 
+def _is_row_dicts(scores) -> bool:
+  return len(scores) > 0 and all(isinstance(s, dict) for s in scores)
+
+
 def _log_likelihoods_and_counts(scores, targets,
                                 vocabulary: seqio.Vocabulary) -> np.ndarray:
+  if _is_row_dicts(scores):
+    scores = [(s['sum'], s['count']) for s in scores]
   scores = np.asarray(scores, dtype=np.float64)
   if scores.ndim == 1 and len(scores) == len(targets):
     # T5X: one summed log-likelihood per example, over all its target tokens.
@@ -100,3 +109,61 @@ def language_model_metrics(
     }
 
   return [perplexity_and_bits_per_byte]
+
+
+# Answer distances are binned by powers of two: [0, 16), [16, 32), [32, 64) ...
+DISTANCE_BIN_EDGES = (0,) + tuple(2**k for k in range(4, 21))
+
+
+def distance_bin(distance: int) -> str:
+  """The name of the power-of-two bin `distance` falls in, e.g. '32-64'."""
+  edges = DISTANCE_BIN_EDGES
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    if lo <= distance < hi:
+      return f'{lo}-{hi}'
+  raise ValueError(f'distance {distance} is beyond {edges[-1]}.')
+
+
+def answer_accuracy(targets: Sequence[dict], scores) -> Dict[str, float]:
+  """Teacher-forced answer accuracy, overall, per distance bin and per group.
+
+  `targets`: per example `{'start', 'end', 'distance', 'group'}` lists, one
+  entry per answer (the diagnostic tasks' postprocessed targets); `scores`:
+  the evaluator's rows with `'top1'`. An answer is right when every token in
+  `[start, end)` is the model's most likely token there. Returns `accuracy`,
+  `answers`, and `accuracy_d<lo>-<hi>` / `answers_d<lo>-<hi>` per distance bin
+  and `accuracy_g<group>` / `answers_g<group>` per group (keys only for bins
+  and groups that occur).
+  """
+  if len(targets) != len(scores):
+    raise ValueError(f'answer_accuracy got {len(targets)} targets but '
+                     f'{len(scores)} score rows; they must pair up.')
+  if not _is_row_dicts(scores) or any('top1' not in s for s in scores):
+    raise ValueError(
+        'answer_accuracy needs per-token top-1 flags in each score row (the '
+        "rows fovea_jax.eval's evaluator builds); per-example sums, as T5X's "
+        'evaluator passes, cannot tell whether an answer was right.')
+  right: Dict[str, list] = {}
+  for target, row in zip(targets, scores):
+    top1 = np.asarray(row['top1'])
+    for start, end, distance, group in zip(target['start'], target['end'],
+                                           target['distance'], target['group']):
+      correct = float(np.all(top1[start:end] == 1))
+      for key in ('', f'_d{distance_bin(distance)}', f'_g{group:g}'):
+        right.setdefault(key, []).append(correct)
+  if not right:
+    raise ValueError('answer_accuracy got no answers to score.')
+  out = {}
+  for key, values in sorted(right.items(), key=lambda kv: _bin_order(kv[0])):
+    out[f'accuracy{key}'] = float(np.mean(values))
+    out[f'answers{key}'] = float(len(values))
+  return out
+
+
+def _bin_order(key: str):
+  # Overall first, then distance bins by their lower edge, then groups.
+  if not key:
+    return (0, 0.0)
+  if key.startswith('_d'):
+    return (1, float(key[2:].split('-')[0]))
+  return (2, float(key[2:]))

@@ -22,19 +22,22 @@ from fovea_jax.training import model_inputs
 
 
 def jitted_model_fns(model: Any, partitioner: Any, params: Any):
-  """(predict_batch(batch) -> tokens, score_tokens(batch) -> [B, L] log-probs)
-  on host numpy batches, compiled once per shape."""
+  """(predict_batch(batch) -> tokens, score_tokens(batch) -> {'log_likelihood':
+  [B, L] log-probs, 'top1': [B, L]}) on host numpy batches, compiled once per
+  shape."""
   predict = partitioner.partition(lambda p, b: model.predict_batch(p, b))
 
   def token_scores(p, b):
     _, intermediates = model.score_batch(p, b, return_intermediates=True)
-    return intermediates['decoder']['token_scores'][0]
+    decoder = intermediates['decoder']
+    return {'log_likelihood': decoder['token_scores'][0],
+            'top1': decoder['token_top1'][0]}
 
   score = partitioner.partition(token_scores)
 
   def run(fn, batch):
     out = fn(params, partitioner.shard_batch(batch, replicate_indivisible=True))
-    return np.asarray(jax.device_get(out))
+    return jax.tree.map(np.asarray, jax.device_get(out))
 
   return (lambda batch: run(predict, batch)), (lambda batch: run(score, batch))
 

@@ -3,9 +3,13 @@
 Summarization: `multi_news`, `pubmed`, `arxiv` (TFDS), `wcep10` (JSONL files),
 `stdlib_summarization` (offline, byte level). Language modelling: `pg19`
 (TFDS), `enwik8` (a local file, byte level), `stdlib_lm` (offline, byte level).
+Long-range diagnostics (generated, byte level, decoder-only):
+`diagnostic_associative_recall`, `diagnostic_fact_retrieval`,
+`diagnostic_frequent_symbol` and `diagnostic_mixture` (diagnostic_tasks.py).
 Locations of data and SentencePiece models: see `paths.py`; the file formats
 each task reads and the `DataError`s bad data gets: docs/data.md.
 """
+from fovea_jax.tasks import diagnostic_tasks
 from fovea_jax.tasks import file_tasks
 from fovea_jax.tasks import stdlib_tasks
 from fovea_jax.tasks import tfds_tasks

@@ -1,4 +1,4 @@
-"""`make experiments-quick` inside the test suite: both studies, a few steps a row.
+"""`make experiments-quick` inside the test suite: every study, a few steps a row.
 
 Runs the same command lines as the Makefile target (a subprocess each) into a
 temporary directory and checks what a full study's report is built from: every
@@ -14,6 +14,9 @@ import sys
 
 import pytest
 
+from fovea_jax.tasks import diagnostic_tasks
+
+from experiments import diagnostic_study
 from experiments import lm_study
 from experiments import summarization_study
 
@@ -39,8 +42,9 @@ def _run_quick(config_file, tmp_path):
   return done.stdout, out, work
 
 
-@pytest.mark.parametrize('module', [lm_study, summarization_study],
-                         ids=['lm', 'summarization'])
+@pytest.mark.parametrize('module',
+                         [diagnostic_study, lm_study, summarization_study],
+                         ids=['diagnostic', 'lm', 'summarization'])
 def test_quick_study_runs_every_row(module, tmp_path):
   config = module.get_config('quick')
   stdout, out, work = _run_quick(f'{module.__name__.split(".")[-1]}.py',
@@ -49,7 +53,8 @@ def test_quick_study_runs_every_row(module, tmp_path):
   for i, row in enumerate(config.rows, 1):
     assert f'[{config.study} {i}/{len(config.rows)}] {row["name"]}:' in stdout
   stem = out / f'{config.study}_study_quick'
-  for suffix in ('.md', '_position_loss.png', '_metric.png'):
+  plots = ('_accuracy.png' if config.study == 'diagnostic' else '_metric.png',)
+  for suffix in ('.md', '_position_loss.png') + plots:
     assert (stem.parent / (stem.name + suffix)).stat().st_size > 0
   results = json.loads((stem.parent / (stem.name + '.json')).read_text())
   assert [r['name'] for r in results['rows']] == [r['name'] for r in config.rows]
@@ -60,8 +65,14 @@ def test_quick_study_runs_every_row(module, tmp_path):
     assert len(evaluation['position_loss']) == len(config.position_bins) - 1
     assert 0 < r['attended_fraction'] <= 1
     assert r['step_seconds'] > 0
+    assert len(evaluation['repeat_loss']) == len(config.repeat_bins)
     metrics = next(iter(evaluation['metrics'].values()))
-    if config.study == 'lm':
+    if config.study == 'diagnostic':
+      assert set(evaluation['metrics']) == set(diagnostic_tasks.TASKS)
+      for task_metrics in evaluation['metrics'].values():
+        assert 0 <= task_metrics['accuracy'] <= 1
+        assert task_metrics['answers'] > 0
+    elif config.study == 'lm':
       # The eval's bits per byte and the position bins come from the same
       # token scores.
       assert metrics['bits_per_byte'] == pytest.approx(
