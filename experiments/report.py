@@ -92,6 +92,18 @@ def markdown(config, results, context) -> str:
                _fmt(m.get('rouge2'), 2), _fmt(m.get('rougeL'), 2),
                _fmt(r['step_seconds'], 2), fraction]
     lines.append('| ' + ' | '.join(cells) + ' |')
+  if config.study == 'lm' and 'repeat_loss' in results[0]['evaluation']:
+    ngram = results[0]['evaluation']['repeat_ngram']
+    names = [b['bin'] for b in results[0]['evaluation']['repeat_loss']]
+    lines += ['', f'Bits per byte of tokens whose preceding {ngram} bytes '
+              'occurred before, by how far back (d in (lo, hi]; "new": no '
+              'earlier occurrence); token counts in parentheses:', '',
+              '| row | ' + ' | '.join(f'd {n}' for n in names) + ' |',
+              '|---|' + '---:|' * len(names)]
+    for r in results:
+      lines.append(f'| {r["name"]} | ' + ' | '.join(
+          f'{_fmt(b["bits"])} ({b["tokens"]})'
+          for b in r['evaluation']['repeat_loss']) + ' |')
   noise = seed_noise(config, results)
   if noise:
     lines += ['', 'Seed noise (max - min of the main metric over seeds):']

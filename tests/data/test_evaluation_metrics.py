@@ -58,7 +58,7 @@ def test_perplexity_of_a_known_distribution():
   log_probs = np.log([[0.5, 0.25, 0.3], [0.25, 0.9, 0.9]])
   targets = np.array([[7, 8, 0], [9, 0, 0]], np.int32)
   rows = _score_rows(log_probs, targets)
-  assert rows[0] == pytest.approx((math.log(0.125), 2))
+  assert rows[0] == pytest.approx({'sum': math.log(0.125), 'count': 2})
   (byte_metrics,) = metrics.language_model_metrics(seqio.ByteVocabulary())
   result = byte_metrics(['ab', 'c'], rows)
   assert result['perplexity'] == pytest.approx(2 ** (5 / 3))
