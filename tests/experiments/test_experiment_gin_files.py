@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import diagnostic_study
 from experiments import lm_study
 from experiments import summarization_study
 from fovea_jax.runs import entry_points
@@ -39,11 +40,19 @@ def paper_run_files():
                 not p.name.startswith('data_') and p.name != 'recipe.gin')
 
 
+STUDIES = (diagnostic_study, lm_study, summarization_study)
+
+
 def study_rows():
-  rows = []
-  for module in (lm_study, summarization_study):
+  """One row per (study, attention file, bindings): seeds build one model."""
+  rows, seen = [], set()
+  for module in STUDIES:
     config = module.get_config('full')
     for row in config.rows:
+      key = (config.study, row['attention'], tuple(row['bindings']))
+      if key in seen:
+        continue
+      seen.add(key)
       rows.append(pytest.param(config, row,
                                id=f'{config.study}-{row["name"]}'))
   return rows
@@ -139,7 +148,7 @@ def test_every_experiments_gin_file_is_covered():
     for line in path.read_text().splitlines():
       if line.startswith("include 'experiments/"):
         covered.add(str(REPO / line.split("'")[1]))
-  for module in (lm_study, summarization_study):
+  for module in STUDIES:
     config = module.get_config('full')
     covered.add(str(REPO / config.model_gin))
     covered.update(str(REPO / r['attention']) for r in config.rows)
