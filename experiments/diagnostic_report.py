@@ -26,6 +26,11 @@ def _task_short(task: str) -> str:
   return task[len(diagnostic_tasks.PREFIX):]
 
 
+def _lower_edge(distance_bin: str) -> int:
+  """'32-64' -> 32."""
+  return int(distance_bin.split('-')[0])
+
+
 def _bins(metrics: dict) -> List[str]:
   return [k[len('accuracy_d'):] for k in metrics if k.startswith('accuracy_d')]
 
@@ -34,7 +39,7 @@ def _beyond(metrics: dict, scale: int) -> float:
   """Accuracy over the answers at distances >= scale."""
   right = total = 0.0
   for b in _bins(metrics):
-    if int(b.split('-')[0]) >= scale:
+    if _lower_edge(b) >= scale:
       n = metrics[f'answers_d{b}']
       right += metrics[f'accuracy_d{b}'] * n
       total += n
@@ -72,7 +77,7 @@ def summary(config, results) -> dict:
     for label, rows in labels.items():
       metrics = [r['evaluation']['metrics'][task] for r in rows]
       bins = sorted({b for m in metrics for b in _bins(m)},
-                    key=lambda b: int(b.split('-')[0]))
+                    key=_lower_edge)
       table[task][label] = {
           'bins': {b: _stats([m.get(f'accuracy_d{b}', float('nan'))
                               for m in metrics]) for b in bins},
@@ -108,7 +113,6 @@ def _cell(stat) -> str:
 
 def markdown_lines(config, results) -> List[str]:
   s = summary(config, results)
-  labels = list(_by_label(results))
   per_label = _by_label(results)
   lines = [
       'Cells: answer accuracy, mean over seeds ± half the seed spread (max - '
@@ -118,13 +122,13 @@ def markdown_lines(config, results) -> List[str]:
       + '.', '']
   for task, by_label in s['table'].items():
     bins = sorted({b for v in by_label.values() for b in v['bins']},
-                  key=lambda b: int(b.split('-')[0]))
+                  key=_lower_edge)
     header = (['scheme', 'seeds', 'all', f'beyond {config.local_scale}'] +
               [f'd {b}' for b in bins] + ['attended fraction', 'step s'])
     lines += [f'### {_task_short(task)}', '',
               '| ' + ' | '.join(header) + ' |',
               '|' + '|'.join(['---'] + ['---:'] * (len(header) - 1)) + '|']
-    for label in labels:
+    for label in per_label:
       v = by_label[label]
       rows = per_label[label]
       cells = [label, str(v['seeds']), _cell(v['overall']), _cell(v['beyond'])]
@@ -156,7 +160,7 @@ def plot(config, results, path: str) -> None:
   for ax, task in zip(axes[0], tasks):
     for label, v in s['table'][task].items():
       bins = list(v['bins'])
-      xs = [math.sqrt(max(1, int(b.split('-')[0])) * int(b.split('-')[1]))
+      xs = [math.sqrt(max(1, _lower_edge(b)) * int(b.split('-')[1]))
             for b in bins]
       means = [v['bins'][b][0] for b in bins]
       spreads = [v['bins'][b][1] / 2 for b in bins]

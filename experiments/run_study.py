@@ -75,9 +75,7 @@ def main(argv):
     study.run_row(config, rows[_ONLY_ROW.value], work_dir)
     return
   if _REPORT_ONLY.value:
-    done = [r for r in config.rows
-            if os.path.exists(os.path.join(study.row_dir(work_dir, r),
-                                           study.ROW_RESULT))]
+    done = [r for r in config.rows if _finished(study, work_dir, r)]
     missing = [r['name'] for r in config.rows if r not in done]
     context = _context() + (f' Rows not finished: {missing}.' if missing else '')
     paths = report.write(config, [study.load_row_result(work_dir, r)
