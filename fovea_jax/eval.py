@@ -6,7 +6,7 @@ from fovea_jax.runs import entry_points
 
 
 def main():
-  entry_points.main('evaluate')
+  entry_points.main('evaluate', program='fovea_jax.eval')
 
 
 if __name__ == '__main__':

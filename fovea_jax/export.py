@@ -6,7 +6,7 @@ from fovea_jax.runs import entry_points
 
 
 def main():
-  entry_points.main('export')
+  entry_points.main('export', program='fovea_jax.export')
 
 
 if __name__ == '__main__':

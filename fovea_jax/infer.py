@@ -6,7 +6,7 @@ from fovea_jax.runs import entry_points
 
 
 def main():
-  entry_points.main('infer')
+  entry_points.main('infer', program='fovea_jax.infer')
 
 
 if __name__ == '__main__':

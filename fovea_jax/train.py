@@ -8,7 +8,7 @@ from fovea_jax.runs import entry_points
 
 
 def main():
-  entry_points.main('train')
+  entry_points.main('train', program='fovea_jax.train')
 
 
 if __name__ == '__main__':

@@ -48,24 +48,51 @@ def run_configured(name: str, gin_files, gin_bindings=(), search_paths=()):
   return functions[name]()
 
 
-def main(name: str) -> None:
+def user_errors() -> tuple:
+  """The errors a run reports as one line instead of a traceback: each names
+  the input that is wrong and the fix."""
+  # pylint: disable=g-import-not-at-top
+  from fovea_jax.data.errors import DataError
+  from fovea_jax.training.checkpoints import CheckpointError
+  from fovea_jax.training.fingerprint import ModelMismatchError
+  from fovea_jax.training.train_loop import DivergenceError
+  return DataError, CheckpointError, ModelMismatchError, DivergenceError
+
+
+def _error_kind(error: Exception) -> str:
+  kinds = dict(zip(user_errors(), ('data error', 'checkpoint error',
+                                   'model mismatch', 'training diverged')))
+  return next(kind for cls, kind in kinds.items() if isinstance(error, cls))
+
+
+def _message(error: Exception) -> str:
+  # gin appends "In call to configurable ..." lines to the exception it passes
+  # through; the program's name already says which function ran.
+  message = getattr(error, 'message', None) or str(error)
+  return '\n'.join(line for line in message.splitlines()
+                   if not line.strip().startswith('In call to configurable'))
+
+
+def main(name: str, program: str) -> None:
+  """Runs configurable `name` for the command-line program `program`
+  (`fovea_jax.eval`), which prefixes its one-line error messages."""
   distributed.initialize_from_env()
   from fovea_jax.runs import gin_utils  # pylint: disable=g-import-not-at-top
   functions = _register_configurables()
 
   def run():
     show_own_info_logs()
-    from fovea_jax.data.errors import DataError  # pylint: disable=g-import-not-at-top
     compilation_cache.configure()
     try:
       result = functions[name]()
-    except DataError as e:
-      # Bad data is fixed by changing the data, and the message says how; a
-      # traceback through gin and tf.data would only bury it.
-      raise SystemExit(f'fovea_jax.{name}: data error: {e.message}') from None
+    except user_errors() as e:
+      # Each of these is fixed by changing the input (data, checkpoint, model
+      # settings, learning rate), and its message says how; a traceback
+      # through gin, orbax or tf.data would only bury it.
+      raise SystemExit(f'{program}: {_error_kind(e)}: {_message(e)}') from None
     if name == 'train':
       logging.info('Training finished at step %d.', int(result.state.step))
     else:
       logging.info('%s finished: %s', name, result)
 
-  gin_utils.run(run)
+  gin_utils.run(run, program=program)

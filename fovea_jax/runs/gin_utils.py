@@ -210,12 +210,22 @@ def _quiet_search_misses(record: logging.LogRecord) -> bool:
   return not record.pathname.endswith(os.path.join('gin', 'resource_reader.py'))
 
 
-def run(main: Callable[[], None], argv: Optional[Sequence[str]] = None) -> None:
-  """absl app.run with T5X's gin flags, then `main()` under the parsed config."""
+def run(main: Callable[[], None], argv: Optional[Sequence[str]] = None,
+        program: str = 'fovea_jax') -> None:
+  """absl app.run with T5X's gin flags, then `main()` under the parsed config.
+
+  A gin file or binding that does not fit the code ends the program with its
+  one-line message (`<program>: gin error: ...`, exit status 1); the message
+  names the file or binding and the fix, and a traceback through gin's parser
+  would only bury it.
+  """
 
   def _main(_):
-    parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings,
-              flags.FLAGS.gin_search_paths)
+    try:
+      parse_gin(flags.FLAGS.gin_file, flags.FLAGS.gin_bindings,
+                flags.FLAGS.gin_search_paths)
+    except GinConfigError as e:
+      raise SystemExit(f'{program}: gin error: {e}') from None
     main()
 
   app.run(_main, argv=rewrite_gin_args(sys.argv if argv is None else argv))

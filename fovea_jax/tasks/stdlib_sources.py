@@ -14,8 +14,11 @@ import hashlib
 import inspect
 import os
 import pathlib
+import re
 import sysconfig
 from typing import Dict, List, Optional, Tuple
+
+from fovea_jax.data.errors import DataError
 
 # Percent of modules in each split, by hash bucket (train takes the rest).
 VALIDATION_PERCENT = 5
@@ -37,6 +40,26 @@ class StdlibModule:
   source: str
   source_without_docstring: str
   docstring_summary: str
+
+
+# The outline task reads this many bytes of a module: with the end-of-sequence
+# token, a 1,024-token input holds them whole.
+OUTLINE_SOURCE_BYTES = 1023
+# A definition: `def name`, `async def name` or `class name` opening a line.
+_DEFINITION = re.compile(r'^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+'
+                         r'([^\W\d]\w*)', re.MULTILINE)
+
+
+def outline(source: str, limit: int = OUTLINE_SOURCE_BYTES) -> Tuple[str, str]:
+  """(the first `limit` UTF-8 bytes of `source`, the names defined there).
+
+  The names are those of every `def`, `async def` and `class` that opens a
+  line of the cut text, methods and nested functions included, in source
+  order and separated by spaces: everything the target needs is in the input,
+  anywhere in it.
+  """
+  cut = source.encode('utf-8')[:limit].decode('utf-8', errors='ignore')
+  return cut, ' '.join(_DEFINITION.findall(cut))
 
 
 def stdlib_root() -> pathlib.Path:
@@ -107,7 +130,13 @@ def load_modules(root: Optional[str] = None) -> Tuple[StdlibModule, ...]:
 def _load_modules(root: str) -> Tuple[StdlibModule, ...]:
   root_path = pathlib.Path(root)
   if not root_path.is_dir():
-    raise FileNotFoundError(f'Standard library folder {root_path} not found.')
+    raise DataError(
+        root_path, 'the standard-library tasks read the Python sources of '
+        'this folder, and it does not exist (a Python installed without its '
+        '.py files)',
+        'run with a Python that ships its standard library as source (e.g. '
+        'python.org or pyenv builds, Debian\'s libpython3-stdlib), or train on '
+        'another task (docs/data.md)')
   modules = []
   for path in _module_paths(root_path):
     try:
