@@ -1,8 +1,11 @@
 """Offline byte-level tasks over the Python standard library's sources.
 
 `stdlib_summarization`: module source without its docstring -> the first
-paragraph of that docstring. `stdlib_lm`: the full sources, cut into chunks of
-the target length. Both split modules by a hash of their path
+paragraph of that docstring. `stdlib_outline`: the first 1,023 bytes of a module
+(without its docstring) -> the names its `def` and `class` lines there define,
+in order (a summary whose every word is somewhere in the input; modules that
+define nothing there are left out). `stdlib_lm`: the full sources, cut into
+chunks of the target length. Both split modules by a hash of their path
 (`stdlib_sources.split_of`) and need no download.
 """
 from fovea_jax.tasks import registration
@@ -13,6 +16,7 @@ from fovea_jax.tensorflow_runtime import tf
 
 SUMMARIZATION_TASK = 'stdlib_summarization'
 LANGUAGE_MODEL_TASK = 'stdlib_lm'
+OUTLINE_TASK = 'stdlib_outline'
 
 
 def _check_split(split):
@@ -31,6 +35,18 @@ def summarization_dataset(split, shuffle_files=False, seed=None):
   })
 
 
+def outline_dataset(split, shuffle_files=False, seed=None):
+  del shuffle_files, seed
+  _check_split(split)
+  pairs = [stdlib_sources.outline(m.source_without_docstring)
+           for m in stdlib_sources.modules_by_split()[split]]
+  pairs = [(source, names) for source, names in pairs if names]
+  return tf.data.Dataset.from_tensor_slices({
+      'source': [source for source, _ in pairs],
+      'names': [names for _, names in pairs],
+  })
+
+
 def language_model_dataset(split, shuffle_files=False, seed=None):
   del shuffle_files, seed
   _check_split(split)
@@ -45,6 +61,13 @@ registration.add_summarization_task(
         summarization_dataset, splits=stdlib_sources.SPLITS),
     vocabulary=vocabularies.BYTE_VOCABULARY,
     input_key='document', target_key='summary')
+
+registration.add_summarization_task(
+    OUTLINE_TASK,
+    source=seqio.FunctionDataSource(outline_dataset,
+                                    splits=stdlib_sources.SPLITS),
+    vocabulary=vocabularies.BYTE_VOCABULARY,
+    input_key='source', target_key='names')
 
 registration.add_language_model_task(
     LANGUAGE_MODEL_TASK,

@@ -82,3 +82,29 @@ def test_language_model_prompts_and_continuations_cover_the_sources():
 def test_unknown_split_is_named():
   with pytest.raises(ValueError, match="'dev'"):
     _examples('stdlib_lm', {'targets': 64}, split='dev')
+
+
+def test_outline_names_the_definitions_of_the_cut_source_in_order():
+  source = ('import os\n\nclass Café:\n  """é"""\n  async def run(self):\n'
+            '    def inner(): pass\n# def commented\nx = "def not_a_line"\n'
+            'def last_one(): pass\n')
+  cut, names = stdlib_sources.outline(source, limit=10_000)
+  assert cut == source
+  assert names == 'Café run inner last_one'
+  cut, names = stdlib_sources.outline('class A: pass\ndef b(): pass\n', 18)
+  assert cut == 'class A: pass\ndef '  # 18 bytes: `b` is cut off
+  assert names == 'A'
+  # A cut inside a multi-byte character drops the partial character.
+  cut, _ = stdlib_sources.outline('ab\u00e9', limit=3)
+  assert cut == 'ab'
+
+
+def test_outline_task_targets_are_names_found_in_its_inputs():
+  examples = _examples('stdlib_outline', {'inputs': 1024, 'targets': 1024})
+  assert len(examples) > 10
+  for example in examples:
+    inputs = example['inputs_pretokenized'].decode()
+    names = example['targets_pretokenized'].decode().split()
+    assert names and len(example['inputs']) <= 1024
+    assert len(inputs.encode()) <= stdlib_sources.OUTLINE_SOURCE_BYTES
+    assert all(name in inputs for name in names)
