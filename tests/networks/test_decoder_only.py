@@ -10,7 +10,11 @@ import pytest
 
 from fovea_jax import layers
 from fovea_jax import networks
+from fovea_jax.layers import schemes
 from tests.networks.configs import TINY_SCHEMES, random_variables, tiny_config
+
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
 
 LENGTH = 19  # not a multiple of any block size used
 
@@ -24,11 +28,18 @@ def _zeros_cache(model, batch):
   return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
-@pytest.mark.parametrize('scheme', sorted(TINY_SCHEMES))
+# Fovea layouts whose far windows are wider than a block (2^p > block_len) or
+# do not divide it (block_len 3): decoding sums them from several cells.
+WIDE_WINDOWS = {'fovea_block2': schemes.Fovea(block_len=2),
+                'fovea_block3': schemes.Fovea(block_len=3)}
+
+
+@pytest.mark.parametrize('scheme', sorted(TINY_SCHEMES) + sorted(WIDE_WINDOWS))
 def test_cached_decoding_equals_full_pass_and_nothing_leaks(scheme):
   # MASFormer needs two layers for its schedule; one layer compiles faster.
   num_layers = 2 if scheme.startswith('masformer') else 1
-  model = networks.DecoderOnly(tiny_config(scheme, num_decoder_layers=num_layers))
+  model = networks.DecoderOnly(tiny_config(WIDE_WINDOWS.get(scheme, scheme),
+                                           num_decoder_layers=num_layers))
   tokens = np.random.default_rng(1).integers(1, 40, (2, LENGTH))
   ones = np.ones((2, LENGTH), np.float32)  # T5X initialises with float ones
   variables = random_variables(model, ones, ones, enable_dropout=False)

@@ -1,9 +1,10 @@
 """Fovea attention as a scheme module, with O(log n) cached decoding.
 
-The full pass calls `attention.fovea_attention`. Decoding (causal) keeps, per tree
-level p >= 1, the running sums of keys and values over the aligned windows of 2^p
-tokens; a decoded token reads its raw neighbour blocks from the KV cache and the
-windows of its left nodes (fixed on the host by `fovea_nodes`) from the sums.
+The full pass calls `attention.fovea_attention`. Decoding (causal) keeps running
+sums of keys and values over aligned cells (`sum_grid`: 2^p tokens for a level
+p whose windows divide a block, a block's gcd with 2^p beyond); a decoded token
+reads its raw neighbour blocks from the KV cache and the windows of its left
+nodes (fixed on the host by `fovea_nodes`) as whole cells of the sums.
 """
 import functools
 import math
@@ -32,13 +33,6 @@ def causal_decode_plan(max_len, block_len, wing, edge, max_level):
                                      max_level=max_level, causal=True)
                for s in range(num_blocks)]
   levels = sorted({lvl for nodes in per_block for lvl, _ in nodes if lvl})
-  for level in levels:
-    if block_len % (2 ** level):
-      raise ValueError(
-          f'fovea decoding keeps windows of 2^{level} tokens aligned to blocks: '
-          f'block_len ({block_len}) must be divisible by {2 ** level} for '
-          f'max_decode_length {max_len}; use a power-of-two fovea.Fovea.block_len '
-          'or set fovea.Fovea.max_level.')
   plan = {}
   for level in levels:
     width = max(sum(1 for lvl, _ in nodes if lvl == level) for nodes in per_block)
@@ -48,6 +42,17 @@ def causal_decode_plan(max_len, block_len, wing, edge, max_level):
       firsts[s, :len(mine)] = mine
     plan[level] = firsts
   return plan
+
+
+def sum_grid(level, block_len):
+  """The cell of the running sums that level `level`'s windows are made of.
+
+  A level-p node starting at block b has windows of 2^p tokens starting at
+  b * block_len + w * 2^p: every start is a multiple of gcd(block_len, 2^p), so
+  a window is 2^p / grid whole cells of that grid (one cell while 2^p divides
+  block_len; several for the wide windows of far levels).
+  """
+  return math.gcd(block_len, 2 ** level)
 
 
 @gin.configurable
@@ -76,9 +81,10 @@ class Fovea(base.Scheme):
       max_len = self.get_variable('cache', 'cached_key').shape[1]
       plan = causal_decode_plan(max_len, self.block_len, self.wing, self.edge,
                                 self.max_level)
-      sums = {level: pyramid_cache.declare(self, f'level{level}',
-                                           -(-max_len // 2 ** level))
-              for level in plan}
+      grids = sorted({sum_grid(level, self.block_len) for level in plan})
+      sums = {grid: pyramid_cache.declare(self, f'grid{grid}',
+                                          -(-max_len // grid))
+              for grid in grids}
       if cache is not None:
         return self._step(query, key, value, cache, plan, sums, inputs)
     return attention.fovea_attention(
@@ -100,23 +106,35 @@ class Fovea(base.Scheme):
     allowed = [(raw >= 0) & (raw <= t)]
     entry_bias = [jnp.zeros(raw.shape)]
     relative = [raw - t]
+    for grid, (key_sums, value_sums) in sums.items():
+      pyramid_cache.add(key_sums, t // grid, key)
+      pyramid_cache.add(value_sums, t // grid, value)
     for level, firsts in plan.items():
-      size = 2 ** level
-      key_sums, value_sums = sums[level]
-      pyramid_cache.add(key_sums, t // size, key)
-      pyramid_cache.add(value_sums, t // size, value)
+      size, grid = 2 ** level, sum_grid(level, block)
+      key_sums, value_sums = sums[grid]
       node_first = jnp.asarray(firsts)[s]                     # [nodes]
-      windows = (node_first[:, None] * (block // size) +
-                 jnp.arange(block)[None]).reshape(-1)
-      bank_k.append((base.gather_positions(key_sums.value, windows) / size
-                     ).astype(cache.key.dtype))
-      bank_v.append((base.gather_positions(value_sums.value, windows) / size
-                     ).astype(cache.value.dtype))
-      # Windows before token 0 lie wholly outside (aligned grid): masked.
-      allowed.append(windows >= 0)
-      correction = 0.0 if self.coarse_weight == 'once' else math.log(size)
-      entry_bias.append(jnp.full(windows.shape, correction))
-      relative.append(windows * size + size - 1 - t)  # nearest token: its last
+      starts = (node_first[:, None] * block +
+                jnp.arange(block)[None] * size).reshape(-1)   # [windows]
+      # Every node lies left of the query's own blocks, so its cells are
+      # complete; cells before token 0 (a clipped node) hold no tokens.
+      cells = starts[:, None] // grid + jnp.arange(size // grid)[None]
+      present = (cells >= 0).astype(jnp.float32)              # [windows, cells]
+      count = present.sum(-1) * grid                          # tokens per window
+      denom = jnp.maximum(count, 1.0)[None, :, None, None]
+
+      def window_means(sums_var):
+        gathered = base.gather_positions(sums_var.value, cells.reshape(-1))
+        gathered = gathered.reshape(
+            gathered.shape[:1] + cells.shape + gathered.shape[2:])
+        return (gathered * present[None, :, :, None, None]).sum(2) / denom
+
+      bank_k.append(window_means(key_sums).astype(cache.key.dtype))
+      bank_v.append(window_means(value_sums).astype(cache.value.dtype))
+      allowed.append(count > 0)
+      # As the full pass: pooled entries weigh log(tokens) unless 'once'.
+      entry_bias.append(jnp.zeros(count.shape) if self.coarse_weight == 'once'
+                        else jnp.log(denom[0, :, 0, 0]))
+      relative.append(starts + size - 1 - t)  # nearest token: its last
     return base.step_attention(
         query, jnp.concatenate(bank_k, 1), jnp.concatenate(bank_v, 1),
         allowed=jnp.concatenate(allowed), entry_bias=jnp.concatenate(entry_bias),
