@@ -23,6 +23,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from experiments import study_config
+
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A study config, e.g. experiments/lm_study.py:quick.')
 _OUTPUT_DIR = flags.DEFINE_string(
@@ -38,16 +40,6 @@ _FRESH = flags.DEFINE_bool(
 _REPORT_ONLY = flags.DEFINE_bool(
     'report_only', False, 'Train nothing: write the report from the rows that '
     'finished in --work_dir (a stopped study; missing rows are listed).')
-
-
-def _config_arg(argv) -> str:
-  for i, arg in enumerate(argv):
-    if arg.startswith('--config='):
-      return arg
-    if arg == '--config':
-      return f'--config={argv[i + 1]}'
-  raise ValueError('--config is required, e.g. '
-                   '--config=experiments/lm_study.py:quick.')
 
 
 def _context() -> str:
@@ -101,7 +93,8 @@ def _start_row(study, work_dir, row, cpu):
   log = os.path.join(work_dir, f'{row["name"]}.log')
   with open(log, 'w') as f:
     process = subprocess.Popen(
-        [sys.executable, '-m', 'experiments.run_study', _config_arg(sys.argv),
+        [sys.executable, '-m', 'experiments.run_study',
+         *study_config.row_process_flags(sys.argv),
          f'--work_dir={work_dir}', f'--only_row={row["name"]}'],
         stdout=f, stderr=subprocess.STDOUT, cwd=study.REPO_ROOT,
         preexec_fn=None if cpu is None else

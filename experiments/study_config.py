@@ -19,7 +19,8 @@ def row(name, attention, *, seed=0, label=None, init_from='', extra_steps=0):
 
 def base_config(study: str, mode: str, *, task: str, causal: bool,
                 model_gin: str, num_layers: int,
-                length_feature: str) -> ml_collections.ConfigDict:
+                length_feature: str,
+                learning_rate: float = 0.01) -> ml_collections.ConfigDict:
   if mode not in MODES:
     raise ValueError(f'{study} study config takes one of {MODES} after the '
                      f"file name (e.g. ':quick'), got {mode!r}.")
@@ -36,7 +37,8 @@ def base_config(study: str, mode: str, *, task: str, causal: bool,
   # Adafactor as in runs/pretrain.gin, at a constant rate for these short runs.
   c.optimizer_bindings = [
       "lr_schedules.create_learning_rate_scheduler.factors = 'constant'",
-      'lr_schedules.create_learning_rate_scheduler.base_learning_rate = 0.01',
+      'lr_schedules.create_learning_rate_scheduler.base_learning_rate = '
+      f'{learning_rate}',
   ]
   c.model_bindings = []
   # Rows run in the runner's process; True gives each its own process.
@@ -47,3 +49,18 @@ def base_config(study: str, mode: str, *, task: str, causal: bool,
   # Loss of repeated text by the distance of the repetition (evaluate_by_position).
   c.repeat_bins = (0, 32, 128, 512, 4096)
   return c
+
+
+def row_process_flags(argv) -> list:
+  """The --config flag and its --config.<field>=<value> overrides: a row run in
+  its own process must build the same config as the runner."""
+  out = []
+  for i, arg in enumerate(argv):
+    if arg == '--config' or (arg.startswith('--config.') and '=' not in arg):
+      out.append(f'{arg}={argv[i + 1]}')
+    elif arg.startswith('--config=') or arg.startswith('--config.'):
+      out.append(arg)
+  if not any(a.startswith('--config=') for a in out):
+    raise ValueError('--config is required, e.g. '
+                     '--config=experiments/lm_study.py:quick.')
+  return out

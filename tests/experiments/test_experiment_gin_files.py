@@ -86,6 +86,7 @@ def _num_params(params) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', paper_run_files(), ids=_relative)
 def test_paper_run_builds(path):
   model, dataset_cfg, params = _abstract_params([_relative(path)])
@@ -109,6 +110,7 @@ def test_paper_run_builds(path):
                          'add them here and a row to experiments/README.md.')
 
 
+@pytest.mark.slow
 def test_paper_schemes_are_the_papers():
   """The scheme each paper file builds, read back from the network config."""
   expected = {
