@@ -12,6 +12,8 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNTIME = REPO / 'fovea_jax' / 'tensorflow_runtime.py'
 TENSORFLOW_LIBRARIES = ('seqio', 'tensorflow', 'tensorflow_text',
@@ -52,6 +54,7 @@ def _python(code):
                         check=True)
 
 
+@pytest.mark.slow
 def test_attention_alone_loads_no_tensorflow_and_data_starts_quietly():
   done = _python(
       'import sys\n'

@@ -7,6 +7,9 @@ import pytest
 from fovea_jax import attention
 from tests.attention import helpers
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 
 def test_levels_follow_the_spec():
   levels = attention.fma_levels(1000, fine_len=16, rank=4)

@@ -7,6 +7,9 @@ import pytest
 from fovea_jax import attention
 from tests.attention import helpers
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 SPEC_MAP_16 = {  # docs/attention.md#fovea, edge='drop', 16 blocks
     0: '0011222233333333',
     1: '000112222.......',

@@ -16,6 +16,9 @@ from fovea_jax.layers.schemes import h_transformer as ht
 from tests.attention import helpers
 from tests.networks.configs import tiny_config
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 
 def _table(seed, num_clusters, heads=2):
   rng = np.random.default_rng(seed)

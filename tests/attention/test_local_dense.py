@@ -5,6 +5,9 @@ import pytest
 from fovea_jax import attention
 from tests.attention import helpers
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 CASES = [
     dict(window=5),
     dict(window=0),

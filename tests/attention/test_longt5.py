@@ -17,6 +17,9 @@ from fovea_jax import attention
 from fovea_jax.attention import common
 from fovea_jax.attention import longt5
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 RADIUS, GROUP = 3, 4
 
 

@@ -16,6 +16,9 @@ import pytest
 
 from fovea_jax import attention
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 # Largest constant a program may embed, in elements. The span tables of fovea at
 # 16k tokens are [128 blocks, <= 40 spans] per head; 2^16 leaves room for any
 # layout's spans up to 64k tokens while catching a [blocks, keys] table at 1k.

@@ -9,6 +9,9 @@ import pytest
 from fovea_jax import attention
 from tests.attention import helpers
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 CAUSAL_SCHEMES = {
     'dense': functools.partial(attention.dot_product_attention, causal=True),
     'fovea': functools.partial(attention.fovea_attention, block_len=4, causal=True),

@@ -5,6 +5,9 @@ import sys
 
 import pytest
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / 'tools'))
 import benchmark_attention  # noqa: E402
 from fovea_jax.layers import schemes  # noqa: E402

@@ -243,6 +243,7 @@ def test_an_empty_dataset_of_any_task_is_named_at_the_first_batch():
     seqio.TaskRegistry.remove('empty_test_task')
 
 
+@pytest.mark.slow
 def test_command_line_prints_one_line_and_no_traceback(tmp_path, wcep10_dir,
                                                        sentencepiece_model):
   (wcep10_dir / 'train.jsonl').write_bytes(b'')

@@ -10,6 +10,9 @@ from fovea_jax import data
 from fovea_jax.evaluation import evaluator
 from fovea_jax.tensorflow_runtime import tf
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 
 def _config(task, lengths):
   return data.DatasetConfig(

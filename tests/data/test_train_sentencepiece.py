@@ -6,6 +6,9 @@ import pytest
 from fovea_jax.tasks import stdlib_sources
 from fovea_jax.tensorflow_runtime import seqio
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 train_sentencepiece = importlib.import_module('tools.train_sentencepiece')
 
 

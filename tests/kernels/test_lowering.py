@@ -19,6 +19,9 @@ from fovea_jax.attention.pallas import tile_tables
 from fovea_jax.attention.pallas import tpu_kernels
 from fovea_jax.attention.pallas import tree_attention as kernel
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 CUSTOM_CALL = {'cuda': '__gpu$xla.gpu.triton', 'tpu': 'tpu_custom_call'}
 BACKEND = {'cuda': 'gpu', 'tpu': 'tpu'}
 LENGTH = 256

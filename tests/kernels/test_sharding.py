@@ -14,6 +14,9 @@ from fovea_jax.sharding.axis_names import DATA
 from fovea_jax.sharding.axis_names import MODEL
 from tests.attention import helpers
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 
 # kv_heads=1 cannot split over model=2: batch is split alone, heads replicated.
 @pytest.mark.slow

@@ -19,6 +19,10 @@ from fovea_jax.attention import tree_attention_xla
 from fovea_jax.attention.pallas import tile_tables
 from fovea_jax.attention.pallas import tpu_kernels
 from fovea_jax.attention.pallas import tree_attention as kernel
+import pytest
+
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
 
 TPU_BLOCKS = kernel.BlockSizes.get_default('tpu')
 MIB = 2**20

@@ -25,6 +25,9 @@ from fovea_jax.attention.pallas import tree_attention as kernel
 from jax.experimental.pallas import tpu as pltpu
 from tests.attention import helpers
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 ACCELERATOR = jax.default_backend() in ('gpu', 'tpu')
 # The Triton-formatted and the TPU-formatted (tile-streaming) kernels.
 BACKENDS = ('gpu', 'tpu')

@@ -9,6 +9,9 @@ import pytest
 
 from fovea_jax import decoding
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 VOCAB = 4
 EOS = 1
 

@@ -53,6 +53,7 @@ def count(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', MODEL_FILES)
 def test_gin_file_builds_its_model(path):
   if path.startswith('attention/'):
@@ -124,6 +125,7 @@ LONGT5_CONFIGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size', ['base', 'xl'])
 @pytest.mark.parametrize('attention', ['longt5_local', 'longt5_tglobal'])
 def test_parameter_counts_match_longt5(size, attention):
@@ -139,6 +141,7 @@ def test_parameter_counts_match_longt5(size, attention):
                                     rel=0.05)
 
 
+@pytest.mark.slow
 def test_analytic_count_matches_transformers_longt5():
   """The formula above against `transformers`' own LongT5 on the meta device
   (no memory), counting the encoder/decoder token embeddings once as the

@@ -15,6 +15,9 @@ from fovea_jax.tensorflow_runtime import seqio
 from fovea_jax.tensorflow_runtime import tf
 from tests.networks.configs import random_variables, tiny_config
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 PROMPT, GENERATE = 8, 9  # odd lengths: no block size used divides them
 LENGTH = PROMPT + GENERATE
 TEMPERATURE, TOPK, NUM_DECODES = 0.8, 5, 2

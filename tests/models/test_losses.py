@@ -18,6 +18,7 @@ def _direct_loss(logits, targets, weights, smoothing, z):
   return jnp.sum((ce - entropy + z * log_z**2) * weights)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('smoothing,z', [(0.0, 0.0), (0.1, 1e-2)])
 def test_weighted_cross_entropy_matches_direct_formula_and_its_gradient(
     smoothing, z):

@@ -16,6 +16,9 @@ from fovea_jax.sharding import partitioner as partitioning
 from fovea_jax.training import trainer as trainer_lib
 from gin_models import build_model
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 SHAPES = {'encoder_input_tokens': (8, 32), 'decoder_input_tokens': (8, 8)}
 STEPS = 3
 

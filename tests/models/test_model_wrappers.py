@@ -16,6 +16,9 @@ from fovea_jax.layers import schemes
 from fovea_jax.tensorflow_runtime import seqio
 from gin_models import build_model
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 VOCAB = seqio.PassThroughVocabulary(size=16, eos_id=1)
 TGLOBAL = schemes.LongT5TransientGlobal(local_radius=3, global_block_size=2)
 

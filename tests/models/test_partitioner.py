@@ -14,6 +14,9 @@ import standin_networks
 from fovea_jax.sharding import axis_names
 from fovea_jax.sharding import partitioner as partitioning
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 
 def _init(module=None, batch=8):
   module = module or standin_networks.StandInDecoderOnly(vocab_size=16)

@@ -13,6 +13,9 @@ from fovea_jax import layers
 from fovea_jax import networks
 from tests.networks.configs import TINY_SCHEMES, random_variables, tiny_config
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 ENC_LEN, DEC_LEN, REAL = 21, 6, 15
 
 

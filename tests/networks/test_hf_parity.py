@@ -18,7 +18,7 @@ from fovea_jax import interop  # noqa: E402
 from fovea_jax import networks  # noqa: E402
 from fovea_jax.layers import schemes  # noqa: E402
 
-pytestmark = pytest.mark.parity
+pytestmark = [pytest.mark.parity, pytest.mark.slow]
 
 ENC_LEN, DEC_LEN, REAL = 23, 7, 17  # block 4, global block 4: neither divides 23
 

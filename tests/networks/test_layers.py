@@ -6,6 +6,9 @@ import pytest
 
 from fovea_jax import layers
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(2, 5, 6)).astype(np.float32)
 

@@ -11,6 +11,9 @@ from fovea_jax.training import checkpoints
 from fovea_jax.training import trainer as trainer_lib
 from . import tiny_model
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 
 def trained_state(mesh_shape, steps=2):
   model = tiny_model.TinyModel()

@@ -7,6 +7,9 @@ import pytest
 
 from fovea_jax.runs import export_lib
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 
 def _fake_export(directory, step):
   """The entries `export` writes, with the manifest it writes last."""

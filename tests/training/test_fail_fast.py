@@ -9,6 +9,9 @@ from fovea_jax.runs import gin_utils
 from fovea_jax.training import checkpoints
 from . import gin_runs
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 

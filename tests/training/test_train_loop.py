@@ -15,6 +15,9 @@ from fovea_jax.training import train_loop
 from . import loop_harness
 from . import tiny_model
 
+# Compiles engines, networks or training steps (the fast half leaves it out).
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
