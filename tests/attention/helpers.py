@@ -41,8 +41,10 @@ def loss_and_grads(fn, q, k, v, position_bias, extra=()):
     return jnp.sum(out * weights), out
 
   table = None if position_bias is None else position_bias.table
-  (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4),
-                                       has_aux=True)(q, k, v, table, tuple(extra))
+  # Compiled: run op by op, an oracle's many small ops cost far more than one
+  # compilation of them.
+  (_, out), grads = jax.jit(jax.value_and_grad(
+      loss, argnums=(0, 1, 2, 3, 4), has_aux=True))(q, k, v, table, tuple(extra))
   return out, grads
 
 
