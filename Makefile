@@ -42,7 +42,7 @@ experiments: $(STAMP)
 	$(BIN)/python -m experiments.run_study --config=experiments/lm_study.py --fresh
 
 # A few steps per row of every study (also run by `make test`, in
-# tests/experiments/test_quick_study.py); results into runs/experiments_quick/.
+# tests/experiments/test_quick_study_*.py); results into runs/experiments_quick/.
 experiments-quick: $(STAMP)
 	$(BIN)/python -m experiments.run_study --config=experiments/diagnostic_study.py:quick --output_dir=runs/experiments_quick --fresh
 	$(BIN)/python -m experiments.run_study --config=experiments/lm_study.py:quick --output_dir=runs/experiments_quick --fresh

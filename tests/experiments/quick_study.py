@@ -1,4 +1,5 @@
-"""`make experiments-quick` inside the test suite: every study, a few steps a row.
+"""`make experiments-quick` inside the test suite: every study, a few steps a row
+(one test file per study, so that the suite's workers share them out).
 
 Runs the same command lines as the Makefile target (a subprocess each) into a
 temporary directory and checks what a full study's report is built from: every
@@ -15,12 +16,6 @@ import sys
 import pytest
 
 from fovea_jax.tasks import diagnostic_tasks
-
-from experiments import diagnostic_study
-from experiments import lm_study
-from experiments import summarization_study
-
-pytestmark = pytest.mark.slow
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -42,10 +37,8 @@ def _run_quick(config_file, tmp_path):
   return done.stdout, out, work
 
 
-@pytest.mark.parametrize('module',
-                         [diagnostic_study, lm_study, summarization_study],
-                         ids=['diagnostic', 'lm', 'summarization'])
-def test_quick_study_runs_every_row(module, tmp_path):
+def check_quick_study(module, tmp_path):
+  """Runs `module`'s quick study and checks every row and the report."""
   config = module.get_config('quick')
   stdout, out, work = _run_quick(f'{module.__name__.split(".")[-1]}.py',
                                  tmp_path)

@@ -1,0 +1,11 @@
+"""The lm study's quick mode, as `make experiments-quick` runs it."""
+import pytest
+
+from experiments import lm_study
+from tests.experiments import quick_study
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_lm_study_runs_every_row(tmp_path):
+  quick_study.check_quick_study(lm_study, tmp_path)
