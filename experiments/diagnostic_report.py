@@ -2,10 +2,11 @@
 
 Rows with one label are seeds of one scheme. Per task, scheme and distance
 bin: the mean answer accuracy over seeds and its spread (max - min). Beyond
-the local scale (answers at least `config.local_scale` tokens from their
-evidence, pooled over bins by answer counts) the study is calibrated when, for
-the task, dense minus sliding window exceeds three times the larger of their
-seed spreads and the sliding window is near chance (within 0.05 of it).
+the window (answers at least `config.beyond` tokens from their evidence, a
+distance at which no token of any task's evidence is inside the local scale;
+pooled over bins by answer counts) the study is calibrated when, for the task,
+dense minus sliding window exceeds three times the larger of their seed
+spreads and the sliding window is near chance (within 0.05 of it).
 """
 import math
 import statistics
@@ -81,7 +82,7 @@ def summary(config, results) -> dict:
       table[task][label] = {
           'bins': {b: _stats([m.get(f'accuracy_d{b}', float('nan'))
                               for m in metrics]) for b in bins},
-          'beyond': _stats([_beyond(m, config.local_scale) for m in metrics]),
+          'beyond': _stats([_beyond(m, config.beyond) for m in metrics]),
           'overall': _stats([m['accuracy'] for m in metrics]),
           'seeds': len(rows),
       }
@@ -117,13 +118,14 @@ def markdown_lines(config, results) -> List[str]:
   lines = [
       'Cells: answer accuracy, mean over seeds ± half the seed spread (max - '
       'min). "beyond" pools the answers at least '
-      f'{config.local_scale} tokens from their evidence. Chance: '
+      f'{config.beyond} tokens from their evidence (no part of it within the '
+      f'local scale of {config.local_scale}). Chance: '
       + ', '.join(f'{k} {v:g}' for k, v in diagnostic_sources.CHANCE.items())
       + '.', '']
   for task, by_label in s['table'].items():
     bins = sorted({b for v in by_label.values() for b in v['bins']},
                   key=_lower_edge)
-    header = (['scheme', 'seeds', 'all', f'beyond {config.local_scale}'] +
+    header = (['scheme', 'seeds', 'all', f'beyond {config.beyond}'] +
               [f'd {b}' for b in bins] + ['attended fraction', 'step s'])
     lines += [f'### {_task_short(task)}', '',
               '| ' + ' | '.join(header) + ' |',
@@ -138,7 +140,7 @@ def markdown_lines(config, results) -> List[str]:
       lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
   lines += ['### Calibration (dense against the sliding window, beyond '
-            f'{config.local_scale} tokens)', '',
+            f'{config.beyond} tokens)', '',
             '| task | dense | sliding | gap | 3 x seed spread | separated | '
             'sliding within 0.05 of chance |',
             '|---|---:|---:|---:|---:|---|---|']

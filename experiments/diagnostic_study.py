@@ -59,6 +59,10 @@ def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
       # it had (0.97).
       learning_rate=0.03)
   c.local_scale = LOCAL_SCALE
+  # "Beyond the window" starts at twice the local scale: a frequent-symbol
+  # answer's distance is to the centre of its region, which reaches 12 tokens
+  # either side at 256 tokens, so at 32-64 a window still sees part of it.
+  c.beyond = 2 * LOCAL_SCALE
   c.controls = ('dense', 'sliding')
   if arg == 'full':
     c.feature_lengths = {'targets': 256}
