@@ -46,7 +46,7 @@ _LM_EMB_DIM = flags.DEFINE_integer('lm_emb_dim', 128,
 _SUMMARIZATION_STEPS = flags.DEFINE_integer(
     'summarization_steps', 300, 'Summarization training steps.')
 _SUMMARIZATION_EMB_DIM = flags.DEFINE_integer(
-    'summarization_emb_dim', 128, 'Summarization model width (d_model).')
+    'summarization_emb_dim', 64, 'Summarization model width (d_model).')
 _INPUTS_LENGTH = flags.DEFINE_integer('inputs_length', 1024,
                                       'Source bytes per summarization example.')
 _TARGETS_LENGTH = flags.DEFINE_integer('targets_length', 128,
