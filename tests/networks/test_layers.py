@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fovea_jax import attention
 from fovea_jax import layers
+from fovea_jax.layers import attention_layer
 
 # Compiles engines, networks or training steps (the fast half leaves it out).
 pytestmark = pytest.mark.slow
@@ -59,3 +61,23 @@ def test_gated_gelu_mlp():
                              atol=1e-5)
   with pytest.raises(ValueError, match='Unknown MLP activations'):
     _run(layers.MlpBlock(intermediate_dim=8, activations=('swish',)), X)
+
+
+def test_head_major_cross_attention_equals_dense_attention():
+  """The decode-time cross-attention over the head-major cache: as
+  `dot_product_attention` (float32, 1e-5), grouped heads, a padded example and
+  one with no valid key (zeros)."""
+  rng = np.random.default_rng(0)
+  query = rng.normal(size=(3, 2, 4, 8)).astype(np.float32)  # 2 decodes each
+  key, value = (rng.normal(size=(3, 37, 2, 8)).astype(np.float32)
+                for _ in range(2))
+  key_mask = np.ones((3, 37), bool)
+  key_mask[1, 20:] = False
+  key_mask[2] = False
+  got = attention_layer._static_attention(  # pylint: disable=protected-access
+      query, attention_layer._head_major(key),  # pylint: disable=protected-access
+      attention_layer._head_major(value), key_mask)  # pylint: disable=protected-access
+  want = attention.dot_product_attention(query, key, value, scale=1.0,
+                                         key_mask=key_mask)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(got)[2], 0.0)
