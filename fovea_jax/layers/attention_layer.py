@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from flax.linen import partitioning as nn_partitioning
 
+from fovea_jax.attention import common as attention_common
 from fovea_jax.layers import initializers
 from fovea_jax.layers.dense import DenseGeneral
 from fovea_jax.layers.schemes.base import AttentionInputs
@@ -42,12 +43,9 @@ def _static_attention(query, key, value, key_mask):
   scores = jnp.einsum('erkgd,eknd->ekgrn', grouped, key,
                       preferred_element_type=jnp.float32)
   if key_mask is not None:
-    # Finite, so that a row with no valid key gives zeros, not NaN.
-    scores = jnp.where(key_mask[:, None, None, None, :], scores, -1e30)
-  weights = jnp.exp(scores - scores.max(-1, keepdims=True))
-  if key_mask is not None:
-    weights = weights * key_mask[:, None, None, None, :]
-  weights = weights / jnp.maximum(weights.sum(-1, keepdims=True), 1e-30)
+    scores = jnp.where(key_mask[:, None, None, None, :], scores,
+                       attention_common.MASKED)
+  weights = attention_common.safe_softmax_weights(scores)
   out = jnp.einsum('ekgrn,eknd->erkgd', weights.astype(value.dtype), value,
                    preferred_element_type=jnp.float32)
   return out.reshape(examples, decodes, heads, head_dim).astype(query.dtype)
