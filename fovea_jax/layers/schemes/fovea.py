@@ -120,20 +120,21 @@ class Fovea(base.Scheme):
       cells = starts[:, None] // grid + jnp.arange(size // grid)[None]
       present = (cells >= 0).astype(jnp.float32)              # [windows, cells]
       count = present.sum(-1) * grid                          # tokens per window
-      denom = jnp.maximum(count, 1.0)[None, :, None, None]
+      denom = jnp.maximum(count, 1.0)
 
       def window_means(sums_var):
         gathered = base.gather_positions(sums_var.value, cells.reshape(-1))
         gathered = gathered.reshape(
             gathered.shape[:1] + cells.shape + gathered.shape[2:])
-        return (gathered * present[None, :, :, None, None]).sum(2) / denom
+        return ((gathered * present[None, :, :, None, None]).sum(2) /
+                denom[None, :, None, None])
 
       bank_k.append(window_means(key_sums).astype(cache.key.dtype))
       bank_v.append(window_means(value_sums).astype(cache.value.dtype))
       allowed.append(count > 0)
       # As the full pass: pooled entries weigh log(tokens) unless 'once'.
       entry_bias.append(jnp.zeros(count.shape) if self.coarse_weight == 'once'
-                        else jnp.log(denom[0, :, 0, 0]))
+                        else jnp.log(denom))
       relative.append(starts + size - 1 - t)  # nearest token: its last
     return base.step_attention(
         query, jnp.concatenate(bank_k, 1), jnp.concatenate(bank_v, 1),
