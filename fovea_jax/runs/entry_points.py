@@ -48,21 +48,22 @@ def run_configured(name: str, gin_files, gin_bindings=(), search_paths=()):
   return functions[name]()
 
 
-def user_errors() -> tuple:
-  """The errors a run reports as one line instead of a traceback: each names
-  the input that is wrong and the fix."""
+def user_errors() -> dict:
+  """`{error class: its kind}` for the errors a run reports as one line
+  instead of a traceback: each names the input that is wrong and the fix."""
   # pylint: disable=g-import-not-at-top
   from fovea_jax.data.errors import DataError
   from fovea_jax.training.checkpoints import CheckpointError
   from fovea_jax.training.fingerprint import ModelMismatchError
   from fovea_jax.training.train_loop import DivergenceError
-  return DataError, CheckpointError, ModelMismatchError, DivergenceError
+  return {DataError: 'data error', CheckpointError: 'checkpoint error',
+          ModelMismatchError: 'model mismatch',
+          DivergenceError: 'training diverged'}
 
 
 def _error_kind(error: Exception) -> str:
-  kinds = dict(zip(user_errors(), ('data error', 'checkpoint error',
-                                   'model mismatch', 'training diverged')))
-  return next(kind for cls, kind in kinds.items() if isinstance(error, cls))
+  return next(kind for cls, kind in user_errors().items()
+              if isinstance(error, cls))
 
 
 def _message(error: Exception) -> str:
@@ -85,7 +86,7 @@ def main(name: str, program: str) -> None:
     compilation_cache.configure()
     try:
       result = functions[name]()
-    except user_errors() as e:
+    except tuple(user_errors()) as e:
       # Each of these is fixed by changing the input (data, checkpoint, model
       # settings, learning rate), and its message says how; a traceback
       # through gin, orbax or tf.data would only bury it.

@@ -38,7 +38,7 @@ def _assert_one_line(process, expected_start):
     (NonFiniteLossError('loss is NaN at step 3'), 'training diverged'),
 ])
 def test_each_user_error_has_its_kind(error, kind):
-  assert isinstance(error, entry_points.user_errors())
+  assert isinstance(error, tuple(entry_points.user_errors()))
   assert entry_points._error_kind(error) == kind  # pylint: disable=protected-access
 
 
