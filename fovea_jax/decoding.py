@@ -73,6 +73,18 @@ def cache_map(fn: Callable, cache, apply_to_index: bool = False):
   return flax.core.freeze(out) if frozen else out
 
 
+def mark_static_kv_filled(cache):
+  """The cache without its `static_kv_ready` flags: for a cache whose
+  cross-attention keys and values were projected from the real encoding when it
+  was created, so decoding steps only read them (see
+  `MultiHeadAttention._static_kv_step`)."""
+  frozen = isinstance(cache, flax.core.FrozenDict)
+  flat = traverse_util.flatten_dict(flax.core.unfreeze(cache))
+  out = traverse_util.unflatten_dict(
+      {key: leaf for key, leaf in flat.items() if key[-1] != 'static_kv_ready'})
+  return flax.core.freeze(out) if frozen else out
+
+
 def add_beam_dim(x: jnp.ndarray, beam_size: int, offset: int = 0):
   """`[batch, ...] -> [batch, beam, ...]` by repetition."""
   x = jnp.expand_dims(x, offset + 1)

@@ -272,20 +272,22 @@ class EncoderDecoderModel(BaseTransformerModel):
         method=self.module.decode)
     return jnp.squeeze(logits, axis=1), new_vars['cache']
 
-  def _compute_kv_cache(self, params, encoder_input_tokens,
+  def _compute_kv_cache(self, params, encoded, encoder_input_tokens,
                         decoder_input_tokens):
-    """The empty decoder cache, shaped for `decoder_input_tokens`' length.
+    """The decoder cache for `decoder_input_tokens`' length, its
+    cross-attention keys/values already projected from `encoded`.
 
-    A decode-mode call only creates the cache; its logits are dead code that
-    XLA drops under jit.
+    A decode-mode call of `decode` creates the cache; its logits are dead code
+    that XLA drops under jit. The steps then only read the cross-attention
+    cache (`decoding.mark_static_kv_filled`).
     """
     _, variables = self.module.apply(
-        {'params': params},
-        jnp.ones_like(encoder_input_tokens),
+        {'params': params}, encoded, encoder_input_tokens,
         jnp.ones_like(decoder_input_tokens),
         jnp.ones_like(decoder_input_tokens),
-        enable_dropout=False, decode=True, mutable=['cache'])
-    return variables['cache']
+        enable_dropout=False, decode=True, mutable=['cache'],
+        method=self.module.decode)
+    return decoding.mark_static_kv_filled(variables['cache'])
 
   def predict_batch_with_aux(self, params: PyTree, batch: Batch,
                              rng: jax.Array | None = None,
@@ -297,8 +299,8 @@ class EncoderDecoderModel(BaseTransformerModel):
     """Decodes `[batch, target_length]` outputs with `decode_fn`.
 
     Encodes once and runs the decoder one token at a time over its cache; the
-    cross-attention keys/values are projected once per example, on the first
-    step, and shared by the example's decodes (beams or samples). With
+    cross-attention keys/values are projected once per example, before the
+    first step, and shared by the example's decodes (beams or samples). With
     `prompt_with_targets`, `decoder_input_tokens` (EOS removed) are forced as a
     prompt. Returns `(decodes, {'scores': ...})`: the best decode per row, or
     all of them (`[batch, num_decodes, length]`, increasing score) when
@@ -318,10 +320,10 @@ class EncoderDecoderModel(BaseTransformerModel):
     encoded = self.module.apply({'params': params}, encoder_input_tokens,
                                 enable_dropout=False,
                                 method=self.module.encode)
-    cache = self._compute_kv_cache(params, encoder_input_tokens,
+    cache = self._compute_kv_cache(params, encoded, encoder_input_tokens,
                                    decoder_input_tokens)
-    # The cross-attention reads the encoding once, into the cache, and its
-    # keys/values per example: nothing is copied per decode.
+    # The cross-attention keys/values are in the cache once per example:
+    # nothing is copied per decode.
     tokens_to_logits = functools.partial(
         self._compute_logits_from_slice, params=params, encoded_inputs=encoded,
         raw_inputs=encoder_input_tokens,

@@ -21,21 +21,27 @@ from fovea_jax.layers.sharding import HEADS_AXES, constrain_activations
 from fovea_jax.sharding import axis_names as ax
 
 
-# The decode-time cross-attention cache is head-major, `[examples, kv_heads,
-# length, head_dim]`: each step's product then reads every head's keys as one
-# contiguous matrix. In the token-major layout of the other caches, XLA's CPU
-# product first transposes all of them, every step (5x slower at 16k keys).
-STATIC_KV_AXES = (ax.CACHE_BATCH, ax.CACHE_HEADS, ax.CACHE_LENGTH, ax.CACHE_KV)
+# The decode-time cross-attention cache is head-major: keys `[examples,
+# kv_heads, length, head_dim]`, values `[examples, kv_heads, head_dim, length]`.
+# These are the layouts XLA's CPU products read in place for one query row (the
+# scores contract head_dim, the output contracts length); in the token-major
+# layout of the other caches, or with length-major values, XLA transposes all of
+# them at every step (at 16k keys: keys 5x, values 4x slower).
+STATIC_KEY_AXES = (ax.CACHE_BATCH, ax.CACHE_HEADS, ax.CACHE_LENGTH, ax.CACHE_KV)
+STATIC_VALUE_AXES = (ax.CACHE_BATCH, ax.CACHE_HEADS, ax.CACHE_KV,
+                     ax.CACHE_LENGTH)
 
 
-def _head_major(x):
-  return jnp.swapaxes(x, 1, 2)
+def static_kv_layout(key, value):
+  """`[examples, length, kv_heads, d]` keys and values -> the cache layouts."""
+  return jnp.einsum('enkd->eknd', key), jnp.einsum('enkd->ekdn', value)
 
 
 def _static_attention(query, key, value, key_mask):
-  """Softmax attention of `query [examples, decodes, heads, d]` over the
-  head-major `key`, `value [examples, kv_heads, length, d]` (kv_heads divides
-  heads); rows with no valid key give zeros, as `dot_product_attention`."""
+  """Softmax attention of `query [examples, decodes, heads, d]` over `key
+  [examples, kv_heads, length, d]` and `value [examples, kv_heads, d, length]`
+  (kv_heads divides heads); rows with no valid key give zeros, as
+  `dot_product_attention`."""
   examples, decodes, heads, head_dim = query.shape
   kv_heads = key.shape[1]
   grouped = query.reshape(examples, decodes, kv_heads, heads // kv_heads,
@@ -46,7 +52,7 @@ def _static_attention(query, key, value, key_mask):
     scores = jnp.where(key_mask[:, None, None, None, :], scores,
                        attention_common.MASKED)
   weights = attention_common.safe_softmax_weights(scores)
-  out = jnp.einsum('ekgrn,eknd->erkgd', weights.astype(value.dtype), value,
+  out = jnp.einsum('ekgrn,ekdn->erkgd', weights.astype(value.dtype), value,
                    preferred_element_type=jnp.float32)
   return out.reshape(examples, decodes, heads, head_dim).astype(query.dtype)
 
@@ -97,10 +103,12 @@ class MultiHeadAttention(nn.Module):
     value_proj = projection(kv_features, name='value')
     key, value = key_proj(inputs_kv), value_proj(inputs_kv)
     if decode and self.static_kv:  # the call that creates the cache
-      for part, like in (('key', key), ('value', value)):
+      cached = static_kv_layout(key, value)
+      for part, array, axes in zip(('key', 'value'), cached,
+                                   (STATIC_KEY_AXES, STATIC_VALUE_AXES)):
         nn_partitioning.variable_with_axes(
-            'cache', f'cached_static_{part}', jnp.zeros,
-            _head_major(like).shape, like.dtype, axes=STATIC_KV_AXES)
+            'cache', f'cached_static_{part}', lambda array=array: array,
+            axes=axes)
       self.variable('cache', 'static_kv_ready', lambda: jnp.array(False))
     key = constrain_activations(key, HEADS_AXES)
     value = constrain_activations(value, HEADS_AXES)
@@ -119,12 +127,18 @@ class MultiHeadAttention(nn.Module):
                       key_mask):
     """Dense attention of `[rows, 1]` queries over their example's K/V.
 
-    The first step projects `inputs_kv` into the cache, one copy per example
-    (`nn.cond`: later steps skip the projection; projecting 16k encoder tokens
-    cost about 13 GFLOP per layer at every step of every beam). Rows are
-    example-major (`[e0, e0, e0, e1, ...]`, as decoding expands them), so the
-    decodes of an example are that example's queries: one `[examples, decodes]`
-    product. A cache expanded per row (T5X's decoding) has one example per row.
+    The call that creates the cache stores the projection of its `inputs_kv`
+    (`static_kv_layout`, one copy per example) with `static_kv_ready` False: callers
+    that create the cache from placeholder inputs (T5X's decoding) get the
+    projection at the first step instead (`nn.cond`; projecting 16k encoder
+    tokens costs about 13 GFLOP per layer, so later steps skip it). A cache
+    created from the real encoding needs no flag (`decoding.
+    mark_static_kv_filled` drops it); its steps only read the keys and values,
+    which the decode loop then carries unchanged (a flag-guarded read returns
+    a fresh copy of them at every step). Rows are example-major (`[e0, e0,
+    e0, e1, ...]`, as decoding expands them), so the decodes of an example are
+    that example's queries: one `[examples, decodes]` product. A cache
+    expanded per row (T5X's decoding) has one example per row.
     """
     def read(module, _):
       return (module.get_variable('cache', 'cached_static_key'),
@@ -133,14 +147,17 @@ class MultiHeadAttention(nn.Module):
     def fill(module, inputs_kv):
       key = projection(kv_features, name='key', parent=module)(inputs_kv)
       value = projection(kv_features, name='value', parent=module)(inputs_kv)
-      key, value = _head_major(key), _head_major(value)
+      key, value = static_kv_layout(key, value)
       module.put_variable('cache', 'cached_static_key', key)
       module.put_variable('cache', 'cached_static_value', value)
       return key, value
 
-    ready = self.get_variable('cache', 'static_kv_ready')
-    key, value = nn.cond(ready, read, fill, self, inputs_kv)
-    self.put_variable('cache', 'static_kv_ready', jnp.array(True))
+    if self.has_variable('cache', 'static_kv_ready'):
+      ready = self.get_variable('cache', 'static_kv_ready')
+      key, value = nn.cond(ready, read, fill, self, inputs_kv)
+      self.put_variable('cache', 'static_kv_ready', jnp.array(True))
+    else:
+      key, value = read(self, inputs_kv)
     examples = key.shape[0]
     rows = query.shape[0]
     if key_mask is not None and key_mask.shape[0] != examples:

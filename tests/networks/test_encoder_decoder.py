@@ -91,13 +91,17 @@ def test_cached_decoding_equals_teacher_forcing():
       assert leaf.shape[0] == 2, path  # batch-major: beam search can expand it
 
 
-@pytest.mark.parametrize('expanded', [False, True])
-def test_cross_attention_keys_values_are_cached_once_per_example(expanded):
+@pytest.mark.parametrize('mode', ['lazy', 'expanded', 'filled'])
+def test_cross_attention_keys_values_are_cached_once_per_example(mode):
   """Decoding rows `[e0, e0, e0, e1, e1, e1]` (3 decodes per example) against
   the per-example encoding projected once into the cache gives the logits of a
-  full pass with the encoding copied per row. `expanded`: the cache and the
-  encoding are copied per row before the first step (T5X's decoding does
-  that), so each row is its own example."""
+  full pass with the encoding copied per row. `lazy`: the cache is created
+  with `static_kv_ready` and projected at the first step; `expanded`: as lazy,
+  but the cache and the encoding are copied per row before the first step
+  (T5X's decoding does that), so each row is its own example; `filled`: the
+  cache is created from the real encoding and its flags dropped
+  (`mark_static_kv_filled`, as EncoderDecoderModel decodes), so steps only
+  read it."""
   model, variables = _model('dense')
   enc, _, _ = _batch()
   decodes = 3
@@ -111,11 +115,13 @@ def test_cross_attention_keys_values_are_cached_once_per_example(expanded):
         variables, encoded, enc, tokens[:2], tokens[:2], enable_dropout=False,
         decode=True, mutable=['cache'], method=networks.EncoderDecoder.decode)
     cache, step_encoded, step_enc = created['cache'], encoded, enc
-    if expanded:  # every leaf with a batch axis, as T5X's decoding does
+    if mode == 'expanded':  # every leaf with a batch axis, as T5X does
       cache = jax.tree.map(lambda x: decoding.flat_batch_beam_expand(
           x, decodes) if x.ndim else x, cache)
       step_encoded, step_enc = jnp.repeat(encoded, decodes, 0), rows_enc
     else:
+      if mode == 'filled':
+        cache = decoding.mark_static_kv_filled(cache)
       cache = decoding.cache_map(
           lambda x: decoding.flat_batch_beam_expand(x, decodes), cache)
     logits, stepped = model.apply(
@@ -125,14 +131,21 @@ def test_cross_attention_keys_values_are_cached_once_per_example(expanded):
     full = model.apply(variables, jnp.repeat(encoded, decodes, 0), rows_enc,
                        tokens, tokens, enable_dropout=False,
                        method=networks.EncoderDecoder.decode)
-    return logits, full, stepped['cache']
+    return logits, full, cache, stepped['cache']
 
-  logits, full, cache = step_and_full(variables)
+  logits, full, before, after = step_and_full(variables)
   np.testing.assert_allclose(logits, full, atol=2e-5, rtol=2e-5)
-  cross = cache['decoder']['layers_0']['encoder_decoder_attention']
+  cross = after['decoder']['layers_0']['encoder_decoder_attention']
   # One copy per example unless the caller copied it per row.
-  assert cross['cached_static_key'].shape[0] == (2 * decodes if expanded else 2)
-  assert bool(cross['static_kv_ready'])
+  assert cross['cached_static_key'].shape[0] == (
+      2 * decodes if mode == 'expanded' else 2)
+  if mode == 'filled':
+    assert 'static_kv_ready' not in cross
+    created = before['decoder']['layers_0']['encoder_decoder_attention']
+    for part in ('cached_static_key', 'cached_static_value'):
+      np.testing.assert_array_equal(cross[part], created[part])
+  else:
+    assert bool(cross['static_kv_ready'])
 
 
 def test_packing_separates_examples_and_sparse_schemes_refuse_it():

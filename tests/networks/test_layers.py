@@ -64,7 +64,8 @@ def test_gated_gelu_mlp():
 
 
 def test_head_major_cross_attention_equals_dense_attention():
-  """The decode-time cross-attention over the head-major cache: as
+  """The decode-time cross-attention over the head-major cache
+  (`static_kv_layout`): as
   `dot_product_attention` (float32, 1e-5), grouped heads, a padded example and
   one with no valid key (zeros)."""
   rng = np.random.default_rng(0)
@@ -75,8 +76,7 @@ def test_head_major_cross_attention_equals_dense_attention():
   key_mask[1, 20:] = False
   key_mask[2] = False
   got = attention_layer._static_attention(  # pylint: disable=protected-access
-      query, attention_layer._head_major(key),  # pylint: disable=protected-access
-      attention_layer._head_major(value), key_mask)  # pylint: disable=protected-access
+      query, *attention_layer.static_kv_layout(key, value), key_mask)
   want = attention.dot_product_attention(query, key, value, scale=1.0,
                                          key_mask=key_mask)
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
