@@ -24,22 +24,45 @@ def _validate(q, k, v, key_mask, position_bias, *, same_length):
 
 
 def run_tree_layout(layout, q, k, v, *, scale, key_mask, position_bias,
-                    implementation, coarse_levels=None, return_lse=False):
+                    implementation, coarse_levels=None, return_lse=False,
+                    q_segment_ids=None, kv_segment_ids=None):
   """Builds the flat K/V buffer of `layout` and runs an engine over it.
 
   `return_lse` (XLA engine only) also returns each row's log-sum-exp.
+  `q_segment_ids`/`kv_segment_ids` `[batch, length]` (packed examples, both or
+  neither): queries attend only keys, and pooled entries only average tokens,
+  of their own segment (docs/attention.md#packed-examples).
   """
   batch, length = k.shape[:2]
   valid = common.valid_keys(key_mask, batch, length, length)
-  k_flat, v_flat, entry_bias = pyramid.build_flat_kv(layout, k, v, valid,
-                                                     coarse_levels)
+  segmented = check_segment_ids(q_segment_ids, kv_segment_ids, q, k)
+  k_flat, v_flat, entry_bias = pyramid.build_flat_kv(
+      layout, k, v, valid, coarse_levels,
+      segment_ids=kv_segment_ids if segmented else None)
   engine = engines.tree_engine(implementation)
   options = dict(return_lse=True) if return_lse else {}
   if return_lse and implementation != 'xla':
     raise ValueError(f'return_lse needs the xla engine, got {implementation!r}.')
+  if segmented:
+    options['segment_ids'] = (q_segment_ids,
+                              pyramid.flat_segment_ids(layout, kv_segment_ids))
   return engine(q, k_flat, v_flat, entry_bias, layout,
                 scale=common.default_scale(scale, q.shape[-1]),
                 position_bias=position_bias, **options)
+
+
+def check_segment_ids(q_segment_ids, kv_segment_ids, q, k) -> bool:
+  """True if packed; both or neither, each `[batch, length]` of q and k."""
+  if q_segment_ids is None and kv_segment_ids is None:
+    return False
+  if q_segment_ids is None or kv_segment_ids is None:
+    raise ValueError('pass both q_segment_ids and kv_segment_ids, or neither.')
+  for name, ids, x in (('q_segment_ids', q_segment_ids, q),
+                       ('kv_segment_ids', kv_segment_ids, k)):
+    if tuple(ids.shape) != tuple(x.shape[:2]):
+      raise ValueError(f'{name} must be [batch, length] = {tuple(x.shape[:2])}, '
+                       f'got shape {tuple(ids.shape)}.')
+  return True
 
 
 # Dense attention with at least this many scores (queries x keys x heads) runs on
@@ -56,12 +79,14 @@ def dot_product_attention(q, k, v, *, scale=None, causal=False, key_mask=None,
   if causal and q.shape[1] != k.shape[1]:
     raise ValueError(f'causal=True needs q length {q.shape[1]} == k length '
                      f'{k.shape[1]}; for decoding pass key_mask instead.')
-  segmented = q_segment_ids is not None or kv_segment_ids is not None
-  if implementation == 'pallas' and not segmented and q.shape[1] == k.shape[1]:
+  segmented = check_segment_ids(q_segment_ids, kv_segment_ids, q, k)
+  segments = dict(q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids)
+  if implementation == 'pallas' and q.shape[1] == k.shape[1]:
     layout = dense.flash_layout(q.shape[1], causal=causal)
     return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
-                           position_bias=position_bias, implementation='pallas')
-  if (implementation == 'xla' and not segmented and
+                           position_bias=position_bias, implementation='pallas',
+                           **segments)
+  if (implementation == 'xla' and
       q.shape[1] * k.shape[1] * q.shape[2] >= DENSE_SCAN_SCORES):
     # Flash-style on the tree path: one query block's scores at a time. The
     # decoder's cross-attention over 16k encoder tokens (256 queries, 4 heads)
@@ -71,7 +96,9 @@ def dot_product_attention(q, k, v, *, scale=None, causal=False, key_mask=None,
     layout = dense.flash_layout(k.shape[1], causal=causal,
                                 query_length=query_length)
     return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
-                           position_bias=position_bias, implementation='xla')
+                           position_bias=position_bias, implementation='xla',
+                           **segments)
+  del segmented  # small products: the scores are materialised
   return dense.dot_product_attention_reference(
       q, k, v, scale=scale, causal=causal, key_mask=key_mask,
       position_bias=position_bias, q_segment_ids=q_segment_ids,
@@ -82,26 +109,36 @@ def fovea_attention(q, k, v, *, block_len, wing=fovea.DEFAULT_WING,
                     edge=fovea.DEFAULT_EDGE,
                     coarse_weight=fovea.DEFAULT_COARSE_WEIGHT, max_level=None,
                     causal=False, scale=None, key_mask=None,
-                    position_bias=None, implementation=None):
-  """Fovea attention (docs/attention.md#fovea)."""
+                    position_bias=None, segment_ids=None, implementation=None):
+  """Fovea attention (docs/attention.md#fovea); `segment_ids [batch, length]`
+  for packed examples (docs/attention.md#packed-examples)."""
   key_mask = _validate(q, k, v, key_mask, position_bias, same_length=True)
+  packed = check_segment_ids(segment_ids, segment_ids, q, k)
   options = dict(block_len=block_len, wing=wing, edge=edge,
                  coarse_weight=coarse_weight, max_level=max_level, causal=causal)
   implementation = engines.resolve_implementation(implementation)
   if implementation == 'reference':
     return fovea.fovea_attention_reference(q, k, v, scale=scale, key_mask=key_mask,
-                                           position_bias=position_bias, **options)
-  layout = fovea.fovea_layout(q.shape[1], **options)
+                                           position_bias=position_bias,
+                                           segment_ids=segment_ids, **options)
+  layout = fovea.fovea_layout(q.shape[1], packed=packed, **options)
   return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
-                         position_bias=position_bias, implementation=implementation)
+                         position_bias=position_bias, implementation=implementation,
+                         q_segment_ids=segment_ids, kv_segment_ids=segment_ids)
 
 
 def fma_attention(q, k, v, *, fine_len, rank, downsample=fma.DEFAULT_DOWNSAMPLE,
                   k_levels=None, v_levels=None, causal=False, scale=None,
-                  key_mask=None, implementation=None):
+                  key_mask=None, segment_ids=None, implementation=None):
   """Fast Multipole Attention (docs/attention.md#fast-multipole-attention);
-  learned levels via k/v_levels."""
+  learned levels via k/v_levels; `segment_ids [batch, length]` for packed
+  examples ('avg' only, docs/attention.md#packed-examples)."""
   key_mask = _validate(q, k, v, key_mask, None, same_length=True)
+  packed = check_segment_ids(segment_ids, segment_ids, q, k)
+  if packed and downsample != 'avg':
+    raise ValueError(f"FMA with downsample={downsample!r} cannot pack examples: "
+                     "its learned filters mix the tokens of a window whatever "
+                     "their segment. Use downsample='avg' or turn packing off.")
   common.check_choice('downsample', downsample, fma.DOWNSAMPLES)
   coarse = fma.check_levels(k_levels, v_levels, k, q.shape[1], fine_len, rank)
   if (coarse is None) != (downsample == 'avg'):
@@ -113,26 +150,32 @@ def fma_attention(q, k, v, *, fine_len, rank, downsample=fma.DEFAULT_DOWNSAMPLE,
     return fma.fma_attention_reference(
         q, k, v, fine_len=fine_len, rank=rank, downsample=downsample,
         k_levels=k_levels, v_levels=v_levels, causal=causal, scale=scale,
-        key_mask=key_mask)
+        key_mask=key_mask, segment_ids=segment_ids)
   layout = fma.fma_layout(q.shape[1], fine_len=fine_len, rank=rank,
-                          downsample=downsample, causal=causal)
+                          downsample=downsample, causal=causal, packed=packed)
   return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
                          position_bias=None, implementation=implementation,
-                         coarse_levels=coarse)
+                         coarse_levels=coarse, q_segment_ids=segment_ids,
+                         kv_segment_ids=segment_ids)
 
 
 def local_attention(q, k, v, *, window=None, block_len=None, causal=False,
                     scale=None, key_mask=None, position_bias=None,
-                    implementation=None):
-  """Sliding-window (`window`) or block-local (`block_len`) attention."""
+                    segment_ids=None, implementation=None):
+  """Sliding-window (`window`) or block-local (`block_len`) attention;
+  `segment_ids [batch, length]` for packed examples."""
   key_mask = _validate(q, k, v, key_mask, position_bias, same_length=True)
+  packed = check_segment_ids(segment_ids, segment_ids, q, k)
   implementation = engines.resolve_implementation(implementation)
   if implementation == 'reference':
     return local.local_attention_reference(
         q, k, v, window=window, block_len=block_len, causal=causal, scale=scale,
-        key_mask=key_mask, position_bias=position_bias)
+        key_mask=key_mask, position_bias=position_bias, segment_ids=segment_ids)
   layout = local.local_layout(q.shape[1], window=window, block_len=block_len,
-                              causal=causal)
+                              causal=causal, packed=packed)
+  if packed and block_len is not None:
+    segment_ids = common.block_segment_ids(segment_ids, block_len)
   return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
-                         position_bias=position_bias, implementation=implementation)
+                         position_bias=position_bias, implementation=implementation,
+                         q_segment_ids=segment_ids, kv_segment_ids=segment_ids)
 

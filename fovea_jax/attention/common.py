@@ -171,6 +171,26 @@ def valid_keys(key_mask, batch, length, padded_length):
   return pad_length(valid, padded_length)
 
 
+def positions_in_segment(segment_ids):
+  """`[batch, n]` position of every token within its run of equal segment ids
+  (packed examples: each example's positions restart at 0)."""
+  n = segment_ids.shape[-1]
+  index = jnp.arange(n, dtype=jnp.int32)
+  starts = jnp.concatenate(
+      [jnp.ones(segment_ids.shape[:-1] + (1,), bool),
+       segment_ids[..., 1:] != segment_ids[..., :-1]], axis=-1)
+  first = jax.lax.cummax(jnp.where(starts, index, 0), axis=segment_ids.ndim - 1)
+  return index - first
+
+
+def block_segment_ids(segment_ids, block_len):
+  """Ids that are equal exactly for tokens of one segment and one block of
+  `block_len` tokens counted from the segment's start (block-local attention
+  over packed examples sees what each example sees alone)."""
+  new_run = positions_in_segment(segment_ids) % block_len == 0
+  return jnp.cumsum(new_run.astype(jnp.int32), axis=-1)
+
+
 def safe_softmax_weights(logits):
   """Softmax over the last axis in float32; all-masked rows give zero weights."""
   logits = logits.astype(jnp.float32)

@@ -85,12 +85,15 @@ def fma_interactions(fine_block, num_fine_blocks, levels, causal):
 def fma_attention_reference(q, k, v, *, fine_len, rank,
                             downsample=DEFAULT_DOWNSAMPLE, k_levels=None,
                             v_levels=None, causal=False, scale=None,
-                            key_mask=None):
+                            key_mask=None, segment_ids=None):
   """Dense oracle: a key bank `[K; K_1; ...; K_L]` with the interaction mask.
 
   For `'avg'` the coarse entries are window means and carry ln(valid count); for
   learned levels they are the given arrays and carry ln(window). With 'avg' this
   equals dense softmax with far keys replaced by their window means.
+  `segment_ids [batch, n]` ('avg' only; packed examples): every query has its
+  own bank, raw keys and window means over the tokens of its own segment
+  (docs/attention.md#packed-examples).
   """
   common.check_qkv(q, k, v, same_length=True)
   common.check_choice('downsample', downsample, DOWNSAMPLES)
@@ -133,35 +136,79 @@ def fma_attention_reference(q, k, v, *, fine_len, rank,
       allowed[t, base + g0 * rank:base + (g1 + 1) * rank] = True
   if causal:
     allowed[:, :padded] &= np.tril(np.ones((n, padded), bool))
+  if segment_ids is not None:
+    if k_levels is not None:
+      raise ValueError('the FMA oracle pools packed examples for '
+                       "downsample='avg' only.")
+    return _segmented_bank_attention(q, k_pad, v_pad, valid, levels, allowed,
+                                     segment_ids, scale).astype(v.dtype)
   bias = (jnp.where(allowed, 0.0, common.MASKED)[None, None] +
           jnp.concatenate(corrections, axis=1)[:, None, None, :])
   return common.masked_dense_attention(q, bank_k, bank_v, bias, scale).astype(v.dtype)
 
 
+def _segmented_bank_attention(q, k_pad, v_pad, valid, levels, allowed,
+                              segment_ids, scale):
+  """The 'avg' oracle with packed examples: query t's bank holds its segment's
+  raw keys and, per level, window means over its segment's tokens."""
+  batch, n = segment_ids.shape
+  padded = k_pad.shape[1]
+  ids = common.pad_length(segment_ids, padded)
+  same = (ids[:, :n, None] == ids[:, None, :]).astype(jnp.float32)
+  own = valid[:, None, :] * same                          # [b, t, token]
+  member_rows = [np.eye(padded, dtype=np.float32)]        # the raw bank
+  for lvl in levels:
+    member_rows.append(np.kron(np.eye(lvl.num_entries, dtype=np.float32),
+                               np.ones((1, lvl.window), np.float32)))
+  member = jnp.asarray(np.concatenate(member_rows))       # [bank, token]
+  weights = member[None, None] * own[:, :, None, :]       # [b, t, bank, token]
+  counts = weights.sum(-1)                                # [b, t, bank]
+  mean = weights / jnp.maximum(counts, 1.0)[..., None]
+  bank_k = jnp.einsum('btej,bjhd->btehd', mean, k_pad)
+  bank_v = jnp.einsum('btej,bjhd->btehd', mean, v_pad)
+  correction = jnp.log(jnp.maximum(counts, 1.0)).at[:, :, :padded].set(0.0)
+  bias = jnp.where(jnp.asarray(allowed)[None] & (counts > 0), correction,
+                   common.MASKED)                         # [b, t, bank]
+  groups = q.shape[2] // k_pad.shape[2]
+  bank_k, bank_v = (jnp.repeat(x, groups, axis=3) for x in (bank_k, bank_v))
+  logits = jnp.einsum('bthd,btehd->bhte', q.astype(jnp.float32),
+                      bank_k) * scale + bias[:, None]
+  weights = common.safe_softmax_weights(logits)
+  return jnp.einsum('bhte,btehd->bthd', weights, bank_v)
+
+
 def fma_layout(length, *, fine_len, rank, downsample=DEFAULT_DOWNSAMPLE,
-               causal=False) -> layout_lib.TreeLayout:
-  """The cached TreeLayout of FMA for one configuration."""
+               causal=False, packed=False) -> layout_lib.TreeLayout:
+  """The cached TreeLayout of FMA for one configuration.
+
+  `packed` (bidirectional only): every coarse level also in a 'head' copy, which
+  the groups after a query block read (see `PyramidSegment.side`).
+  """
   _check(fine_len, rank)
   common.check_choice('downsample', downsample, DOWNSAMPLES)
   return _fma_layout(int(length), int(fine_len), int(rank), downsample,
-                     bool(causal))
+                     bool(causal), bool(packed) and not causal)
 
 
 @functools.lru_cache(maxsize=64)
-def _fma_layout(length, fine_len, rank, downsample, causal):
+def _fma_layout(length, fine_len, rank, downsample, causal, head_copies):
   levels = fma_levels(length, fine_len, rank)
   padded = fma_padded_length(length, fine_len)
   correction = 'log_count' if downsample == 'avg' else 'log_window'
   specs = [(1, 1, 0, padded, 'none')]
   specs += [(lvl.window, lvl.window, 0, lvl.num_entries, correction)
             for lvl in levels]
+  if head_copies:
+    specs += [spec + ('head',) for spec in specs[1:]]
   num_fine = padded // fine_len
 
   def spans(block, segments):
     near, far = fma_interactions(block, num_fine, levels, causal)
     out = [(segments[0].offset + near[0] * fine_len, len(near) * fine_len)]
     for lvl, g0, g1 in far:
-      out.append((segments[lvl.level].offset + g0 * rank, (g1 - g0 + 1) * rank))
+      after = head_copies and g0 > block >> (lvl.level - 1)
+      seg = segments[lvl.level + (len(levels) if after else 0)]
+      out.append((seg.offset + g0 * rank, (g1 - g0 + 1) * rank))
     return out
 
   return layout_lib.make_layout(

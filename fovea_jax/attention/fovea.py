@@ -83,8 +83,14 @@ def fovea_attention_reference(q, k, v, *, block_len, wing=DEFAULT_WING,
                               edge=DEFAULT_EDGE,
                               coarse_weight=DEFAULT_COARSE_WEIGHT,
                               max_level=None, causal=False, scale=None,
-                              key_mask=None, position_bias=None):
-  """Dense oracle (docs/attention.md#fovea): every key replaced by its window mean."""
+                              key_mask=None, position_bias=None,
+                              segment_ids=None):
+  """Dense oracle (docs/attention.md#fovea): every key replaced by its window mean.
+
+  `segment_ids [batch, n]` (packed examples): a query sees only keys of its
+  own segment, and a window's mean is over the window's tokens of the query's
+  segment (docs/attention.md#packed-examples).
+  """
   _check_args(block_len, wing, edge, coarse_weight, max_level)
   common.check_qkv(q, k, v, same_length=True)
   batch, n, heads, _ = q.shape
@@ -101,22 +107,28 @@ def fovea_attention_reference(q, k, v, *, block_len, wing=DEFAULT_WING,
   member = ((token[None, None, :] >= window_start[..., None]) &
             (token[None, None, :] < (window_start + width)[..., None]))
   valid = common.valid_keys(key_mask, batch, n, n).astype(jnp.float32)
-  averaging = jnp.asarray(member, jnp.float32)[None] * valid[:, None, None, :]
-  counts = averaging.sum(-1)                          # [batch, query_block, key]
-  mean = averaging / jnp.maximum(counts, 1.0)[..., None]
   query_block = token // block_len
-  mean_t = mean[:, query_block]                       # [batch, query, key, key']
+  if segment_ids is None:
+    same = jnp.ones((1, n, n), jnp.float32)
+  else:
+    same = (segment_ids[:, :, None] == segment_ids[:, None, :]).astype(
+        jnp.float32)                                  # [batch, query, key']
+  # [batch, query, key, key']: the tokens whose mean stands in for key.
+  averaging = (jnp.asarray(member, jnp.float32)[query_block][None] *
+               (valid[:, None, :] * same)[:, :, None, :])
+  counts_t = averaging.sum(-1)                        # [batch, query, key]
+  mean_t = averaging / jnp.maximum(counts_t, 1.0)[..., None]
   k_bar = jnp.einsum('btjJ,bJhd->btjhd', mean_t, k.astype(jnp.float32))
   v_bar = jnp.einsum('btjJ,bJhd->btjhd', mean_t, v.astype(jnp.float32))
   groups = heads // k.shape[2]
   k_bar, v_bar = (jnp.repeat(x, groups, axis=3) for x in (k_bar, v_bar))
   logits = jnp.einsum('bthd,btjhd->bhtj', q.astype(jnp.float32), k_bar) * scale
-  counts_t = counts[:, query_block]                   # [batch, query, key]
   seen = (level >= 0)[query_block]
   if causal:
     seen = seen & (token[None, :] <= token[:, None])
-  # Only valid tokens are expanded: n_j copies of each window mean.
-  allowed = seen[None] & (valid[:, None, :n] > 0)
+  # Only valid tokens (of the query's segment) are expanded: n_j copies of
+  # each window mean.
+  allowed = seen[None] & (valid[:, None, :n] * same > 0)
   correction = (-jnp.log(jnp.maximum(counts_t, 1.0)) if coarse_weight == 'once'
                 else jnp.zeros_like(counts_t))
   logits = logits + jnp.where(allowed, correction, common.MASKED)[:, None]
@@ -133,11 +145,16 @@ def fovea_attention_reference(q, k, v, *, block_len, wing=DEFAULT_WING,
 
 def fovea_layout(length, *, block_len, wing=DEFAULT_WING, edge=DEFAULT_EDGE,
                  coarse_weight=DEFAULT_COARSE_WEIGHT,
-                 max_level=None, causal=False) -> layout_lib.TreeLayout:
-  """The cached TreeLayout of fovea attention for one configuration."""
+                 max_level=None, causal=False,
+                 packed=False) -> layout_lib.TreeLayout:
+  """The cached TreeLayout of fovea attention for one configuration.
+
+  `packed` (bidirectional only): every coarse level also in a 'head' copy, which
+  the nodes after a query block read (see `PyramidSegment.side`).
+  """
   _check_args(block_len, wing, edge, coarse_weight, max_level)
   return _fovea_layout(int(length), int(block_len), int(wing), edge, coarse_weight,
-                       max_level, bool(causal))
+                       max_level, bool(causal), bool(packed) and not causal)
 
 
 def _node_windows(level, first, block_len, length):
@@ -151,7 +168,8 @@ def _node_windows(level, first, block_len, length):
 
 
 @functools.lru_cache(maxsize=64)
-def _fovea_layout(length, block_len, wing, edge, coarse_weight, max_level, causal):
+def _fovea_layout(length, block_len, wing, edge, coarse_weight, max_level, causal,
+                  head_copies):
   num_blocks = -(-length // block_len)
   token_length = num_blocks * block_len
   per_block, starts_of_level = [], {}
@@ -181,6 +199,8 @@ def _fovea_layout(length, block_len, wing, edge, coarse_weight, max_level, causa
     specs.append((size, grid, lo_start, (hi_start - lo_start) // grid + 1,
                   correction))
   segment_of_level = {level: i + 1 for i, level in enumerate(levels)}
+  if head_copies:
+    specs += [spec + ('head',) for spec in specs[1:]]
 
   def spans(block, segments):
     out = []
@@ -188,7 +208,8 @@ def _fovea_layout(length, block_len, wing, edge, coarse_weight, max_level, causa
       if level == 0:
         out.append((segments[0].offset + first * block_len + e_lo, e_hi - e_lo))
         continue
-      seg = segments[segment_of_level[level]]
+      after = head_copies and first > block
+      seg = segments[segment_of_level[level] + (len(levels) if after else 0)]
       start = first * block_len + e_lo * seg.window
       out.append((int(seg.flat_index((start - seg.first_start) // seg.grid)),
                   e_hi - e_lo))

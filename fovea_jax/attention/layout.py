@@ -39,6 +39,10 @@ class PyramidSegment:
   # How the entry's logit is corrected: 'none' (each entry counts once),
   # 'log_count' (+ln of its valid tokens) or 'log_window' (+ln(window)).
   logit_correction: str = 'none'
+  # With packed examples (segment ids) an entry averages only the tokens of one
+  # segment: that of its window's last token ('tail', what queries after the
+  # window share with it) or first token ('head', for queries before it).
+  side: str = 'tail'
 
   @property
   def interleave(self) -> int:
@@ -125,16 +129,18 @@ class TreeLayout:
 
 
 def build_segments(specs, token_length):
-  """Lays out `(window, grid, first_start, num_starts, correction)` specs in order.
+  """Lays out `(window, grid, first_start, num_starts, correction[, side])`
+  specs in order.
 
   The first spec must be the raw tokens `(1, 1, 0, token_length, 'none')`.
   """
   segments, offset = [], 0
-  for window, grid, first_start, num_starts, correction in specs:
+  for window, grid, first_start, num_starts, correction, *side in specs:
     if window % grid or (window // grid) & (window // grid - 1):
       raise AssertionError(f'window {window} must be a power-of-two multiple of '
                            f'grid {grid}')
-    seg = PyramidSegment(window, grid, first_start, num_starts, offset, correction)
+    seg = PyramidSegment(window, grid, first_start, num_starts, offset, correction,
+                         *side)
     segments.append(seg)
     offset += seg.size
   assert segments[0].window == 1 and segments[0].num_starts == token_length

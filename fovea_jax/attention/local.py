@@ -45,25 +45,42 @@ def local_allowed(q_len, *, window=None, block_len=None, causal=False):
 
 
 def local_attention_reference(q, k, v, *, window=None, block_len=None, causal=False,
-                              scale=None, key_mask=None, position_bias=None):
+                              scale=None, key_mask=None, position_bias=None,
+                              segment_ids=None):
+  """Dense oracle: the local pattern, and (packed examples) `segment_ids`'
+  segments, over the dense scores."""
   _check(window, block_len)
   common.check_qkv(q, k, v, same_length=True)
   bias = dense.dense_logit_bias(q.shape[1], k.shape[1], key_mask=key_mask,
-                                position_bias=position_bias)
-  allowed = local_allowed(q.shape[1], window=window, block_len=block_len,
-                          causal=causal)
-  bias = jnp.where(allowed[None, None], bias, common.MASKED)
+                                position_bias=position_bias,
+                                q_segment_ids=segment_ids,
+                                kv_segment_ids=segment_ids)
+  allowed = jnp.asarray(local_allowed(q.shape[1], window=window,
+                                      block_len=block_len, causal=causal))[None]
+  if segment_ids is not None and block_len is not None:
+    # Blocks count from each example's first token, as if it ran alone.
+    block = common.positions_in_segment(segment_ids) // block_len
+    j = np.arange(q.shape[1])
+    allowed = ((block[:, :, None] == block[:, None, :]) &
+               (j[None, :] <= j[:, None] if causal else True))
+  bias = jnp.where(allowed[:, None], bias, common.MASKED)
   return common.masked_dense_attention(q, k, v, bias,
                                        common.default_scale(scale, q.shape[-1]))
 
 
-def local_layout(length, *, window=None, block_len=None, causal=False):
+def local_layout(length, *, window=None, block_len=None, causal=False,
+                 packed=False):
+  """The cached TreeLayout of local attention. `packed` (block-local only):
+  blocks count from each example's start (`common.block_segment_ids`), so a
+  query block also reads its neighbour blocks, where its examples' blocks
+  may reach."""
   _check(window, block_len)
-  return _local_layout(int(length), window, block_len, bool(causal))
+  return _local_layout(int(length), window, block_len, bool(causal),
+                       bool(packed) and block_len is not None)
 
 
 @functools.lru_cache(maxsize=64)
-def _local_layout(length, window, block_len, causal):
+def _local_layout(length, window, block_len, causal, packed_blocks):
   if block_len is not None:
     query_block = block_len
   else:
@@ -79,6 +96,9 @@ def _local_layout(length, window, block_len, causal):
     if window is not None:
       first = max(first - window, 0)
       end = end if causal else min(end + window, token_length)
+    elif packed_blocks:
+      first = max(first - query_block, 0)
+      end = end if causal else min(end + query_block, token_length)
     return [(segments[0].offset + first, end - first)]
 
   return layout_lib.make_layout(

@@ -17,24 +17,72 @@ from fovea_jax.attention.layout import PyramidSegment
 from fovea_jax.attention.layout import TreeLayout
 
 
-def _window_sums(x, seg: PyramidSegment, token_length):
-  """Sums of `x [batch, token_length, ...]` over the segment's windows, start order."""
+def _edge_pad(ids, widths):
+  return jnp.pad(ids, widths, mode='edge') if any(sum(w) for w in widths) else ids
+
+
+def _cells(seg: PyramidSegment, token_length):
+  """`(left, begin)`: grid cells padded before the sequence, and the first cell
+  of the segment's windows in padded coordinates."""
+  left = max(0, -seg.first_start // seg.grid)
+  return left, seg.first_start // seg.grid + left
+
+
+def _window_sums(x, seg: PyramidSegment, token_length, segment_ids=None):
+  """Sums of `x [batch, token_length, ...]` over the segment's windows, start order.
+
+  With `segment_ids [batch, token_length]` (packed examples, runs of equal ids)
+  a window sums only the tokens of the segment of its last (`seg.side ==
+  'tail'`) or first ('head') token; returns `(sums, those segments' ids)`.
+  Positions outside the sequence take the id of the nearest token, so they
+  never split a run (their `x` is zero).
+  """
   batch, rest = x.shape[0], x.shape[2:]
-  base = x.reshape(batch, token_length // seg.grid, seg.grid, *rest).sum(axis=2)
+  cells = token_length // seg.grid
+  tokens = x.reshape(batch, cells, seg.grid, *rest)
+  if segment_ids is None:
+    base = tokens.sum(axis=2)
+  else:
+    ids = segment_ids.reshape(batch, cells, seg.grid)
+    first, last = ids[..., 0], ids[..., -1]
+    own = ids == (last if seg.side == 'tail' else first)[..., None]
+    base = jnp.where(own.reshape(own.shape + (1,) * len(rest)), tokens,
+                     0).sum(axis=2)
   # Index of start i in `base` coordinates is first_start/grid + i; pad so that all
   # windows (which may start before 0 or end after the sequence) are in range.
-  left = max(0, -seg.first_start // seg.grid)
+  left, begin = _cells(seg, token_length)
   needed = seg.first_start // seg.grid + seg.num_starts - 1 + seg.interleave
   right = max(0, needed - base.shape[1])
-  widths = [(0, 0), (left, right)] + [(0, 0)] * len(rest)
-  base = jnp.pad(base, widths)
-  begin = seg.first_start // seg.grid + left
-  sums = base[:, begin:begin + seg.num_starts + seg.interleave - 1]
+  widths = [(0, 0), (left, right)]
+  base = jnp.pad(base, widths + [(0, 0)] * len(rest))
+  take = slice(begin, begin + seg.num_starts + seg.interleave - 1)
+  sums = base[:, take]
+  if segment_ids is not None:
+    first, last = (_edge_pad(a, widths)[:, take] for a in (first, last))
   width = 1
   while width < seg.interleave:  # windows of 2*width grid cells from two of width
-    sums = sums[:, :-width] + sums[:, width:]
+    left_half, right_half = sums[:, :-width], sums[:, width:]
+    if segment_ids is None:
+      sums = left_half + right_half
+    else:
+      # Runs are contiguous: the two halves share the window's segment only
+      # if the half away from that end is entirely of it.
+      first_l, last_l = first[:, :-width], last[:, :-width]
+      first_r, last_r = first[:, width:], last[:, width:]
+      if seg.side == 'tail':
+        join = (last_l == last_r) & (first_r == last_r)
+        near, far = right_half, left_half
+      else:
+        join = (first_l == last_l) & (first_l == first_r)
+        near, far = left_half, right_half
+      join = join.reshape(join.shape + (1,) * len(rest))
+      sums = near + jnp.where(join, far, 0)
+      first, last = first_l, last_r
     width *= 2
-  return sums[:, :seg.num_starts]
+  if segment_ids is None:
+    return sums[:, :seg.num_starts]
+  ids = last if seg.side == 'tail' else first
+  return sums[:, :seg.num_starts], ids[:, :seg.num_starts]
 
 
 def _residue_major(x, seg: PyramidSegment, fill=0.0):
@@ -61,35 +109,51 @@ def _entry_logit_correction(seg: PyramidSegment, counts):
   return jnp.where(counts > 0, correction, MASKED)
 
 
-def build_flat_kv(layout: TreeLayout, k, v, valid, coarse_levels=None):
+def _padded_segment_ids(segment_ids, token_length):
+  extra = token_length - segment_ids.shape[1]
+  return _edge_pad(segment_ids.astype(jnp.int32), [(0, 0), (0, extra)])
+
+
+def build_flat_kv(layout: TreeLayout, k, v, valid, coarse_levels=None,
+                  segment_ids=None):
   """Returns `(k_flat, v_flat, entry_bias)` for `layout`.
 
   k, v: `[batch, length, kv_heads, head_dim]`; valid: `[batch, length]` bool.
   coarse_levels: optional `{segment_index: (k_level, v_level)}` replacing pooled
   means by learned coarse entries (start order, `[batch, num_starts, kv_heads,
   head_dim]`). entry_bias `[batch, flat_size]` float32: the per-entry logit term,
-  -inf for entries with no valid token.
+  -inf for entries with no valid token. segment_ids `[batch, length]` (packed
+  examples): each pooled entry is the mean over its window's tokens of one
+  segment (`PyramidSegment.side`; `flat_segment_ids` says which), its count
+  and log-count correction those tokens'.
   """
   coarse_levels = coarse_levels or {}
   n_tok = layout.token_length
+  ids = (None if segment_ids is None else
+         _padded_segment_ids(segment_ids, n_tok))
   valid = pad_length(valid, n_tok).astype(jnp.float32)
   keep = valid[:, :, None, None]
   k_tok = pad_length(k, n_tok) * keep.astype(k.dtype)
   v_tok = pad_length(v, n_tok) * keep.astype(v.dtype)
+
+  def window_sums(x, seg):
+    sums = _window_sums(x, seg, n_tok, ids)
+    return sums if ids is None else sums[0]
+
   k_parts, v_parts, bias_parts = [], [], []
   for index, seg in enumerate(layout.segments):
     if seg.window == 1:
       counts = valid
       k_seg, v_seg = k_tok, v_tok
     else:
-      counts = _window_sums(valid, seg, n_tok)
+      counts = window_sums(valid, seg)
       if index in coarse_levels:
         k_seg, v_seg = coarse_levels[index]
       else:
         denom = jnp.maximum(counts, 1.0)[:, :, None, None]
-        k_seg = (_window_sums(k_tok.astype(jnp.float32), seg, n_tok) / denom
+        k_seg = (window_sums(k_tok.astype(jnp.float32), seg) / denom
                  ).astype(k.dtype)
-        v_seg = (_window_sums(v_tok.astype(jnp.float32), seg, n_tok) / denom
+        v_seg = (window_sums(v_tok.astype(jnp.float32), seg) / denom
                  ).astype(v.dtype)
     k_parts.append(_residue_major(k_seg, seg))
     v_parts.append(_residue_major(v_seg, seg))
@@ -99,3 +163,19 @@ def build_flat_kv(layout: TreeLayout, k, v, valid, coarse_levels=None):
   v_flat = jnp.concatenate(v_parts, axis=1)
   entry_bias = jnp.concatenate(bias_parts, axis=1)
   return k_flat, v_flat, entry_bias
+
+
+def flat_segment_ids(layout: TreeLayout, segment_ids):
+  """`[batch, flat_size]` int32: the segment every entry of `build_flat_kv`'s
+  buffer averages (a raw token's own; a pooled entry's by its `side`)."""
+  n_tok = layout.token_length
+  ids = _padded_segment_ids(segment_ids, n_tok)
+  parts = []
+  for seg in layout.segments:
+    if seg.window == 1:
+      entry_ids = ids
+    else:
+      probe = jnp.zeros(ids.shape, jnp.float32)
+      entry_ids = _window_sums(probe, seg, n_tok, ids)[1]
+    parts.append(_residue_major(entry_ids, seg, fill=-1))
+  return jnp.concatenate(parts, axis=1)

@@ -246,13 +246,14 @@ def _step_static_bias(static_bias, xs):
 
 
 def _chunk_logits(q_c, k_g, entry_bias_g, bias, tables, first_block, *, layout,
-                  scale, max_distance, typed):
+                  scale, max_distance, typed, same_segment=None):
   """Scores `[batch, kv_heads, chunk, groups * q_block, keys]` of one chunk.
 
   `bias` is this step's `_step_static_bias` if `typed`, else the head's
-  `_bias_by_distance` (or None). Batch dimensions lead and rows precede keys, the
-  natural layout of the product, so no score-sized transpose is needed here or in
-  the backward pass.
+  `_bias_by_distance` (or None). `same_segment [batch, chunk, q_block, keys]`
+  (packed examples): pairs of different segments are masked. Batch dimensions
+  lead and rows precede keys, the natural layout of the product, so no
+  score-sized transpose is needed here or in the backward pass.
   """
   _, valid, lo, hi = tables
   logits = jnp.einsum('bkcrd,bkcjd->bkcrj', q_c, k_g,
@@ -262,6 +263,8 @@ def _chunk_logits(q_c, k_g, entry_bias_g, bias, tables, first_block, *, layout,
   groups = rows // tq
   logits = logits.reshape(b, kv_heads, chunk, groups, tq, keys)
   logits = logits + entry_bias_g[:, None, :, None, None, :]
+  if same_segment is not None:
+    logits = jnp.where(same_segment[:, None, :, None], logits, MASKED)
   if typed:
     if bias is not None:  # None: `_Plan.unmasked`
       logits = logits + bias[None, None]
@@ -332,18 +335,38 @@ def _step_bias(bias, xs, plan):
   return _head_slice(bias, xs['head'], 0)
 
 
+def _split_segments(q_segment_ids, layout, plan):
+  """`[b, n]` query segment ids -> `[kv_heads * num_chunks, b, chunk, tq]`, in
+  the scan's (head-major) step order."""
+  b = q_segment_ids.shape[0]
+  tq = layout.query_block
+  n_pad = plan.num_chunks * plan.chunk * tq
+  ids = jnp.pad(q_segment_ids.astype(jnp.int32),
+                ((0, 0), (0, n_pad - q_segment_ids.shape[1])))
+  ids = jnp.swapaxes(ids.reshape(b, plan.num_chunks, plan.chunk, tq), 0, 1)
+  return jnp.tile(ids, (plan.kv_heads, 1, 1, 1))
+
+
+def _same_segment(q_ids_c, entry_ids, index):
+  """`[b, chunk, tq, keys]`: query and gathered entry share a segment."""
+  if q_ids_c is None:
+    return None
+  return q_ids_c[..., None] == jnp.take(entry_ids, index, axis=1)[:, :, None, :]
+
+
 def _step_tables(xs, plan, windows):
   """This step's `(index, valid, lo, hi)`, each `[chunk, keys]`."""
   return _entry_tables(xs['span_start'], xs['span_len'], windows, plan.keys)
 
 
 def _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
-             max_distance, windows):
+             max_distance, windows, segment_ids):
   q_chunks = _split_queries(q, layout, plan)
   k_t, v_t = _heads_major(k_flat), _heads_major(v_flat)
+  q_ids, entry_ids = _segment_inputs(segment_ids, layout, plan)
 
   def step(_, inputs):
-    q_c, xs = inputs
+    q_c, q_ids_c, xs = inputs
     head = xs['head']
     tables = _step_tables(xs, plan, windows)
     k_g = _gather(_head_slice(k_t, head, 1), tables[0], plan)
@@ -351,7 +374,9 @@ def _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
     logits = _chunk_logits(q_c, k_g, jnp.take(entry_bias, tables[0], axis=1),
                            _step_bias(bias, xs, plan), tables, xs['first_block'],
                            layout=layout, scale=scale,
-                           max_distance=max_distance, typed=plan.typed)
+                           max_distance=max_distance, typed=plan.typed,
+                           same_segment=_same_segment(q_ids_c, entry_ids,
+                                                      tables[0]))
     row_max = jnp.max(logits, axis=-1, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
     weights = jnp.exp(logits - row_max)
@@ -362,8 +387,17 @@ def _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
     lse = jnp.where(total > 0, row_max + jnp.log(norm), jnp.inf)
     return None, (out / norm, lse)
 
-  _, (out, lse) = jax.lax.scan(step, None, (q_chunks, plan.xs))
+  _, (out, lse) = jax.lax.scan(step, None, (q_chunks, q_ids, plan.xs))
   return out, lse
+
+
+def _segment_inputs(segment_ids, layout, plan):
+  """`(per-step query ids or None, entry ids or None)` of `segment_ids`."""
+  if segment_ids is None:
+    return None, None
+  q_segment_ids, entry_segment_ids = segment_ids
+  return (_split_segments(q_segment_ids, layout, plan),
+          entry_segment_ids.astype(jnp.int32))
 
 
 def _bias_inputs(table, bias_spec, plan, layout, windows):
@@ -380,29 +414,32 @@ def _bias_inputs(table, bias_spec, plan, layout, windows):
   return _bias_by_distance(table, bias_spec, plan.kv_heads), max_distance
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
-def _attention(q, k_flat, v_flat, entry_bias, table, layout, plan, scale, bias_spec):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
+def _attention(q, k_flat, v_flat, entry_bias, table, segment_ids, layout, plan,
+               scale, bias_spec):
   """`(output, log-sum-exp [b, n, heads], -inf on rows with no key)`."""
-  result, _ = _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan,
-                             scale, bias_spec)
+  result, _ = _attention_fwd(q, k_flat, v_flat, entry_bias, table, segment_ids,
+                             layout, plan, scale, bias_spec)
   return result
 
 
-def _attention_fwd(q, k_flat, v_flat, entry_bias, table, layout, plan, scale,
-                   bias_spec):
+def _attention_fwd(q, k_flat, v_flat, entry_bias, table, segment_ids, layout,
+                   plan, scale, bias_spec):
   windows = entry_windows(layout)
   bias, max_distance = _bias_inputs(table, bias_spec, plan, layout, windows)
   out, lse = _forward(q, k_flat, v_flat, entry_bias, bias, layout, plan, scale,
-                      max_distance, windows)
+                      max_distance, windows, segment_ids)
   result = _merge_queries(out, q.shape[1], layout, plan).astype(v_flat.dtype)
   row_lse = _merge_queries(jnp.where(jnp.isinf(lse), -jnp.inf, lse), q.shape[1],
                            layout, plan)[..., 0]
-  return (result, row_lse), (q, k_flat, v_flat, entry_bias, table, out, lse)
+  return (result, row_lse), (q, k_flat, v_flat, entry_bias, table, segment_ids,
+                             out, lse)
 
 
 def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
   d_out, d_lse = cotangents
-  q, k_flat, v_flat, entry_bias, table, out, lse = residuals
+  q, k_flat, v_flat, entry_bias, table, segment_ids, out, lse = residuals
+  q_ids, entry_ids = _segment_inputs(segment_ids, layout, plan)
   windows = entry_windows(layout)
   if table is None:
     bias, max_distance = _bias_inputs(None, None, plan, layout, windows)
@@ -419,7 +456,7 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
 
   def step(carry, inputs):
     dk_t, dv_t, d_bias_acc = carry
-    q_c, do_c, dlse_c, out_c, lse_c, xs = inputs
+    q_c, do_c, dlse_c, out_c, lse_c, q_ids_c, xs = inputs
     head = xs['head']
     tables = _step_tables(xs, plan, windows)
     index = tables[0]
@@ -427,11 +464,13 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
     v_g = _gather(_head_slice(v_t, head, 1), index, plan)
     head_bias = _step_bias(bias, xs, plan)
     eb_g = jnp.take(entry_bias, index, axis=1)
+    same_segment = _same_segment(q_ids_c, entry_ids, index)
 
     def logits_of(q_c, k_g, step_bias):
       return _chunk_logits(q_c, k_g, eb_g, step_bias, tables, xs['first_block'],
                            layout=layout, scale=scale,
-                           max_distance=max_distance, typed=plan.typed)
+                           max_distance=max_distance, typed=plan.typed,
+                           same_segment=same_segment)
 
     logits, logits_vjp = jax.vjp(logits_of, q_c, k_g, head_bias)
     weights = jnp.exp(logits - lse_c)  # lse = +inf on empty rows -> 0
@@ -460,7 +499,7 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
   init = (jnp.zeros(k_t.shape, jnp.float32), jnp.zeros(v_t.shape, jnp.float32),
           None if table is None else jnp.zeros(bias.shape, jnp.float32))
   (dk_t, dv_t, d_bias_acc), dq = jax.lax.scan(
-      step, init, (q_chunks, do_chunks, dlse_chunks, out, lse, plan.xs))
+      step, init, (q_chunks, do_chunks, dlse_chunks, out, lse, q_ids, plan.xs))
   dq = _merge_queries(dq, q.shape[1], layout, plan).astype(q.dtype)
   d_table = None
   if table is not None:
@@ -469,7 +508,7 @@ def _attention_bwd(layout, plan, scale, bias_spec, residuals, cotangents):
   # entry_bias depends only on masks and counts: it carries no gradient.
   return (dq, _heads_major(dk_t).astype(k_flat.dtype),
           _heads_major(dv_t).astype(v_flat.dtype), jnp.zeros_like(entry_bias),
-          d_table)
+          d_table, None)
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -481,12 +520,15 @@ def _plan_for(layout, chunk, kv_heads, max_distance):
 
 
 def tree_level_attention_xla(q, k_flat, v_flat, entry_bias, layout: TreeLayout, *,
-                             scale, position_bias=None,
+                             scale, position_bias=None, segment_ids=None,
                              chunk_bytes=DEFAULT_CHUNK_BYTES, return_lse=False):
   """Attention of `q [b, n, heads, d]` over the flat buffer of `layout`.
 
-  With `return_lse`, also each row's log-sum-exp `[b, n, heads]` (-inf where no
-  key is allowed), differentiable: LongT5 TGlobal joins it with its global scores.
+  `segment_ids`: `(q_segment_ids [b, n], entry_segment_ids [b, flat_size])`
+  for packed examples (`pyramid.flat_segment_ids`): a query attends only the
+  entries of its own segment. With `return_lse`, also each row's log-sum-exp
+  `[b, n, heads]` (-inf where no key is allowed), differentiable: LongT5
+  TGlobal joins it with its global scores.
   """
   batch, _, heads, _ = q.shape
   kv_heads = k_flat.shape[2]
@@ -499,6 +541,6 @@ def tree_level_attention_xla(q, k_flat, v_flat, entry_bias, layout: TreeLayout, 
   plan = _plan_for(layout, chunk, kv_heads,
                    0 if position_bias is None else position_bias.max_distance)
   entry_bias = jax.lax.stop_gradient(entry_bias)
-  result, lse = _attention(q, k_flat, v_flat, entry_bias, table, layout, plan,
-                           float(scale), bias_spec)
+  result, lse = _attention(q, k_flat, v_flat, entry_bias, table, segment_ids,
+                           layout, plan, float(scale), bias_spec)
   return (result, lse) if return_lse else result
