@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fovea_jax import attention
+from fovea_jax.attention import api
 from fovea_jax.attention import common
 from fovea_jax.attention import dense
 from tests.attention import helpers
@@ -183,3 +184,16 @@ def test_positions_and_block_ids_restart_per_segment():
       common.positions_in_segment(ids), [[0, 1, 2, 0, 0, 1, 0, 1]])
   np.testing.assert_array_equal(
       common.block_segment_ids(ids, 2), [[1, 1, 2, 3, 4, 4, 5, 5]])
+
+
+def test_pallas_request_with_segment_ids_runs_on_xla_and_says_so(caplog):
+  """The kernels take no segment ids: a packed call under 'pallas' runs the
+  XLA engine (same result) and logs that it does."""
+  fn, options = CASES['fovea causal']
+  q, k, v, key_mask, pb = _inputs(fn, options)
+  want = _runner(fn, options, 'xla', key_mask)(q, k, v, pb)
+  api._warn_once.cache_clear()  # pylint: disable=protected-access
+  with caplog.at_level('WARNING'):
+    got = _runner(fn, options, 'pallas', key_mask)(q, k, v, pb)
+  np.testing.assert_array_equal(got, want)
+  assert 'run on the XLA tree engine' in caplog.text

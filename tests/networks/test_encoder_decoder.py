@@ -148,21 +148,43 @@ def test_cross_attention_keys_values_are_cached_once_per_example(mode):
     assert bool(cross['static_kv_ready'])
 
 
-def test_packing_separates_examples_and_sparse_schemes_refuse_it():
+# Packed encodings equal each example encoded alone: no pattern here depends
+# on where an example starts (block-local blocks count from its start).
+PACK_AS_ALONE = ('dense', 'longt5_local', 'masformer', 'masformer_block')
+# Packed without leaks, but pooled windows sit where the packed sequence puts
+# them, so an example's encoding differs from its encoding alone.
+PACK_WITHOUT_LEAKS = ('fovea', 'fovea_options', 'fma')
+PACK_REFUSED = ('longt5_tglobal', 'fma_learned')
+
+
+@pytest.mark.parametrize('scheme', PACK_AS_ALONE + PACK_WITHOUT_LEAKS +
+                         PACK_REFUSED)
+def test_packed_encoder(scheme):
+  """Two examples packed in one row (10 + 11 tokens): the second example's
+  encoding is its encoding alone (PACK_AS_ALONE), or at least does not change
+  when the first example's tokens do (PACK_WITHOUT_LEAKS); schemes that cannot
+  pack say so, naming the scheme and the option."""
   enc, inputs, targets = _batch()
   enc[1] = enc[0]
   segments = np.repeat([[1] * 10 + [2] * 11], 2, axis=0)
-  dec_segments = np.repeat([[1] * 3 + [2] * 3], 2, axis=0)
-  model, variables = _model('dense')
-  packed, alone = jax.jit(lambda v: (_encode(model, v, enc, segments),
-                                     _encode(model, v, enc[:, 10:])))(variables)
-  np.testing.assert_allclose(packed[:, 10:], alone, atol=1e-5)
-  for scheme in ('fovea', 'longt5_tglobal', 'masformer'):
-    model, variables = _model(scheme)
-    with pytest.raises(ValueError, match='does not support packed examples'):
+  model, variables = _model(scheme)
+  if scheme in PACK_REFUSED:
+    dec_segments = np.repeat([[1] * 3 + [2] * 3], 2, axis=0)
+    with pytest.raises(ValueError, match='does not support packed examples.*'
+                       r'DatasetConfig\.pack = False'):
       jax.eval_shape(lambda v: model.apply(v, enc, inputs, targets, segments,
                                            dec_segments, enable_dropout=False),
                      variables)
+    return
+  other = enc.copy()
+  other[:, :10] = (other[:, :10] + 7) % 39 + 1  # a different first example
+  packed, changed, alone = jax.jit(lambda v: (
+      _encode(model, v, enc, segments), _encode(model, v, other, segments),
+      _encode(model, v, enc[:, 10:])))(variables)
+  np.testing.assert_allclose(changed[:, 10:], packed[:, 10:], atol=1e-6)
+  assert not np.allclose(changed[:, :10], packed[:, :10], atol=1e-3)
+  if scheme in PACK_AS_ALONE:
+    np.testing.assert_allclose(packed[:, 10:], alone, atol=1e-5)
 
 
 def test_every_param_has_logical_axes():

@@ -153,18 +153,42 @@ class AttentionInputs:
 
 
 def reject_packing(scheme_name: str, inputs: AttentionInputs):
-  """Sparse schemes cannot separate packed examples or open a bidirectional
-  prefix; say so instead of leaking or silently ignoring it."""
+  """For schemes that cannot separate packed examples: say so, naming the
+  scheme and the option, instead of leaking across examples."""
   if inputs.q_segment_ids is not None or inputs.kv_segment_ids is not None:
     raise ValueError(
         f'attention scheme {scheme_name!r} does not support packed examples '
-        '(segment ids); use the dense scheme or turn packing off '
+        '(segment ids); use another scheme or turn packing off '
         '(DatasetConfig.pack = False).')
+  reject_prefix(scheme_name, inputs)
+
+
+def reject_prefix(scheme_name: str, inputs: AttentionInputs):
+  """Sparse schemes cannot open a bidirectional prefix; say so instead of
+  silently ignoring it."""
   if inputs.bidirectional_prefix is not None:
     raise ValueError(
         f'attention scheme {scheme_name!r} does not support prefix-LM inputs '
         '(decoder_causal_attention); use the dense scheme or set '
         'DecoderOnlyModel.inputs_bidirectional_attention = False.')
+
+
+def self_attention_segment_ids(scheme_name: str, inputs: AttentionInputs):
+  """The `[batch, length]` segment ids of packed self-attention inputs, or
+  None. Queries and keys are the same tokens, so they share one array;
+  decoding runs unpacked."""
+  reject_prefix(scheme_name, inputs)
+  q_ids, kv_ids = inputs.q_segment_ids, inputs.kv_segment_ids
+  if q_ids is None and kv_ids is None:
+    return None
+  if q_ids is None or kv_ids is None or q_ids.shape != kv_ids.shape:
+    raise ValueError(
+        f'attention scheme {scheme_name!r} is self-attention: pass the same '
+        '[batch, length] segment ids for queries and keys.')
+  if inputs.decode:
+    raise ValueError(f'attention scheme {scheme_name!r}: decoding runs on '
+                     'unpacked inputs; pass no segment ids when decoding.')
+  return q_ids
 
 
 @dataclasses.dataclass

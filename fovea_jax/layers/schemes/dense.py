@@ -26,7 +26,7 @@ def _prefix_lm_attention(query, key, value, inputs: base.AttentionInputs):
 
 @gin.configurable
 class Dense(base.Scheme):
-  """Dense attention; the only scheme that separates packed examples."""
+  """Dense attention; packed examples stay on the flash path (O(n) memory)."""
   scheme_name = 'dense'
   quadratic = True
 

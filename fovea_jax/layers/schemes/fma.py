@@ -68,9 +68,12 @@ class Fma(base.Scheme):
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):
-    base.reject_packing(self.scheme_name, inputs)
     attention_common.check_choice('downsample', self.downsample,
                                   fma_lib.DOWNSAMPLES)
+    if self.downsample != 'avg':  # learned filters mix a window's segments
+      base.reject_packing(f'{self.scheme_name} (downsample='
+                          f'{self.downsample!r})', inputs)
+    segment_ids = base.self_attention_segment_ids(self.scheme_name, inputs)
     filters = self._filters(key.shape[-1])
     if inputs.decode:
       cache = base.kv_cache_step(self, key, value)
@@ -90,7 +93,7 @@ class Fma(base.Scheme):
         query, key, value, fine_len=self.fine_len, rank=self.rank,
         downsample=self.downsample, k_levels=k_levels, v_levels=v_levels,
         causal=self.causal, scale=1.0, key_mask=inputs.key_mask,
-        implementation=inputs.implementation)
+        segment_ids=segment_ids, implementation=inputs.implementation)
 
   def _levels(self, length):
     levels = attention.fma_levels(length, self.fine_len, self.rank)

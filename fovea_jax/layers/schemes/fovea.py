@@ -75,7 +75,7 @@ class Fovea(base.Scheme):
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):
-    base.reject_packing(self.scheme_name, inputs)
+    segment_ids = base.self_attention_segment_ids(self.scheme_name, inputs)
     if inputs.decode:
       cache = base.kv_cache_step(self, key, value)
       max_len = self.get_variable('cache', 'cached_key').shape[1]
@@ -92,7 +92,7 @@ class Fovea(base.Scheme):
         edge=self.edge, coarse_weight=self.coarse_weight,
         max_level=self.max_level, causal=self.causal, scale=1.0,
         key_mask=inputs.key_mask, position_bias=inputs.position_bias,
-        implementation=inputs.implementation)
+        segment_ids=segment_ids, implementation=inputs.implementation)
 
   def _step(self, query, key, value, cache, plan, sums, inputs):
     if not self.causal:

@@ -38,7 +38,7 @@ class Local(base.Scheme):
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):
     self._check()
-    base.reject_packing(self.scheme_name, inputs)
+    segment_ids = base.self_attention_segment_ids(self.scheme_name, inputs)
     if inputs.decode:
       cache = base.kv_cache_step(self, key, value)
       if cache is not None:
@@ -58,4 +58,5 @@ class Local(base.Scheme):
     return attention.local_attention(
         query, key, value, window=self.window, block_len=self.block_len,
         causal=self.causal, scale=1.0, key_mask=inputs.key_mask,
-        position_bias=inputs.position_bias, implementation=inputs.implementation)
+        position_bias=inputs.position_bias, segment_ids=segment_ids,
+        implementation=inputs.implementation)

@@ -1,0 +1,39 @@
+"""Packed examples from the command line: a decoder-only LM of every scheme
+that packs trains on `stdlib_lm` with the shipped pretrain run file and
+`PACKING = True`; a scheme that cannot pack says so, naming the option."""
+import math
+
+import pytest
+
+from . import gin_runs
+
+pytestmark = pytest.mark.slow
+
+PACKING_SCHEMES = ('dense', 'fovea', 'fma', 'longt5_local', 'masformer')
+
+
+# The tiny size has two layers: MASFormer's one dense layer, then a local one.
+OPTIONS = {'masformer': ['masformer.MASFormer.num_full = 1']}
+
+
+def _train(scheme, model_dir):
+  return gin_runs.run('train', 'runs/pretrain.gin', OPTIONS.get(scheme, []) + [
+      "MIXTURE_OR_TASK_NAME = 'stdlib_lm'",
+      "TASK_FEATURE_LENGTHS = {'targets': 512}", 'TRAIN_STEPS = 2',
+      f"MODEL_DIR = '{model_dir}'", 'BATCH_SIZE = 8', 'PACKING = True',
+      'CHECKPOINT_PERIOD = 2', 'train_lib.train.show_progress = False'],
+                      model_gin=['sizes/decoder_only_tiny.gin',
+                                 f'attention/{scheme}.gin'])
+
+
+@pytest.mark.parametrize('scheme', PACKING_SCHEMES)
+def test_packed_lm_trains_from_the_pretrain_run_file(scheme, tmp_path):
+  result = _train(scheme, tmp_path)
+  assert int(result.state.step) == 2
+  assert math.isfinite(float(result.last_metrics['loss']))
+
+
+def test_a_scheme_that_cannot_pack_says_so(tmp_path):
+  with pytest.raises(ValueError, match="'longt5_tglobal' does not support packed "
+                     r'examples.*DatasetConfig\.pack = False'):
+    _train('longt5_tglobal', tmp_path)
