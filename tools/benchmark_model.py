@@ -17,7 +17,9 @@ the prefix, layouts their tiles' entries, TGlobal its local tiles + its global
 tokens); recomputation is not counted.
 Compile time: the seconds JAX spends to trace, lower (to StableHLO) and compile
 (XLA) the step, and the time to the first finished step (those three plus the
-first call), what a user waits after changing an option. Peak memory: XLA's buffer
+first call), what a user waits after changing an option (`--compile_only`:
+only the first three, every scheme at every length). "spans": the distinct
+per-block span patterns of the scheme's layouts (tree-path schemes). Peak memory: XLA's buffer
 assignment of the compiled step (arguments, outputs,
 temporaries); for PyTorch, the rise of the peak resident memory of a fresh process
 during one step (`ru_maxrss`). On a GPU the step runs in bfloat16 with the default
@@ -357,6 +359,25 @@ class JaxStep:
     del self.compiled
 
 
+def distinct_block_spans(arch, name, n):
+  """Distinct per-block span patterns (span lengths, row by row) of the scheme's
+  layout in this stack, or None for schemes without one: what the layout,
+  unlike the compiled scan body, has more of as the length grows."""
+  spec = scheme_spec(name)
+  num_layers, causal = self_attention_stack(arch)
+  patterns = set()
+  for layer in range(num_layers):
+    module = spec.for_layer(layer, num_layers, causal)()
+    layout_fn = getattr(module, 'layout', None)
+    if layout_fn is None:
+      continue
+    layout = layout_fn(n, causal)
+    if layout is None:
+      continue
+    patterns.update(map(tuple, layout.span_len.tolist()))
+  return len(patterns) or None
+
+
 def candidates_at(n, args):
   """`[(arch, framework, scheme, runner)]` for length n."""
   dtype = 'bfloat16' if jax.default_backend() == 'gpu' else args.dtype
@@ -364,12 +385,13 @@ def candidates_at(n, args):
   for arch in args.archs:
     for name in args.schemes:
       if (scheme_spec(name).stack_is_quadratic(*self_attention_stack(arch)) and
-          not dense_runs_at(n, args)):
+          not dense_runs_at(n, args) and not args.compile_only):
         print(f'{arch} {name} skipped at {n} tokens (--dense_max_len)', flush=True)
         continue
       out.append((arch, 'fovea_jax', name,
                   JaxStep(arch, name, n, args.targets, dtype)))
       if (arch == 'encdec' and name in HF_TYPES and args.hf and
+          not args.compile_only and
           jax.default_backend() == 'cpu'):
         runner = HfProcess(HF_TYPES[name], n, args.targets, xla_threads())
         out.append((arch, 'hf_torch', name, runner))
@@ -386,6 +408,19 @@ def run(args):
   for n in [n for n in args.lengths if n <= args.max_len]:
     cands = candidates_at(n, args)
     runners = [c[-1] for c in cands]
+    if args.compile_only:
+      for arch, _, name, runner in cands:
+        row = dict(arch=arch, framework='fovea_jax', scheme=name, length=n,
+                   step_s=None, tokens_per_s=None, peak_bytes=runner.peak_bytes,
+                   model_flops=model_flops(arch, scheme_spec(name), n,
+                                           args.targets),
+                   peak_fraction=None, times=[], failure=None,
+                   block_spans=distinct_block_spans(arch, name, n),
+                   first_step_s=None, **runner.compile_times)
+        runner.close()
+        rows.append(row)
+        print(format_row(row), flush=True)
+      continue
     for runner in runners:
       if runner.fits and isinstance(runner, JaxStep):
         # The warm-up; with tracing, lowering and compiling it is the time to
@@ -405,6 +440,8 @@ def run(args):
       seconds = statistics.median(ts) if ts and runner.fits else None
       tokens = n + (args.targets if arch == 'encdec' else 0)
       row = dict(arch=arch, framework=framework, scheme=name, length=n,
+                 block_spans=(distinct_block_spans(arch, name, n)
+                              if framework == 'fovea_jax' else None),
                  step_s=seconds, tokens_per_s=tokens / seconds if seconds else None,
                  peak_bytes=runner.peak_bytes, model_flops=flops,
                  peak_fraction=flops / seconds / peak if seconds else None,
@@ -416,7 +453,7 @@ def run(args):
   add_ratios(rows)
   return dict(device=jax.devices()[0].device_kind, threads=threads,
               matmul_peak_flops=peak, targets=args.targets, repeats=args.repeats,
-              dimensions=DIMENSIONS, rows=rows)
+              dimensions=DIMENSIONS, rows=rows, compile_only=args.compile_only)
 
 
 def add_ratios(rows):
@@ -440,7 +477,7 @@ def add_ratios(rows):
 
 HEADER = (f"{'arch':7} {'framework':9} {'scheme':15} {'length':>6} {'step s':>8} "
           f"{'tok/s':>8} {'GiB':>6} {'GFLOP':>7} {'%peak':>6} {'trace':>6} "
-          f"{'lower':>6} {'compile':>7} {'first s':>7}")
+          f"{'lower':>6} {'compile':>7} {'first s':>7} {'spans':>5}")
 
 
 def _gib(nbytes):
@@ -458,7 +495,7 @@ def format_row(r):
           f"{step} {tps:>8} {_gib(r['peak_bytes']):>6} "
           f"{r['model_flops'] / 1e9:7.1f} {frac:>6} {seconds('trace_s', 6)} "
           f"{seconds('lower_s', 6)} {seconds('compile_s', 7)} "
-          f"{seconds('first_step_s', 7)}")
+          f"{seconds('first_step_s', 7)} {r.get('block_spans') or '':>5}")
 
 
 def _hf_seconds(row):
@@ -467,7 +504,20 @@ def _hf_seconds(row):
   return 'failed' if row['step_s'] is None else f"{row['step_s']:.3f}"
 
 
+def compile_table(result):
+  """The markdown table of a --compile_only run."""
+  lines = ['| arch | scheme | length | trace s | lower s | compile s | spans |',
+           '|---|---|---:|---:|---:|---:|---:|']
+  for r in result['rows']:
+    lines.append(f"| {r['arch']} | {r['scheme']} | {r['length']} | "
+                 f"{r['trace_s']:.1f} | {r['lower_s']:.1f} | "
+                 f"{r['compile_s']:.1f} | {r.get('block_spans') or ''} |")
+  return '\n'.join(lines)
+
+
 def markdown_table(result):
+  if result.get('compile_only'):
+    return compile_table(result)
   lines = ['| arch | scheme | length | fovea_jax s | HF s | fovea_jax / HF | '
            '/ our TGlobal | tokens/s | GiB (HF GiB) | GFLOP | % of peak |',
            '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -500,20 +550,24 @@ def plot(result, path):
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   rows = result['rows']
+  # A --compile_only run has no step times: its left panel is compile time.
+  key, what = (('step_s', 'loss+grad step time (s)')
+               if any(r['step_s'] for r in rows) else
+               ('compile_s', 'XLA compile time of the step (s)'))
   fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 5))
   series = sorted({(r['arch'], r['framework'], r['scheme']) for r in rows})
   for arch, framework, scheme in series:
     pts = [r for r in rows
            if (r['arch'], r['framework'], r['scheme']) == (arch, framework, scheme)]
-    timed = [r for r in pts if r['step_s']]
+    timed = [r for r in pts if r.get(key)]
     label = f'{arch} {scheme}' + (' (HF)' if framework == 'hf_torch' else '')
     style = '--' if framework == 'hf_torch' else '-'
-    ax_t.plot([r['length'] for r in timed], [r['step_s'] for r in timed],
+    ax_t.plot([r['length'] for r in timed], [r[key] for r in timed],
               'o' + style, label=label)
     sized = [r for r in pts if r['peak_bytes'] is not None]
     ax_m.plot([r['length'] for r in sized], [r['peak_bytes'] / 2**30 for r in sized],
               'o' + style, label=label)
-  finish_plot(fig, ((ax_t, 'loss+grad step time (s)'),
+  finish_plot(fig, ((ax_t, what),
                     (ax_m, 'step peak memory (GiB)')), 'input length',
               f"model step on {result['device']}", path, legend_size=7)
 
@@ -530,6 +584,9 @@ def parse_args(argv=None):
   parser.add_argument('--peak_size', type=int, default=4096)
   parser.add_argument('--no_hf', dest='hf', action='store_false',
                       help='skip the Hugging Face rows')
+  parser.add_argument('--compile_only', action='store_true',
+                      help='trace, lower and compile every row (dense too, at '
+                      'any length) without running a step')
   parser.add_argument('--out', default='benchmarks/out/model')
   args = parser.parse_args(argv)
   reject_unknown_schemes(parser, args.schemes, ALL_SCHEMES)

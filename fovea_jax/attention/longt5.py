@@ -27,6 +27,7 @@ i - local_radius <= j <= i and the global tokens of groups that end at or before
 """
 from __future__ import annotations
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,6 +66,63 @@ def global_block_ids(key_mask, global_block_size, *, causal=False):
   return ids.astype(jnp.int32), global_valid
 
 
+@flax.struct.dataclass
+class PackedGlobals:
+  """The global groups of packed examples (`packed_global_block_ids`).
+
+  segment_ids: `[batch, length]` the queries' segments; own_groups: `[batch,
+  length]` the global slot a token's side bias is relative to; ends: `[batch,
+  num_globals]` each slot's last token (causal: seen from there on);
+  global_segment_ids: `[batch, num_globals]` each slot's segment (0: unused).
+  """
+  segment_ids: jax.Array
+  own_groups: jax.Array
+  ends: jax.Array
+  global_segment_ids: jax.Array
+
+
+def packed_global_block_ids(segment_ids, key_mask, global_block_size, *,
+                            causal=False):
+  """`(block_ids, global_valid, PackedGlobals)` of packed examples: every
+  example's groups as `global_block_ids` makes them for the example alone
+  (counted from its first token; bidirectional: its orphans join its last full
+  group), numbered one after another along the row. There are at most
+  `length // global_block_size` of them, the slots of an unpacked row.
+  """
+  common.check_positive_int('global_block_size', global_block_size)
+  gbs = global_block_size
+  batch, length = segment_ids.shape
+  num_globals = length // gbs
+  ids = segment_ids.astype(jnp.int32)
+  real = key_mask.astype(bool) & (ids > 0)
+  position = common.positions_in_segment(ids)
+  from_end = jnp.flip(common.positions_in_segment(jnp.flip(ids, -1)), -1)
+  example_len = position + from_end + 1
+  full_groups = example_len // gbs
+  group = position // gbs
+  starts = real & (position % gbs == 0) & (group < full_groups)
+  before = jnp.cumsum(starts, axis=-1) - starts          # full groups before t
+  first_token = jnp.arange(length)[None] - position
+  offset = jnp.take_along_axis(before, first_token, axis=-1)
+  if causal:
+    block_ids = jnp.where(real & (group < full_groups), offset + group, -1)
+    own_groups = offset + group
+  else:
+    own = jnp.minimum(group, full_groups - 1)
+    block_ids = jnp.where(real & (full_groups > 0), offset + own, -1)
+    own_groups = block_ids
+  slot = jnp.where(starts, before, num_globals)          # past the end: dropped
+  scatter = jax.vmap(lambda s, x: jnp.zeros((num_globals,), jnp.int32).at[
+      s].set(x, mode='drop'))
+  global_segment_ids = scatter(slot, ids)
+  ends = scatter(slot, jnp.arange(length, dtype=jnp.int32)[None].repeat(
+      batch, 0) + gbs - 1)
+  global_valid = global_segment_ids > 0
+  return (block_ids.astype(jnp.int32), global_valid,
+          PackedGlobals(ids, own_groups.astype(jnp.int32), ends,
+                        global_segment_ids))
+
+
 def global_aggregates(hidden, block_ids, num_globals):
   """Sum of `hidden [batch, length, d]` over each group: [batch, num_globals, d]."""
   one_hot = (block_ids[..., None] == jnp.arange(num_globals)).astype(hidden.dtype)
@@ -89,7 +147,7 @@ def transient_global_attention(q, k, v, side_k, side_v, *, block_ids,
                                global_valid, local_radius, global_block_size,
                                causal=False, scale=1.0, key_mask=None,
                                position_bias=None, side_position_bias=None,
-                               implementation=None):
+                               packed=None, implementation=None):
   """Local + global attention, one softmax per query (arguments as in
   `transient_global_attention_reference`). Outputs at masked query positions
   are unspecified (finite): no real position depends on them.
@@ -99,7 +157,7 @@ def transient_global_attention(q, k, v, side_k, side_v, *, block_ids,
                  local_radius=local_radius, global_block_size=global_block_size,
                  causal=causal, scale=scale, key_mask=key_mask,
                  position_bias=position_bias,
-                 side_position_bias=side_position_bias)
+                 side_position_bias=side_position_bias, packed=packed)
   if implementation != 'xla':
     # The Pallas engines do not return log-sum-exps; the blockwise form is
     # plain XLA and runs anywhere.
@@ -109,14 +167,16 @@ def transient_global_attention(q, k, v, side_k, side_v, *, block_ids,
   common.check_positive_int('local_radius', local_radius)
   key_mask = common.check_key_mask(key_mask, k)
   layout = local.local_layout(q.shape[1], window=local_radius, causal=causal)
+  segment_ids = None if packed is None else packed.segment_ids
   local_out, local_lse = api.run_tree_layout(
       layout, q, k, v, scale=scale, key_mask=key_mask,
-      position_bias=position_bias, implementation='xla', return_lse=True)
+      position_bias=position_bias, implementation='xla', return_lse=True,
+      q_segment_ids=segment_ids, kv_segment_ids=segment_ids)
   side_out, side_lse = _global_part(
       q, side_k, side_v, groups=groups, block_ids=block_ids,
       global_valid=global_valid, global_block_size=global_block_size,
       causal=causal, scale=scale, key_mask=key_mask,
-      side_position_bias=side_position_bias)
+      side_position_bias=side_position_bias, packed=packed)
   # One softmax over both parts: weigh each part's normalised output by its
   # share of the total mass exp(lse_local) + exp(lse_global).
   top = jnp.maximum(local_lse, side_lse)
@@ -145,7 +205,8 @@ def _group_toeplitz(by_rel, num_query_groups, num_globals):
 
 
 def _global_part(q, side_k, side_v, *, groups, block_ids, global_valid,
-                 global_block_size, causal, scale, key_mask, side_position_bias):
+                 global_block_size, causal, scale, key_mask, side_position_bias,
+                 packed=None):
   """Attention of every query to the global tokens alone.
 
   Returns the normalised output `[b, n, heads, d]` (float32, zero on rows with no
@@ -168,7 +229,9 @@ def _global_part(q, side_k, side_v, *, groups, block_ids, global_valid,
 
   position = jnp.arange(length)
   group = np.arange(num_globals)
-  if causal:
+  if packed is not None:
+    allowed = _packed_side_allowed(packed, global_valid, causal)
+  elif causal:
     # A global is seen once its group is complete; own group = position // gbs.
     seen = ((group + 1) * gbs - 1)[None, :] <= position[:, None]
     allowed = seen[None] & global_valid[:, None, :]                # [b, n, G]
@@ -176,7 +239,16 @@ def _global_part(q, side_k, side_v, *, groups, block_ids, global_valid,
     valid = common.valid_keys(key_mask, batch, length, length)
     allowed = valid[:, :, None] == global_valid[:, None, :]        # Hugging Face
   bias = jnp.where(allowed, 0.0, common.MASKED)[:, None, None]     # [b,1,1,n,G]
-  if side_position_bias is not None:
+  if side_position_bias is not None and packed is not None:
+    # Rows of one own group share one bias row of the slot Toeplitz matrix.
+    by_rel = jnp.transpose(side_position_bias.bias(
+        jnp.arange(-num_globals, num_globals)))                   # [h, 2G]
+    toeplitz = _group_toeplitz(by_rel, num_globals + 1, num_globals)
+    own = jnp.clip(packed.own_groups, 0, num_globals)
+    per_row = jnp.swapaxes(jnp.take(toeplitz, own, axis=1), 0, 1)  # [b,h,n,G]
+    bias = bias + per_row.reshape(batch, kv_heads, groups, length,
+                                  num_globals)
+  elif side_position_bias is not None:
     # Own group of a real token: position // gbs, clipped to the last full group
     # (orphans; LongT5's block ids). Rows of one group share one bias row.
     num_query_groups = -(-length // gbs)
@@ -213,17 +285,30 @@ def _global_part(q, side_k, side_v, *, groups, block_ids, global_valid,
   return out, lse
 
 
+def _packed_side_allowed(packed, global_valid, causal):
+  """`[b, n, G]`: a query sees the valid global slots of its own example
+  (causal: those whose group has ended at or before it)."""
+  length = packed.segment_ids.shape[1]
+  allowed = ((packed.global_segment_ids[:, None, :] ==
+              packed.segment_ids[:, :, None]) & global_valid[:, None, :])
+  if causal:
+    allowed &= packed.ends[:, None, :] <= jnp.arange(length)[None, :, None]
+  return allowed
+
+
 def transient_global_attention_reference(
     q, k, v, side_k, side_v, *, block_ids, global_valid, local_radius,
     global_block_size, causal=False, scale=1.0, key_mask=None,
-    position_bias=None, side_position_bias=None):
+    position_bias=None, side_position_bias=None, packed=None):
   """Local + global attention, one softmax per query, in Hugging Face's
   blockwise form.
 
   q: [batch, length, heads, d]; k, v: [batch, length, kv_heads, d]; side_k,
   side_v: [batch, num_globals, kv_heads, d] (projected global tokens); block_ids,
   global_valid from `global_block_ids`. position_bias is the local T5 bias,
-  side_position_bias the bias of `global position - own group id`.
+  side_position_bias the bias of `global position - own group id`. packed
+  (`packed_global_block_ids`): examples packed in a row see only their own
+  local keys and global slots, as each would alone.
   """
   groups = common.check_qkv(q, k, v, same_length=True)
   common.check_positive_int('local_radius', local_radius)
@@ -244,7 +329,12 @@ def transient_global_attention_reference(
   # Relative position of key slot c to query slot r inside the 3-block window.
   rel = np.arange(3 * block)[None, :] - (np.arange(block) + block)[:, None]
   allowed = (np.abs(rel) <= local_radius) & ((rel <= 0) if causal else True)
-  local_bias = jnp.where(allowed[None, None] & valid_3[:, :, None, :], 0.0,
+  local_allowed = allowed[None, None] & valid_3[:, :, None, :]
+  if packed is not None:
+    ids = packed.segment_ids
+    local_allowed &= (_blocks(ids, block, nb)[:, :, :, None] ==
+                      _three_blocks(_blocks(ids, block, nb))[:, :, None, :])
+  local_bias = jnp.where(local_allowed, 0.0,
                          common.MASKED)[:, :, None]       # [b, nb, 1, blk, 3blk]
   if position_bias is not None:
     local_bias = local_bias + jnp.transpose(
@@ -254,7 +344,10 @@ def transient_global_attention_reference(
                     for x in (side_k, side_v))
   side_logits = jnp.einsum('bnqhd,bghd->bnhqg', q_b, side_k) * scale
   position = jnp.arange(length)
-  if causal:
+  if packed is not None:
+    own_group = packed.own_groups
+    side_allowed = _packed_side_allowed(packed, global_valid, causal)
+  elif causal:
     own_group = jnp.broadcast_to(position // global_block_size, (batch, length))
     seen = ((jnp.arange(num_globals) + 1) * global_block_size - 1)[None, None] <= (
         position[None, :, None])

@@ -45,6 +45,23 @@ def test_tiny_run_writes_rows_and_ratios(tmp_path):
   assert out.with_suffix('.png').stat().st_size > 0
 
 
+def test_compile_only_run_times_compiles_of_every_scheme(tmp_path):
+  """--compile_only: trace/lower/compile seconds and the layout's distinct
+  block span patterns, dense included at any length, no step run."""
+  out = tmp_path / 'compile'
+  benchmark_model.main(['--lengths', '256', '--schemes', 'dense,fovea',
+                        '--archs', 'decoder', '--compile_only', '--repeats', '1',
+                        '--peak_size', '64', '--dense_max_len', '128',
+                        '--out', str(out)])
+  result = json.loads(out.with_suffix('.json').read_text())
+  rows = {r['scheme']: r for r in result['rows']}
+  assert set(rows) == {'dense', 'fovea'}
+  for r in rows.values():
+    assert r['step_s'] is None and r['compile_s'] > 0 and r['trace_s'] > 0
+  assert rows['fovea']['block_spans'] > 1 and rows['dense']['block_spans'] is None
+  assert '| decoder | fovea | 256 |' in benchmark_model.markdown_table(result)
+
+
 def test_profile_charges_ops_to_components():
   import profile_model
   assert profile_model.component(

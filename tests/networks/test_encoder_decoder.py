@@ -149,12 +149,14 @@ def test_cross_attention_keys_values_are_cached_once_per_example(mode):
 
 
 # Packed encodings equal each example encoded alone: no pattern here depends
-# on where an example starts (block-local blocks count from its start).
-PACK_AS_ALONE = ('dense', 'longt5_local', 'masformer', 'masformer_block')
+# on where an example starts (block-local blocks and TGlobal's groups count
+# from its start).
+PACK_AS_ALONE = ('dense', 'longt5_local', 'longt5_tglobal', 'masformer',
+                 'masformer_block')
 # Packed without leaks, but pooled windows sit where the packed sequence puts
 # them, so an example's encoding differs from its encoding alone.
 PACK_WITHOUT_LEAKS = ('fovea', 'fovea_options', 'fma')
-PACK_REFUSED = ('longt5_tglobal', 'fma_learned')
+PACK_REFUSED = ('fma_learned',)
 
 
 @pytest.mark.parametrize('scheme', PACK_AS_ALONE + PACK_WITHOUT_LEAKS +

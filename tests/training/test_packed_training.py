@@ -9,7 +9,8 @@ from . import gin_runs
 
 pytestmark = pytest.mark.slow
 
-PACKING_SCHEMES = ('dense', 'fovea', 'fma', 'longt5_local', 'masformer')
+PACKING_SCHEMES = ('dense', 'fovea', 'fma', 'longt5_local', 'longt5_tglobal',
+                   'masformer')
 
 
 # The tiny size has two layers: MASFormer's one dense layer, then a local one.
@@ -34,6 +35,6 @@ def test_packed_lm_trains_from_the_pretrain_run_file(scheme, tmp_path):
 
 
 def test_a_scheme_that_cannot_pack_says_so(tmp_path):
-  with pytest.raises(ValueError, match="'longt5_tglobal' does not support packed "
+  with pytest.raises(ValueError, match="'h_transformer' does not support packed "
                      r'examples.*DatasetConfig\.pack = False'):
-    _train('longt5_tglobal', tmp_path)
+    _train('h_transformer', tmp_path)

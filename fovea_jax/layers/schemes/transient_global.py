@@ -49,7 +49,7 @@ class LongT5TransientGlobal(base.Scheme):
 
   @nn.compact
   def __call__(self, query, key, value, inputs: base.AttentionInputs):
-    base.reject_packing(self.scheme_name, inputs)
+    segment_ids = base.self_attention_segment_ids(self.scheme_name, inputs)
     if inputs.inputs is None or inputs.project_kv is None:
       raise ValueError('transient-global attention needs the hidden states and '
                        'the K/V projections (AttentionInputs.inputs/project_kv).')
@@ -62,8 +62,13 @@ class LongT5TransientGlobal(base.Scheme):
     batch, length = query.shape[:2]
     key_mask = (jnp.ones((batch, length), bool) if inputs.key_mask is None
                 else inputs.key_mask)
-    block_ids, global_valid = longt5.global_block_ids(
-        key_mask, self.global_block_size, causal=self.causal)
+    packed = None
+    if segment_ids is None:
+      block_ids, global_valid = longt5.global_block_ids(
+          key_mask, self.global_block_size, causal=self.causal)
+    else:  # each example's groups, as if it ran alone
+      block_ids, global_valid, packed = longt5.packed_global_block_ids(
+          segment_ids, key_mask, self.global_block_size, causal=self.causal)
     sums = longt5.global_aggregates(inputs.inputs, block_ids,
                                     length // self.global_block_size)
     side_k, side_v = inputs.project_kv(norm(sums))
@@ -72,7 +77,7 @@ class LongT5TransientGlobal(base.Scheme):
         global_valid=global_valid, local_radius=self.local_radius,
         global_block_size=self.global_block_size, causal=self.causal,
         key_mask=inputs.key_mask, position_bias=inputs.position_bias,
-        side_position_bias=inputs.stack_tables.get(_SIDE_BIAS),
+        side_position_bias=inputs.stack_tables.get(_SIDE_BIAS), packed=packed,
         implementation=inputs.implementation)
 
   def _group_cache(self, emb_dim):
