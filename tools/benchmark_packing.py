@@ -8,7 +8,9 @@ for the decoder-only LM at `--lm_lengths` (2,048 and 8,192 tokens) and
 tools/benchmark_model.py (2+2 layers, d_model 256, byte vocabulary) on the same
 number of rows (`--batch`), packed and unpacked side by side; "real tokens" are
 the targets with a non-zero loss weight (the encoder-decoder counts its
-non-padding inputs too), and "real tok/s" is what the step trains per second.
+non-padding inputs too) of a mean batch (over `--batches` shuffled batches;
+a step's time does not depend on its tokens), and "real tok/s" is what the
+step trains per second.
 
 `--dense_memory_length` (16,384) also reports XLA's buffer assignment for one
 dense attention layer's forward and backward with segment ids: on the flash
@@ -52,13 +54,15 @@ _NETWORK_FEATURES = {
 }
 
 
-def batch_of(task, lengths, batch, pack):
-  """The first training batch of `task` from the framework's pipeline."""
+def batches_of(task, lengths, batch, pack, count):
+  """`count` shuffled training batches of `task` from the framework's
+  pipeline (seed 0)."""
   cfg = data.DatasetConfig(mixture_or_task_name=task,
                            task_feature_lengths=lengths, split='train',
-                           batch_size=batch, shuffle=False, seed=0, pack=pack,
+                           batch_size=batch, shuffle=True, seed=0, pack=pack,
                            module='fovea_jax.tasks')
-  return next(data.DataIterator(cfg))
+  iterator = data.DataIterator(cfg)
+  return [next(iterator) for _ in range(count)]
 
 
 def real_tokens(arch, batch):
@@ -107,14 +111,17 @@ def step_seconds(compiled, args, repeats):
 
 
 def rows_for(arch, task, lengths, args):
-  batches = {pack: batch_of(task, lengths, args.batch, pack)
+  """A step's time does not depend on the tokens (static shapes): each row
+  times one compiled step and counts the real tokens of a mean batch over
+  `--batches` batches."""
+  batches = {pack: batches_of(task, lengths, args.batch, pack, args.batches)
              for pack in (False, True)}
   length = lengths['inputs' if arch == 'encdec' else 'targets']
   for scheme in args.schemes:
-    for pack, batch in batches.items():
-      compiled, step_args = compiled_step(arch, scheme, batch)
+    for pack, sample in batches.items():
+      compiled, step_args = compiled_step(arch, scheme, sample[0])
       seconds = step_seconds(compiled, step_args, args.repeats)
-      tokens = real_tokens(arch, batch)
+      tokens = statistics.mean(real_tokens(arch, b) for b in sample)
       yield dict(arch=arch, task=task, scheme=scheme, length=length,
                  packed=pack, rows=args.batch, real_tokens=tokens,
                  seconds=seconds, real_tokens_per_s=tokens / seconds,
@@ -156,7 +163,7 @@ def format_row(r):
   ratio = '' if r.get('vs_unpacked') is None else f'{r["vs_unpacked"]:.2f}'
   return (f'{r["arch"]:7s} {r["scheme"]:15s} {r["length"]:6d} '
           f'{"packed" if r["packed"] else "-":7s} {r["rows"]:4d} '
-          f'{r["real_tokens"]:8d} {r["seconds"]:8.3f} '
+          f'{r["real_tokens"]:8.0f} {r["seconds"]:8.3f} '
           f'{r["real_tokens_per_s"]:10.0f} {ratio:>6s} '
           f'{r["peak_bytes"] / 2**30:6.2f}')
 
@@ -215,6 +222,9 @@ def parse_args(argv=None):
   parser.add_argument('--summarization_task', default='stdlib_summarization')
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=2)
+  parser.add_argument('--batches', type=int, default=64,
+                      help='batches over which real tokens per batch are '
+                      'averaged')
   parser.add_argument('--dense_memory_length', type=int, default=16384,
                       help='0: skip the dense memory comparison')
   parser.add_argument('--output', help='write <output>.json and <output>.png')

@@ -7,9 +7,6 @@ backend), 'reference' (the dense oracle of docs/attention.md), 'xla' or
 """
 from __future__ import annotations
 
-import functools
-import logging
-
 from fovea_jax.attention import common
 from fovea_jax.attention import dense
 from fovea_jax.attention import fma
@@ -42,11 +39,6 @@ def run_tree_layout(layout, q, k, v, *, scale, key_mask, position_bias,
   k_flat, v_flat, entry_bias = pyramid.build_flat_kv(
       layout, k, v, valid, coarse_levels,
       segment_ids=kv_segment_ids if segmented else None)
-  if segmented and implementation == 'pallas':
-    # The kernels take no segment ids yet; the XLA engine separates them.
-    _warn_once('packed examples (segment ids) run on the XLA tree engine; '
-               "the Pallas kernels do not take segment ids.")
-    implementation = 'xla'
   engine = engines.tree_engine(implementation)
   options = dict(return_lse=True) if return_lse else {}
   if return_lse and implementation != 'xla':
@@ -57,11 +49,6 @@ def run_tree_layout(layout, q, k, v, *, scale, key_mask, position_bias,
   return engine(q, k_flat, v_flat, entry_bias, layout,
                 scale=common.default_scale(scale, q.shape[-1]),
                 position_bias=position_bias, **options)
-
-
-@functools.lru_cache(maxsize=None)
-def _warn_once(message):
-  logging.getLogger(__name__).warning(message)
 
 
 def check_segment_ids(q_segment_ids, kv_segment_ids, q, k) -> bool:

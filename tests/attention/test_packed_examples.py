@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 
 from fovea_jax import attention
-from fovea_jax.attention import api
 from fovea_jax.attention import common
 from fovea_jax.attention import dense
 from fovea_jax.attention import longt5
+from fovea_jax.attention import pyramid
+from fovea_jax.attention import tree_attention_xla
+from fovea_jax.attention.pallas import tree_attention as kernel
+from jax.experimental.pallas import tpu as pltpu
 from tests.attention import helpers
 
 # Compiles engines, networks or training steps (the fast half leaves it out).
@@ -193,17 +196,58 @@ def test_positions_and_block_ids_restart_per_segment():
       common.block_segment_ids(ids, 2), [[1, 1, 2, 3, 4, 4, 5, 5]])
 
 
-def test_pallas_request_with_segment_ids_runs_on_xla_and_says_so(caplog):
-  """The kernels take no segment ids: a packed call under 'pallas' runs the
-  XLA engine (same result) and logs that it does."""
-  fn, options = CASES['fovea causal']
-  q, k, v, key_mask, pb = _inputs(fn, options)
-  want = _runner(fn, options, 'xla', key_mask)(q, k, v, pb)
-  api._warn_once.cache_clear()  # pylint: disable=protected-access
-  with caplog.at_level('WARNING'):
-    got = _runner(fn, options, 'pallas', key_mask)(q, k, v, pb)
-  np.testing.assert_array_equal(got, want)
-  assert 'run on the XLA tree engine' in caplog.text
+# Packed layouts on the Pallas kernels (interpret mode on CPU): causal and
+# bidirectional pooled levels (with head copies), a sliding window, and
+# flash-style dense.
+PALLAS_LAYOUTS = {
+    'fovea causal': lambda: attention.fovea_layout(LENGTH, block_len=4,
+                                                   causal=True, packed=True),
+    'fovea bidirectional': lambda: attention.fovea_layout(LENGTH, block_len=4,
+                                                          packed=True),
+    'fma bidirectional': lambda: attention.fma_layout(LENGTH, fine_len=4,
+                                                      rank=2, packed=True),
+    'sliding causal': lambda: attention.local_layout(LENGTH, window=5,
+                                                     causal=True),
+    'dense causal': lambda: dense.flash_layout(LENGTH, causal=True,
+                                               query_block=8),
+}
+
+
+# Interpreted kernels are slow on CPU: every layout on Triton's lowering, the
+# bidirectional tree (the most entry kinds) on Mosaic's.
+PALLAS_CASES = [(name, 'gpu') for name in PALLAS_LAYOUTS] + [
+    ('fovea bidirectional', 'tpu')]
+
+
+@pytest.mark.parametrize('name,backend', PALLAS_CASES)
+def test_packed_pallas_kernels_equal_the_xla_engine(name, backend):
+  """Both kernel lowerings (Triton's and Mosaic's, interpreted) over a packed
+  flat buffer: forward and gradients (q, k_flat, v_flat, bias table) equal
+  the XLA engine's (which the tests above hold to the oracle), float32
+  `helpers` tolerances; tiles of 8 so that segments, query tiles and key
+  tiles all cut one another."""
+  layout = PALLAS_LAYOUTS[name]()
+  q, k, v, _, pb = helpers.random_inputs(4, length=LENGTH, heads=4, kv_heads=2,
+                                         head_dim=16,
+                                         bidirectional=not layout.causal)
+  ids = jnp.asarray(SEGMENT_IDS)
+  k_flat, v_flat, entry_bias = pyramid.build_flat_kv(layout, k, v, ids > 0,
+                                                     segment_ids=ids)
+  segment_ids = (ids, pyramid.flat_segment_ids(layout, ids))
+  keep = (ids > 0)[:, :, None, None]
+  pallas = functools.partial(
+      kernel.tree_level_attention_pallas,
+      block_sizes=kernel.BlockSizes(block_q=8, block_k=8, block_k_dkv=8),
+      interpret=pltpu.InterpretParams() if backend == 'tpu' else True,
+      backend=backend)
+
+  def run(engine):
+    return lambda q, k_flat, v_flat, pb: jnp.where(keep, engine(
+        q, k_flat, v_flat, entry_bias, layout, scale=0.3, position_bias=pb,
+        segment_ids=segment_ids), 0.0)
+
+  helpers.assert_same(run(tree_attention_xla.tree_level_attention_xla),
+                      run(pallas), q, k_flat, v_flat, pb)
 
 
 TGLOBAL_GROUP, TGLOBAL_RADIUS = 4, 3

@@ -15,7 +15,8 @@ def test_tiny_run_writes_packed_and_unpacked_rows(tmp_path):
   out = tmp_path / 'packing'
   benchmark_packing.main(['--schemes', 'fovea', '--lm_lengths', '256',
                           '--encdec_length', '0', '--batch', '2',
-                          '--repeats', '1', '--dense_memory_length', '512',
+                          '--repeats', '1', '--batches', '4',
+                          '--dense_memory_length', '512',
                           '--output', str(out)])
   result = json.loads(out.with_suffix('.json').read_text())
   rows = {r['packed']: r for r in result['rows']}

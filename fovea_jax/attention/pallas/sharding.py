@@ -49,25 +49,32 @@ def batch_and_heads_axes(mesh, batch, heads, kv_heads):
           _split_axis(mesh, heads_axis, heads, kv_heads))
 
 
-def per_shard(attend, q, k_flat, v_flat, entry_bias, table):
-  """`attend(q, k_flat, v_flat, entry_bias, table)` run per (batch, heads) shard."""
+def per_shard(attend, q, k_flat, v_flat, entry_bias, table, segment_ids=None):
+  """`attend(q, k_flat, v_flat, entry_bias, table, segment_ids)` run per
+  (batch, heads) shard; segment_ids (a pair of `[batch, ...]` arrays) split
+  with the batch."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    return attend(q, k_flat, v_flat, entry_bias, table)
+    return attend(q, k_flat, v_flat, entry_bias, table, segment_ids)
   data, model = batch_and_heads_axes(mesh, q.shape[0], q.shape[2],
                                      k_flat.shape[2])
   if data is None and model is None:
-    return attend(q, k_flat, v_flat, entry_bias, table)
+    return attend(q, k_flat, v_flat, entry_bias, table, segment_ids)
   heads_spec = P(data, None, model, None)
   specs = [heads_spec, heads_spec, heads_spec, P(data, None)]
   args = [q, k_flat, v_flat, entry_bias]
   if table is not None:
     specs.append(P(None, model))
     args.append(table)
+  if segment_ids is not None:
+    specs += [P(data, None), P(data, None)]
+    args += list(segment_ids)
 
   def local(*local_args):
-    local_table = local_args[4] if table is not None else None
-    return attend(*local_args[:4], local_table)
+    rest = list(local_args[4:])
+    local_table = rest.pop(0) if table is not None else None
+    local_segments = tuple(rest) if segment_ids is not None else None
+    return attend(*local_args[:4], local_table, local_segments)
 
   return jax.shard_map(local, mesh=mesh, in_specs=tuple(specs),
                        out_specs=heads_spec, check_vma=False)(*args)

@@ -70,6 +70,9 @@ class KernelConfig:
   backend: str
   interpret: object  # bool, or pltpu.InterpretParams (TPU interpreter on CPU)
   vmem_limit_bytes: Optional[int] = None  # TPU: raised when a call needs it
+  # Packed examples: every kernel also reads query and entry segment ids (as
+  # float32, exact below 2^24) and masks pairs of different segments.
+  segmented: bool = False
 
 
 def query_positions(row, config):
@@ -92,14 +95,19 @@ def _position_bias(rel, table_ref, head, pieces):
 
 
 def masked_logits(q, k, entry_bias, lo, hi, entry_ok, position, query_ok, head,
-                  table_ref, config):
-  """Scores `[tq, tk]` float32 of one tile; -inf where a pair may not attend."""
+                  table_ref, config, segments=None):
+  """Scores `[tq, tk]` float32 of one tile; -inf where a pair may not attend.
+
+  segments: `(query ids [tq, 1], entry ids [1, tk])` of packed examples.
+  """
   logits = lax.dot_general(q, k, (((1,), (1,)), ((), ())),
                            preferred_element_type=jnp.float32) * config.scale
   logits = logits + entry_bias
   allowed = static_entry_mask(position, lo, hi, config.layout) & query_ok
   if entry_ok is not None:
     allowed &= entry_ok
+  if segments is not None:
+    allowed &= segments[0] == segments[1]
   rel = None
   if config.bias_pieces is not None:
     rel = relative_position_to_window(position, lo, hi)
@@ -116,11 +124,11 @@ def forward_init(config):
 
 
 def forward_step(state, q, k, v, entry_bias, lo, hi, position, query_ok, head,
-                 table_ref, config):
+                 table_ref, config, segments=None):
   """The online-softmax state after one more key tile."""
   acc, row_max, total = state
   logits, _ = masked_logits(q, k, entry_bias, lo, hi, None, position, query_ok,
-                            head, table_ref, config)
+                            head, table_ref, config, segments)
   new_max = jnp.maximum(row_max, jnp.max(logits, axis=1, keepdims=True))
   safe_max = jnp.where(new_max == common.MASKED, 0.0, new_max)
   weights = jnp.exp(logits - safe_max)
@@ -141,11 +149,11 @@ def forward_result(state):
 
 
 def dq_step(state, q, k, v, entry_bias, lo, hi, d_out, lse, delta, position,
-            query_ok, head, table_ref, config):
+            query_ok, head, table_ref, config, segments=None):
   """`(dq, d_table)` after one more key tile (dq unscaled, d_table `[1, nbp]`)."""
   dq, d_table = state
   logits, rel = masked_logits(q, k, entry_bias, lo, hi, None, position, query_ok,
-                              head, table_ref, config)
+                              head, table_ref, config, segments)
   weights = jnp.exp(logits - lse)
   d_weights = lax.dot_general(d_out, v, (((1,), (1,)), ((), ())),
                               preferred_element_type=jnp.float32)
@@ -165,11 +173,11 @@ def dq_step(state, q, k, v, entry_bias, lo, hi, d_out, lse, delta, position,
 
 
 def dkv_step(state, q, d_out, lse, delta, k, v, entry_bias, lo, hi, entry_ok,
-             position, query_ok, head, table_ref, config):
+             position, query_ok, head, table_ref, config, segments=None):
   """`(dk unscaled, dv)` of a key tile after one more query tile of one head."""
   dk, dv = state
   logits, _ = masked_logits(q, k, entry_bias, lo, hi, entry_ok, position, query_ok,
-                            head, table_ref, config)
+                            head, table_ref, config, segments)
   weights = jnp.exp(logits - lse)
   dv = dv + lax.dot_general(weights.astype(d_out.dtype), d_out,
                             (((0,), (0,)), ((), ())),

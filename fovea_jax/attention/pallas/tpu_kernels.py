@@ -108,6 +108,17 @@ def _entry_rows(r, tile):
   return r['entry_bias'][row, :], r['lo'][row, :], r['hi'][row, :]
 
 
+def _segment_names(config):
+  return ['q_seg', 'entry_seg'] if config.segmented else []
+
+
+def _tile_segments(r, tile):
+  """`(query ids [tile, 1], entry ids [1, block_k])` of this step, or None."""
+  if 'q_seg' not in r:
+    return None
+  return r['q_seg'][...], r['entry_seg'][pl.ds(lax.rem(tile, _ROWS), 1), :]
+
+
 # --------------------------------------------------------------------------------
 # Kernels.
 
@@ -116,8 +127,8 @@ def _forward_kernel(rows_ref, tiles_ref, starts_ref, *refs, config, num_steps):
   del starts_ref  # read by the K/V index maps only
   has_bias = config.bias_pieces is not None
   r = dict(zip(['table'] * has_bias + [
-      'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'out', 'lse', 'acc', 'row_max',
-      'total'], refs))
+      'q', 'k', 'v', 'entry_bias', 'lo', 'hi'] + _segment_names(config) + [
+          'out', 'lse', 'acc', 'row_max', 'total'], refs))
   # program_id is read here, outside the pl.when bodies (the interpreter
   # substitutes it only at the kernel's top level).
   head, step = pl.program_id(1), pl.program_id(2)
@@ -136,7 +147,7 @@ def _forward_kernel(rows_ref, tiles_ref, starts_ref, *refs, config, num_steps):
     state = tile_math.forward_step(
         tuple(ref[...] for ref in state_refs), r['q'][...], r['k'][...],
         r['v'][...], *_entry_rows(r, tile), position, query_ok,
-        head, r.get('table'), config)
+        head, r.get('table'), config, _tile_segments(r, tile))
     for ref, value in zip(state_refs, state):
       ref[...] = value
 
@@ -151,8 +162,9 @@ def _dq_kernel(rows_ref, tiles_ref, starts_ref, *refs, config, num_steps):
   del starts_ref
   has_bias = config.bias_pieces is not None
   r = dict(zip(['table'] * has_bias + [
-      'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta', 'dq'] +
-               ['d_table'] * has_bias + ['dq_acc', 'd_table_acc'], refs))
+      'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta'] +
+               _segment_names(config) + ['dq'] + ['d_table'] * has_bias +
+               ['dq_acc', 'd_table_acc'], refs))
   # program_id is read here, outside the pl.when bodies (the interpreter
   # substitutes it only at the kernel's top level).
   head, step = pl.program_id(1), pl.program_id(2)
@@ -172,7 +184,7 @@ def _dq_kernel(rows_ref, tiles_ref, starts_ref, *refs, config, num_steps):
         tuple(ref[...] for ref in state_refs), r['q'][...], r['k'][...],
         r['v'][...], *_entry_rows(r, tile), r['d_out'][...], r['lse'][...],
         r['delta'][...], position, query_ok, head, r.get('table'),
-        config)
+        config, _tile_segments(r, tile))
     for ref, value in zip(state_refs, state):
       ref[...] = value
 
@@ -187,8 +199,8 @@ def _dkv_kernel(tiles_ref, rows_ref, entry_lo_ref, entry_hi_ref, *refs, config,
                 num_steps):
   has_bias = config.bias_pieces is not None
   r = dict(zip(['table'] * has_bias + [
-      'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta', 'dk', 'dv',
-      'dk_acc', 'dv_acc'], refs))
+      'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta'] +
+               _segment_names(config) + ['dk', 'dv', 'dk_acc', 'dv_acc'], refs))
   kv_head, step = pl.program_id(1), pl.program_id(2)
   row = rows_ref[step]
   first, last = _run_bounds(tiles_ref, step, num_steps)
@@ -208,11 +220,13 @@ def _dkv_kernel(tiles_ref, rows_ref, entry_lo_ref, entry_hi_ref, *refs, config,
     position, query_ok = tile_math.query_positions(row, config)
     state = tuple(ref[...] for ref in state_refs)
     for group in range(config.groups):
+      segments = (None if not config.segmented else
+                  (r['q_seg'][group], r['entry_seg'][...]))
       state = tile_math.dkv_step(
           state, r['q'][group], r['d_out'][group], r['lse'][group],
           r['delta'][group], k, r['v'][...], r['entry_bias'][...], r['lo'][...],
           r['hi'][...], entry_ok, position, query_ok,
-          kv_head * config.groups + group, r.get('table'), config)
+          kv_head * config.groups + group, r.get('table'), config, segments)
     for ref, value in zip(state_refs, state):
       ref[...] = value
 
@@ -296,28 +310,44 @@ def _tile_inputs(tile_inputs):
           _pad_tile_rows(hi, 0)]
 
 
-def forward(config, q_t, tile_inputs, table):
-  """`(out, lse)` in query-major layout; `tile_inputs` are K, V, tile bias, lo, hi."""
+def _segment_inputs(config, tile_segments, stats, entry_spec):
+  """`(specs, inputs)` of the query ids (as a statistic) and the per-tile
+  entry ids (as the tile bias), or empty lists unpacked."""
+  if not tile_segments:
+    return [], []
+  q_ids, tile_ids = tile_segments
+  return [stats, entry_spec], [q_ids, _pad_tile_rows(tile_ids, 1)]
+
+
+def forward(config, q_t, tile_inputs, table, tile_segments=()):
+  """`(out, lse)` in query-major layout; `tile_inputs` are K, V, tile bias, lo,
+  hi; `tile_segments` the query ids and per-tile entry ids, if packed."""
   steps = tables_lib.step_tables(config.tables)
   b, heads = q_t.shape[:2]
   q_spec, key_specs, stats = _query_side_specs(config)
+  seg_specs, seg_inputs = _segment_inputs(config, tile_segments, stats,
+                                          key_specs[2])
   tile = config.tables.tiling.tile
   return _call(
       _forward_kernel, config,
       prefetch=(steps.fwd_row, steps.fwd_tile, steps.fwd_start),
-      owner=steps.fwd_row, grid=(b, heads), in_specs=[q_spec] + key_specs,
-      inputs=[q_t] + _tile_inputs(tile_inputs), out_specs=[q_spec, stats],
+      owner=steps.fwd_row, grid=(b, heads),
+      in_specs=[q_spec] + key_specs + seg_specs,
+      inputs=[q_t] + _tile_inputs(tile_inputs) + seg_inputs,
+      out_specs=[q_spec, stats],
       out_shape=[jax.ShapeDtypeStruct(q_t.shape, tile_inputs[1].dtype),
                  jax.ShapeDtypeStruct(q_t.shape[:3] + (1,), jnp.float32)],
       scratch=[(tile, config.padded_head_dim), (tile, 1), (tile, 1)],
       table=table, name='tree_attention_forward')
 
 
-def dq(config, q_t, tile_inputs, do_t, lse, delta, table):
+def dq(config, q_t, tile_inputs, do_t, lse, delta, table, tile_segments=()):
   """dq in query-major layout and, with a bias table, per-tile table gradients."""
   steps = tables_lib.step_tables(config.tables)
   b, heads = q_t.shape[:2]
   q_spec, key_specs, stats = _query_side_specs(config)
+  seg_specs, seg_inputs = _segment_inputs(config, tile_segments, stats,
+                                          key_specs[2])
   nbp = config.num_buckets_padded
   out_specs = [q_spec]
   out_shape = [jax.ShapeDtypeStruct(q_t.shape, q_t.dtype)]
@@ -331,15 +361,19 @@ def dq(config, q_t, tile_inputs, do_t, lse, delta, table):
       _dq_kernel, config,
       prefetch=(steps.fwd_row, steps.fwd_tile, steps.fwd_start),
       owner=steps.fwd_row, grid=(b, heads),
-      in_specs=[q_spec] + key_specs + [q_spec, stats, stats],
-      inputs=[q_t] + _tile_inputs(tile_inputs) + [do_t, lse, delta],
+      in_specs=[q_spec] + key_specs + [q_spec, stats, stats] + seg_specs,
+      inputs=[q_t] + _tile_inputs(tile_inputs) + [do_t, lse, delta] +
+      seg_inputs,
       out_specs=out_specs, out_shape=out_shape,
       scratch=[(config.tables.tiling.tile, config.padded_head_dim), (1, nbp)],
       table=table, name='tree_attention_dq')
 
 
-def dkv(config, q_t, k_t, v_t, entry_rows, do_t, lse, delta, table):
-  """dk, dv `[b, kv_heads, flat_padded, d]` float32 (flat-major layout)."""
+def dkv(config, q_t, k_t, v_t, entry_rows, do_t, lse, delta, table,
+        segments=None):
+  """dk, dv `[b, kv_heads, flat_padded, d]` float32 (flat-major layout);
+  segments: query ids `[b, heads, padded_length, 1]` and entry ids `[b, 1,
+  flat_padded]`, if packed."""
   steps = tables_lib.step_tables(config.tables)
   t, d, groups = config.tables, config.padded_head_dim, config.groups
   bk, tile = t.block_k_dkv, t.tiling.tile
@@ -362,8 +396,10 @@ def dkv(config, q_t, k_t, v_t, entry_rows, do_t, lse, delta, table):
                 steps.dkv_entry_hi),
       owner=steps.dkv_tile, grid=(q_t.shape[0], k_t.shape[1]),
       in_specs=[group_rows, key_tile, key_tile, entry_bias, window, window,
-                group_rows, group_stats, group_stats],
-      inputs=[q_t, k_t, v_t, *entry_rows, do_t, lse, delta],
+                group_rows, group_stats, group_stats] +
+      ([group_stats, entry_bias] if segments else []),
+      inputs=[q_t, k_t, v_t, *entry_rows, do_t, lse, delta] +
+      list(segments or ()),
       out_specs=[key_tile, key_tile],
       out_shape=[jax.ShapeDtypeStruct(k_t.shape, jnp.float32)] * 2,
       scratch=[(bk, d), (bk, d)], table=table, name='tree_attention_dkv')

@@ -66,10 +66,25 @@ def _forward_tile(r, t, tables):
           r['lo'][row, :], r['hi'][row, :])
 
 
+_SEGMENT_REFS = ('q_seg', 'entry_seg')
+
+
+def _segment_refs(config):
+  return list(_SEGMENT_REFS) if config.segmented else []
+
+
+def _tile_segments(r, t):
+  """`(query ids [tq, 1], entry ids [1, tk] of forward key tile t)` or None."""
+  if 'q_seg' not in r:
+    return None
+  return r['q_seg'][...], r['entry_seg'][pl.ds(t, 1), :]
+
+
 def _forward_kernel(*refs, config: tile_math.KernelConfig):
   has_bias = config.bias_pieces is not None
   names = ['row_ptr', 'start'] + ['table'] * has_bias + [
-      'q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'out', 'lse']
+      'q', 'k', 'v', 'entry_bias', 'lo', 'hi'] + _segment_refs(config) + [
+          'out', 'lse']
   r = _split_refs(refs, names)
   head, row = pl.program_id(1), pl.program_id(2)
   block = lax.div(row, config.tables.tiling.sub_tiles)
@@ -78,7 +93,8 @@ def _forward_kernel(*refs, config: tile_math.KernelConfig):
 
   def body(t, state):
     return tile_math.forward_step(state, q, *_forward_tile(r, t, config.tables),
-                                  position, query_ok, head, r.get('table'), config)
+                                  position, query_ok, head, r.get('table'), config,
+                                  _tile_segments(r, t))
 
   state = lax.fori_loop(r['row_ptr'][block], r['row_ptr'][block + 1], body,
                         tile_math.forward_init(config))
@@ -90,8 +106,8 @@ def _forward_kernel(*refs, config: tile_math.KernelConfig):
 def _dq_kernel(*refs, config: tile_math.KernelConfig):
   has_bias = config.bias_pieces is not None
   names = (['row_ptr', 'start'] + ['table'] * has_bias +
-           ['q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta', 'dq']
-           + ['d_table'] * has_bias)
+           ['q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta'] +
+           _segment_refs(config) + ['dq'] + ['d_table'] * has_bias)
   r = _split_refs(refs, names)
   head, row = pl.program_id(1), pl.program_id(2)
   block = lax.div(row, config.tables.tiling.sub_tiles)
@@ -102,7 +118,8 @@ def _dq_kernel(*refs, config: tile_math.KernelConfig):
   def body(t, state):
     k, v, entry_bias, lo, hi = _forward_tile(r, t, config.tables)
     return tile_math.dq_step(state, q, k, v, entry_bias, lo, hi, d_out, lse, delta,
-                             position, query_ok, head, r.get('table'), config)
+                             position, query_ok, head, r.get('table'), config,
+                             _tile_segments(r, t))
 
   init = (jnp.zeros(q.shape, jnp.float32),
           jnp.zeros((1, config.num_buckets_padded), jnp.float32))
@@ -117,9 +134,10 @@ def _dkv_kernel(*refs, config: tile_math.KernelConfig):
   has_bias = config.bias_pieces is not None
   names = (['row_ptr', 'query_block', 'entry_lo', 'entry_hi'] +
            ['table'] * has_bias +
-           ['q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta',
-            'dk', 'dv'])
+           ['q', 'k', 'v', 'entry_bias', 'lo', 'hi', 'd_out', 'lse', 'delta'] +
+           _segment_refs(config) + ['dk', 'dv'])
   r = _split_refs(refs, names)
+  entry_seg = r['entry_seg'][...] if config.segmented else None
   kv_head, key_tile = pl.program_id(1), pl.program_id(2)
   k, v = r['k'][...], r['v'][...]
   entry_bias, lo, hi = r['entry_bias'][...], r['lo'][...], r['hi'][...]
@@ -134,11 +152,13 @@ def _dkv_kernel(*refs, config: tile_math.KernelConfig):
       position, query_ok = tile_math.query_positions(row, config)
       rows = pl.ds(pl.multiple_of(row * tiling.tile, tiling.tile), tiling.tile)
       for group in range(config.groups):
+        segments = (None if entry_seg is None else
+                    (r['q_seg'][group, rows, :], entry_seg))
         state = tile_math.dkv_step(
             state, r['q'][group, rows, :], r['d_out'][group, rows, :],
             r['lse'][group, rows, :], r['delta'][group, rows, :], k, v,
             entry_bias, lo, hi, entry_ok, position, query_ok,
-            kv_head * config.groups + group, r.get('table'), config)
+            kv_head * config.groups + group, r.get('table'), config, segments)
     return state
 
   init = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
@@ -221,6 +241,29 @@ def _entry_rows(entry_bias, config):
           jnp.asarray(config.tables.entry_hi)[None])
 
 
+def _segment_inputs(segment_ids, heads, config):
+  """`(query ids [b, heads, padded_length, 1], entry ids [b, 1, flat_padded])`
+  float32 (padding: query 0, entries -1), or None unpacked."""
+  if segment_ids is None:
+    return None
+  q_ids, entry_ids = segment_ids
+  q_ids = jnp.broadcast_to(q_ids.astype(jnp.float32)[:, :, None, None],
+                           q_ids.shape + (heads, 1))
+  extra = config.tables.flat_padded - entry_ids.shape[1]
+  entry_rows = jnp.pad(entry_ids.astype(jnp.float32), ((0, 0), (0, extra)),
+                       constant_values=-1.0)[:, None, :]
+  return _query_major(q_ids, config, width=1), entry_rows
+
+
+def _forward_tile_segments(segments, config):
+  """Query ids and the entry ids gathered per forward tile (as the bias)."""
+  if segments is None:
+    return []
+  q_ids, entry_rows = segments
+  t = config.tables
+  return [q_ids, jnp.take(entry_rows[:, 0], jnp.asarray(t.fwd_entries), axis=1)]
+
+
 def _bias_table(table, config):
   """`[num_buckets, heads]` -> `[heads, num_buckets_padded]` float32, or None."""
   if table is None:
@@ -254,23 +297,36 @@ def _forward_tile_inputs(k_t, v_t, entry_bias_rows, config):
   return [k_t, v_t, tile_bias, jnp.asarray(t.fwd_lo), jnp.asarray(t.fwd_hi)]
 
 
-def _forward(q, k_flat, v_flat, entry_bias, table, config):
+def _segment_specs(config):
+  """Specs of `_forward_tile_segments`: query ids per tile, entry ids per
+  forward tile (as the tile bias)."""
+  if not config.segmented:
+    return []
+  tiles = config.tables.fwd_entries.shape
+  return [_row_spec(config, 1),
+          pl.BlockSpec((None,) + tiles, lambda b, h, i, *_: (b, 0, 0))]
+
+
+def _forward(q, k_flat, v_flat, entry_bias, table, segments, config):
   t = config.tables
   b, heads = q.shape[0], q.shape[2]
   q_t = _query_major(q, config)
   tile_inputs = _forward_tile_inputs(
       _flat_major(k_flat, config), _flat_major(v_flat, config),
       _entry_rows(entry_bias, config)[0], config)
+  tile_segments = _forward_tile_segments(segments, config)
   table = _bias_table(table, config)
   if config.backend == 'tpu':
-    out, lse = tpu_kernels.forward(config, q_t, tile_inputs, table)
+    out, lse = tpu_kernels.forward(config, q_t, tile_inputs, table,
+                                   tile_segments)
     return _from_query_major(out, q.shape[1], config), lse
   d = config.padded_head_dim
   out, lse = _gpu_call(
       _forward_kernel, config, grid=(b, heads, t.tiling.num_tiles),
       index_tables=(t.fwd_row_ptr, t.fwd_start),
-      in_specs=[_row_spec(config, d)] + _key_side_specs(config),
-      inputs=[q_t] + tile_inputs,
+      in_specs=([_row_spec(config, d)] + _key_side_specs(config) +
+                _segment_specs(config)),
+      inputs=[q_t] + tile_inputs + tile_segments,
       out_specs=[_row_spec(config, d), _row_spec(config, 1)],
       out_shape=[jax.ShapeDtypeStruct(q_t.shape, v_flat.dtype),
                  jax.ShapeDtypeStruct(q_t.shape[:3] + (1,), jnp.float32)],
@@ -278,7 +334,7 @@ def _forward(q, k_flat, v_flat, entry_bias, table, config):
   return _from_query_major(out, q.shape[1], config), lse
 
 
-def _gpu_dq(config, q_t, tile_inputs, do_t, lse, delta, table):
+def _gpu_dq(config, q_t, tile_inputs, do_t, lse, delta, table, tile_segments):
   t = config.tables
   b, heads = q_t.shape[:2]
   d, nbp = config.padded_head_dim, config.num_buckets_padded
@@ -293,13 +349,15 @@ def _gpu_dq(config, q_t, tile_inputs, do_t, lse, delta, table):
       _dq_kernel, config, grid=(b, heads, t.tiling.num_tiles),
       index_tables=(t.fwd_row_ptr, t.fwd_start),
       in_specs=[_row_spec(config, d)] + _key_side_specs(config) + [
-          _row_spec(config, d), _row_spec(config, 1), _row_spec(config, 1)],
-      inputs=[q_t] + tile_inputs + [do_t, lse, delta],
+          _row_spec(config, d), _row_spec(config, 1), _row_spec(config, 1)] +
+      _segment_specs(config),
+      inputs=[q_t] + tile_inputs + [do_t, lse, delta] + tile_segments,
       out_specs=out_specs, out_shape=out_shape, table=table,
       name='tree_attention_dq')
 
 
-def _gpu_dkv(config, q_t, k_t, v_t, entry_rows, do_t, lse, delta, table):
+def _gpu_dkv(config, q_t, k_t, v_t, entry_rows, do_t, lse, delta, table,
+             segments):
   t, d = config.tables, config.padded_head_dim
   groups, bk = config.groups, t.block_k_dkv
   whole_rows = pl.BlockSpec((None, groups, t.tiling.padded_length, d),
@@ -308,21 +366,24 @@ def _gpu_dkv(config, q_t, k_t, v_t, entry_rows, do_t, lse, delta, table):
                                  lambda b, h, j, *_: (b, h, 0, 0))
   key_tile = pl.BlockSpec((None, None, bk, d), lambda b, h, j, *_: (b, h, j, 0))
   entry_tile = pl.BlockSpec((1, bk), lambda b, h, j, *_: (0, j))
+  entry_row_tile = pl.BlockSpec((None, 1, bk), lambda b, h, j, *_: (b, 0, j))
+  segment_specs = [whole_row_stats, entry_row_tile] if segments else []
   return _gpu_call(
       _dkv_kernel, config, grid=(q_t.shape[0], k_t.shape[1], t.num_dkv_tiles),
       index_tables=(t.dkv_row_ptr, t.dkv_query_block, t.dkv_entry_lo,
                     t.dkv_entry_hi),
-      in_specs=[whole_rows, key_tile, key_tile,
-                pl.BlockSpec((None, 1, bk), lambda b, h, j, *_: (b, 0, j)),
+      in_specs=[whole_rows, key_tile, key_tile, entry_row_tile,
                 entry_tile, entry_tile, whole_rows, whole_row_stats,
-                whole_row_stats],
-      inputs=[q_t, k_t, v_t, *entry_rows, do_t, lse, delta],
+                whole_row_stats] + segment_specs,
+      inputs=[q_t, k_t, v_t, *entry_rows, do_t, lse, delta] +
+      list(segments or ()),
       out_specs=[key_tile, key_tile],
       out_shape=[jax.ShapeDtypeStruct(k_t.shape, jnp.float32)] * 2,
       table=table, name='tree_attention_dkv')
 
 
-def _backward(q, k_flat, v_flat, entry_bias, table, out, lse, d_out, config):
+def _backward(q, k_flat, v_flat, entry_bias, table, segments, out, lse, d_out,
+              config):
   q_t = _query_major(q, config)
   do_t = _query_major(d_out.astype(q.dtype), config)
   # delta_i = sum_d dO_i * O_i: the softmax-Jacobian term shared by all keys.
@@ -335,36 +396,38 @@ def _backward(q, k_flat, v_flat, entry_bias, table, out, lse, d_out, config):
   bias_table = _bias_table(table, config)
   kernels = (tpu_kernels.dq, tpu_kernels.dkv) if config.backend == 'tpu' else (
       _gpu_dq, _gpu_dkv)
-  dq_outputs = kernels[0](config, q_t, tile_inputs, do_t, lse, delta, bias_table)
+  dq_outputs = kernels[0](config, q_t, tile_inputs, do_t, lse, delta, bias_table,
+                          _forward_tile_segments(segments, config))
   dq = _from_query_major(dq_outputs[0], q.shape[1], config)
   d_table = None
   if bias_table is not None:
     d_table = dq_outputs[1].sum(axis=(0, 2, 3))[:, :table.shape[0]].T
     d_table = d_table.astype(table.dtype)
   dk, dv = kernels[1](config, q_t, k_t, v_t, entry_rows, do_t, lse, delta,
-                      bias_table)
+                      bias_table, segments)
   flat = k_flat.shape[1]
   dk = jnp.swapaxes(dk, 1, 2)[:, :flat, :, :config.head_dim].astype(k_flat.dtype)
   dv = jnp.swapaxes(dv, 1, 2)[:, :flat, :, :config.head_dim].astype(v_flat.dtype)
   return dq, dk, dv, d_table
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _tree_attention(q, k_flat, v_flat, entry_bias, table, config):
-  return _forward(q, k_flat, v_flat, entry_bias, table, config)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _tree_attention(q, k_flat, v_flat, entry_bias, table, segments, config):
+  return _forward(q, k_flat, v_flat, entry_bias, table, segments, config)[0]
 
 
-def _tree_attention_fwd(q, k_flat, v_flat, entry_bias, table, config):
-  out, lse = _forward(q, k_flat, v_flat, entry_bias, table, config)
-  return out, (q, k_flat, v_flat, entry_bias, table, out, lse)
+def _tree_attention_fwd(q, k_flat, v_flat, entry_bias, table, segments, config):
+  out, lse = _forward(q, k_flat, v_flat, entry_bias, table, segments, config)
+  return out, (q, k_flat, v_flat, entry_bias, table, segments, out, lse)
 
 
 def _tree_attention_bwd(config, residuals, d_out):
-  q, k_flat, v_flat, entry_bias, table, out, lse = residuals
-  dq, dk, dv, d_table = _backward(q, k_flat, v_flat, entry_bias, table, out, lse,
-                                  d_out, config)
-  # entry_bias depends only on masks and counts: it carries no gradient.
-  return dq, dk, dv, jnp.zeros_like(entry_bias), d_table
+  q, k_flat, v_flat, entry_bias, table, segments, out, lse = residuals
+  dq, dk, dv, d_table = _backward(q, k_flat, v_flat, entry_bias, table, segments,
+                                  out, lse, d_out, config)
+  # entry_bias depends only on masks and counts: it carries no gradient; nor
+  # do the segment ids.
+  return dq, dk, dv, jnp.zeros_like(entry_bias), d_table, None
 
 
 _tree_attention.defvjp(_tree_attention_fwd, _tree_attention_bwd)
@@ -372,7 +435,7 @@ _tree_attention.defvjp(_tree_attention_fwd, _tree_attention_bwd)
 
 @functools.lru_cache(maxsize=256)
 def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
-            interpret, itemsize):
+            interpret, itemsize, segmented):
   min_tile = _MIN_QUERY_TILE[backend]
   if backend == 'gpu' and not interpret and min(
       block_sizes.block_k, block_sizes.block_k_dkv) < 16:
@@ -397,7 +460,8 @@ def _config(layout, scale, groups, head_dim, bias_spec, block_sizes, backend,
                                         num_buckets_padded)
   return tile_math.KernelConfig(layout, tables, scale, groups, head_dim,
                                 padded_head_dim, pieces, num_buckets_padded,
-                                block_sizes, backend, interpret, vmem_limit)
+                                block_sizes, backend, interpret, vmem_limit,
+                                segmented)
 
 
 def _check_inputs(q, k_flat, v_flat, entry_bias, layout):
@@ -420,12 +484,15 @@ def _check_inputs(q, k_flat, v_flat, entry_bias, layout):
 
 
 def tree_level_attention_pallas(q, k_flat, v_flat, entry_bias, layout: TreeLayout,
-                                *, scale, position_bias=None, block_sizes=None,
-                                interpret=None, backend=None):
+                                *, scale, position_bias=None, segment_ids=None,
+                                block_sizes=None, interpret=None, backend=None):
   """Attention of `q [b, n, heads, d]` over the flat K/V buffer of `layout`.
 
   k_flat, v_flat: `[b, flat, kv_heads, d]`; entry_bias `[b, flat]` float32 (-inf =
-  masked entry). Differentiable in q, k_flat, v_flat and position_bias.table.
+  masked entry). segment_ids: `(q_segment_ids [b, n], entry_segment_ids [b,
+  flat])` of packed examples (`pyramid.flat_segment_ids`): a query attends only
+  entries of its own segment. Differentiable in q, k_flat, v_flat and
+  position_bias.table.
   block_sizes: `BlockSizes` (default per backend). interpret: run the kernels in
   Pallas' interpreter (default: on CPU); with backend='tpu' a
   `pltpu.InterpretParams()` selects the stricter TPU interpreter. backend: 'gpu'
@@ -448,16 +515,26 @@ def tree_level_attention_pallas(q, k_flat, v_flat, entry_bias, layout: TreeLayou
                  position_bias.bidirectional)
   if not isinstance(interpret, pltpu.InterpretParams):
     interpret = bool(interpret)
+  if segment_ids is not None:
+    q_ids, entry_ids = segment_ids
+    if q_ids.shape != q.shape[:2] or entry_ids.shape != k_flat.shape[:2]:
+      raise ValueError(f'segment_ids must be ([batch, length] = {q.shape[:2]}, '
+                       f'[batch, flat] = {k_flat.shape[:2]}), got '
+                       f'({q_ids.shape}, {entry_ids.shape}).')
   config = _config(layout, float(scale), q.shape[2] // k_flat.shape[2], q.shape[3],
                    bias_spec, block_sizes, backend, interpret,
-                   max(q.dtype.itemsize, k_flat.dtype.itemsize))
+                   max(q.dtype.itemsize, k_flat.dtype.itemsize),
+                   segment_ids is not None)
   entry_bias = lax.stop_gradient(entry_bias)
   attend = functools.partial(_call_tree_attention, config=config)
-  return sharding.per_shard(attend, q, k_flat, v_flat, entry_bias, table)
+  return sharding.per_shard(attend, q, k_flat, v_flat, entry_bias, table,
+                            segment_ids)
 
 
-def _call_tree_attention(q, k_flat, v_flat, entry_bias, table, *, config):
-  return _tree_attention(q, k_flat, v_flat, entry_bias, table, config)
+def _call_tree_attention(q, k_flat, v_flat, entry_bias, table, segment_ids, *,
+                         config):
+  segments = _segment_inputs(segment_ids, q.shape[2], config)
+  return _tree_attention(q, k_flat, v_flat, entry_bias, table, segments, config)
 
 
 def tree_level_attention_reference(q, k_flat, v_flat, entry_bias, layout, *, scale,
