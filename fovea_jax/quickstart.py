@@ -1,5 +1,5 @@
-"""Quickstart: a fovea language model that learns, and the summarization
-pipeline end to end, on CPU, in about 7 minutes.
+"""Quickstart: a fovea language model and a fovea summarizer that learn, end
+to end, on CPU, in under 10 minutes.
 
     python -m fovea_jax.quickstart [--workdir=/tmp/fovea_quickstart] [--fresh]
 
@@ -11,11 +11,12 @@ equivalent commands are printed at the end):
    causal fovea attention trained on `stdlib_lm`; validation bits per byte
    beside the unigram baseline (byte frequencies of the training split, scored
    on the same validation bytes).
-2. Summarization: a small fovea LongT5 on `stdlib_outline` (the first 1,023
-   bytes of a module's source -> the names its `def` and `class` lines define
-   there, in order: every word of the summary is somewhere in the long input),
-   train, ROUGE beside the lead baseline (the input's first bytes), three
-   (input, prediction, target) examples, export. `stdlib_summarization`
+2. Summarization: a small fovea LongT5 on `stdlib_outline` (a window of up to
+   255 bytes of a module's source -> the names its `def` and `class` lines
+   define there, in order: every word of the summary is somewhere in the
+   input, and the model has to learn to find and copy it), train, ROUGE beside
+   the lead baseline (the input's first bytes), three (input, prediction,
+   target) examples, export. `stdlib_summarization`
    (source -> the docstring's first paragraph) runs through the same path
    with `--gin.MIXTURE_OR_TASK_NAME="'stdlib_summarization'"`.
 
@@ -43,16 +44,26 @@ _LM_LENGTH = flags.DEFINE_integer('lm_length', 512,
                                   'Bytes per language-model training example.')
 _LM_EMB_DIM = flags.DEFINE_integer('lm_emb_dim', 128,
                                    'Language-model width (d_model).')
+# The summarizer learns to copy names from its input abruptly, after about
+# 500 steps of batch 32 (before that it writes names common in the training
+# set whatever the input); 700 leave a margin.
 _SUMMARIZATION_STEPS = flags.DEFINE_integer(
-    'summarization_steps', 300, 'Summarization training steps.')
+    'summarization_steps', 700, 'Summarization training steps.')
 _SUMMARIZATION_EMB_DIM = flags.DEFINE_integer(
     'summarization_emb_dim', 64, 'Summarization model width (d_model).')
-_INPUTS_LENGTH = flags.DEFINE_integer('inputs_length', 1024,
+# 256 tokens hold a whole `stdlib_outline` window and its end of sequence; 32
+# hold the names of 95% of the windows (longer ones are truncated).
+_INPUTS_LENGTH = flags.DEFINE_integer('inputs_length', 256,
                                       'Source bytes per summarization example.')
-_TARGETS_LENGTH = flags.DEFINE_integer('targets_length', 128,
+_TARGETS_LENGTH = flags.DEFINE_integer('targets_length', 32,
                                        'Summary bytes per example.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 8,
-                                   'Global batch size of both trainings.')
+                                   'Global batch size of the language model.')
+# At batch 8 the copying had not formed after 1,500 steps (12,000 examples,
+# training accuracy still below 0.5); at batch 32 it forms after about 500
+# steps (16,000 examples).
+_SUMMARIZATION_BATCH_SIZE = flags.DEFINE_integer(
+    'summarization_batch_size', 32, 'Global batch size of the summarizer.')
 _EVAL_EXAMPLES = flags.DEFINE_integer(
     'eval_examples', None, 'Validation examples to score (default: all); the '
     'baselines are scored on the same ones.')
@@ -241,7 +252,7 @@ def summarization(workdir):
               ['BEAM_SIZE = 1'])  # Greedy keeps evaluation quick.
   result, train_seconds = part.train(
       _SUMMARIZATION_STEPS.value,
-      _train_bindings(_BATCH_SIZE.value, 1.0, 50))
+      _train_bindings(_SUMMARIZATION_BATCH_SIZE.value, 1.0, 50))
   rouge = part.run('evaluate', 'runs/eval.gin',
                    _eval_bindings(part, _EVAL_EXAMPLES.value))[
                        SUMMARIZATION_TASK]
@@ -325,7 +336,7 @@ def main(argv):
           '   A model this small, trained this briefly, does not learn to '
           'summarize here; this part shows train -> ROUGE -> export (README, '
           'Quickstart).']),
-      '   Three validation modules (the end of the input), the summary the '
+      '   Three validation examples (the end of the input), the summary the '
       'model wrote and the real one:',
   ]
   for i, row in enumerate(summ['examples'], 1):

@@ -1,10 +1,11 @@
 """Offline byte-level tasks over the Python standard library's sources.
 
 `stdlib_summarization`: module source without its docstring -> the first
-paragraph of that docstring. `stdlib_outline`: the first 1,023 bytes of a module
-(without its docstring) -> the names its `def` and `class` lines there define,
-in order (a summary whose every word is somewhere in the input; modules that
-define nothing there are left out). `stdlib_lm`: the full sources, cut into
+paragraph of that docstring. `stdlib_outline`: each module (without its
+docstring) cut into consecutive windows of at most 255 bytes of whole lines ->
+the names the window's `def` and `class` lines define, in order (a summary
+whose every word is somewhere in the input; windows that define nothing are
+left out). `stdlib_lm`: the full sources, cut into
 chunks of the target length. Both split modules by a hash of their path
 (`stdlib_sources.split_of`) and need no download.
 """
@@ -38,9 +39,9 @@ def summarization_dataset(split, shuffle_files=False, seed=None):
 def outline_dataset(split, shuffle_files=False, seed=None):
   del shuffle_files, seed
   _check_split(split)
-  pairs = [stdlib_sources.outline(m.source_without_docstring)
-           for m in stdlib_sources.modules_by_split()[split]]
-  pairs = [(source, names) for source, names in pairs if names]
+  pairs = [pair for m in stdlib_sources.modules_by_split()[split]
+           for pair in stdlib_sources.outline_windows(m.source_without_docstring)
+           if pair[1]]
   return tf.data.Dataset.from_tensor_slices({
       'source': [source for source, _ in pairs],
       'names': [names for _, names in pairs],

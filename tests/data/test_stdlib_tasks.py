@@ -99,12 +99,35 @@ def test_outline_names_the_definitions_of_the_cut_source_in_order():
   assert cut == 'ab'
 
 
-def test_outline_task_targets_are_names_found_in_its_inputs():
-  examples = _examples('stdlib_outline', {'inputs': 1024, 'targets': 1024})
-  assert len(examples) > 10
+def test_outline_windows_hold_whole_lines_and_the_names_defined_in_each():
+  source = ('class A:\n    def one(self): pass\n\n'
+            'def two(): pass\n# café\nx = 1\n')
+  windows = stdlib_sources.outline_windows(source, limit=24)
+  assert windows == [('class A:\n', 'A'),
+                     ('    def one(self): pass\n', 'one'),
+                     ('\ndef two(): pass\n', 'two'),
+                     ('# café\nx = 1\n', '')]
+  assert all(len(w.encode()) <= 24 for w, _ in windows)
+  assert ''.join(w for w, _ in windows) == source
+  # A line longer than the limit is cut at the limit, even inside a character
+  # (which is dropped).
+  assert stdlib_sources.outline_windows('ééé\n', limit=3) == [
+      ('é', ''), ('é', ''), ('\n', '')]
+
+
+def test_outline_task_windows_cover_the_modules_and_name_their_definitions():
+  examples = _examples('stdlib_outline', {'inputs': 256, 'targets': 1024})
+  modules = stdlib_sources.modules_by_split()['validation']
+  # Several windows per module: many more examples than modules.
+  assert len(examples) > 10 * len(modules)
   for example in examples:
     inputs = example['inputs_pretokenized'].decode()
     names = example['targets_pretokenized'].decode().split()
-    assert names and len(example['inputs']) <= 1024
+    assert names and len(example['inputs']) <= 256
     assert len(inputs.encode()) <= stdlib_sources.OUTLINE_SOURCE_BYTES
     assert all(name in inputs for name in names)
+  # The windows are consecutive pieces of the module sources, in order.
+  sources = ''.join(m.source_without_docstring for m in modules)
+  position = 0
+  for example in examples:
+    position = sources.index(example['inputs_pretokenized'].decode(), position)

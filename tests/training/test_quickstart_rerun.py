@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 # batch_size 8: the tests fake 8 devices.
 TINY = dict(lm_steps=2, lm_length=64, lm_emb_dim=16, summarization_steps=2,
             summarization_emb_dim=16,
-            inputs_length=64, targets_length=16, batch_size=8, eval_examples=3)
+            inputs_length=64, targets_length=16, batch_size=8,
+            summarization_batch_size=8, eval_examples=3)
 
 
 @pytest.fixture(autouse=True)
