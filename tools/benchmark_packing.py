@@ -2,9 +2,11 @@
 
 Batches come from the framework's own input pipeline (`fovea_jax.data`, seqio
 feature converters, `DatasetConfig.pack`) on the built-in tasks: `stdlib_lm`
-for the decoder-only LM at `--lm_lengths` (2,048 and 8,192 tokens) and
-`--summarization_task` for the encoder-decoder at `--encdec_length` inputs
-(4,096; 128 targets). Each row is one loss+gradient step of the model of
+for the decoder-only LM at `--lm_lengths` (2,048 and 8,192 tokens), and
+`--encdec_tasks` for the encoder-decoder at `--encdec_length` inputs (4,096;
+128 targets): `stdlib_summarization` (module sources, mostly longer than the
+inputs) and `stdlib_outline` (windows of at most 255 bytes: short
+documents). Each row is one loss+gradient step of the model of
 tools/benchmark_model.py (2+2 layers, d_model 256, byte vocabulary) on the same
 number of rows (`--batch`), packed and unpacked side by side; "real tokens" are
 the targets with a non-zero loss weight (the encoder-decoder counts its
@@ -151,17 +153,17 @@ def dense_memory(n, heads=4, head_dim=64):
 
 
 def add_ratios(rows):
-  unpacked = {(r['arch'], r['scheme'], r['length']): r for r in rows
-              if not r['packed']}
+  unpacked = {(r['arch'], r['task'], r['scheme'], r['length']): r
+              for r in rows if not r['packed']}
   for r in rows:
-    base = unpacked.get((r['arch'], r['scheme'], r['length']))
+    base = unpacked.get((r['arch'], r['task'], r['scheme'], r['length']))
     r['vs_unpacked'] = (r['real_tokens_per_s'] / base['real_tokens_per_s']
                         if base else None)
 
 
 def format_row(r):
   ratio = '' if r.get('vs_unpacked') is None else f'{r["vs_unpacked"]:.2f}'
-  return (f'{r["arch"]:7s} {r["scheme"]:15s} {r["length"]:6d} '
+  return (f'{r["arch"]:7s} {r["task"]:20s} {r["scheme"]:15s} {r["length"]:6d} '
           f'{"packed" if r["packed"] else "-":7s} {r["rows"]:4d} '
           f'{r["real_tokens"]:8.0f} {r["seconds"]:8.3f} '
           f'{r["real_tokens_per_s"]:10.0f} {ratio:>6s} '
@@ -173,7 +175,7 @@ def plot(result, path):
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   rows = [r for r in result['rows'] if r['packed'] and r['vs_unpacked']]
-  labels = [f'{r["arch"]} {r["scheme"]} {r["length"]}' for r in rows]
+  labels = [f'{r["task"]} {r["scheme"]} {r["length"]}' for r in rows]
   fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.5))
   ax.barh(labels, [r['vs_unpacked'] for r in rows])
   ax.axvline(1.0, color='k', lw=0.8)
@@ -188,13 +190,13 @@ def run(args):
   print(f'device: {jax.devices()[0].device_kind}, '
         f'{len(os.sched_getaffinity(0))} threads, load average '
         f'{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min)')
-  print('arch    scheme          length packed  rows real tok  step s '
-        'real tok/s  vs -    GiB')
+  print('arch    task                 scheme          length packed  rows '
+        'real tok  step s real tok/s  vs -    GiB')
   rows = []
   jobs = [('decoder', 'stdlib_lm', {'targets': n}) for n in args.lm_lengths]
   if args.encdec_length:
-    jobs.append(('encdec', args.summarization_task,
-                 {'inputs': args.encdec_length, 'targets': 128}))
+    jobs += [('encdec', task, {'inputs': args.encdec_length, 'targets': 128})
+             for task in args.encdec_tasks]
   for arch, task, lengths in jobs:
     for row in rows_for(arch, task, lengths, args):
       rows.append(row)
@@ -219,7 +221,10 @@ def parse_args(argv=None):
   parser.add_argument('--lm_lengths', type=ints, default=[2048, 8192])
   parser.add_argument('--encdec_length', type=int, default=4096,
                       help='encoder inputs of the summarization rows (0: none)')
-  parser.add_argument('--summarization_task', default='stdlib_summarization')
+  parser.add_argument('--encdec_tasks', type=lambda s: s.split(','),
+                      default=['stdlib_summarization', 'stdlib_outline'],
+                      help='encoder-decoder tasks: long inputs (module '
+                      'sources), short ones (windows of at most 255 bytes)')
   parser.add_argument('--batch', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=2)
   parser.add_argument('--batches', type=int, default=64,
