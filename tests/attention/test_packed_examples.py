@@ -1,10 +1,9 @@
 """Packed examples (segment ids) through every tree-path scheme on the XLA
-engine, and LongT5 transient-global: against the segment-aware dense oracles (forward and gradients,
+engine: against the segment-aware dense oracles (forward and gradients,
 float32, `helpers` tolerances), no gradient across segments, and, where the
 pattern does not depend on where an example starts, packed outputs equal to
-each example run alone."""
-import functools
-
+each example run alone. The Pallas kernels: tests/kernels/
+test_packed_kernels.py; LongT5 transient-global: test_packed_longt5.py."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,32 +12,11 @@ import pytest
 from fovea_jax import attention
 from fovea_jax.attention import common
 from fovea_jax.attention import dense
-from fovea_jax.attention import longt5
-from fovea_jax.attention import pyramid
-from fovea_jax.attention import tree_attention_xla
-from fovea_jax.attention.pallas import tree_attention as kernel
-from jax.experimental.pallas import tpu as pltpu
 from tests.attention import helpers
+from tests.attention.packed_inputs import LENGTH, SEGMENT_IDS, segment_ids_of
 
 # Compiles engines, networks or training steps (the fast half leaves it out).
 pytestmark = pytest.mark.slow
-
-LENGTH = 45  # no block size below divides it
-
-
-def _segment_ids(lengths, n=LENGTH):
-  """Runs 1, 2, ... of the given lengths, then padding (0)."""
-  ids = np.zeros(n, np.int32)
-  position = 0
-  for i, run in enumerate(lengths):
-    ids[position:position + run] = i + 1
-    position += run
-  return ids
-
-
-# Row 0: a one-token segment and boundaries inside blocks and coarse windows;
-# row 1: two segments, then padding after the last one.
-SEGMENT_IDS = np.stack([_segment_ids([7, 1, 20, 17]), _segment_ids([30, 9])])
 
 CASES = {
     'fovea causal': (attention.fovea_attention, dict(block_len=4, causal=True)),
@@ -91,7 +69,13 @@ def test_packed_xla_matches_segment_aware_oracle(name):
                       q, k, v, pb)
 
 
-@pytest.mark.parametrize('name', CASES)
+# Where a leak could hide: pooled entries and blocks that reach across
+# segments (a sliding window's mask is the dense one).
+LEAK_CASES = ['fovea causal', 'fovea bidirectional', 'fovea drop edge',
+              'fma causal', 'fma bidirectional', 'block local']
+
+
+@pytest.mark.parametrize('name', LEAK_CASES)
 def test_no_gradient_crosses_segments(name):
   """d(outputs of segment s) / d(inputs of any other segment) is exactly 0,
   for every segment of row 0 (gradients flow through pooled entries)."""
@@ -159,7 +143,7 @@ def test_dense_flash_path_with_segments_matches_oracle():
     masked = lambda f: lambda *a: jnp.where(keep, f(*a), 0.0)
     helpers.assert_same(masked(oracle), masked(run('xla')), q, k, v, pb)
   # Cross-attention: 13 decoder queries in two segments over the encoder's.
-  dec_ids = jnp.asarray(np.stack([_segment_ids([6, 7], 13)] * 2))
+  dec_ids = jnp.asarray(np.stack([segment_ids_of([6, 7], 13)] * 2))
   q_dec = q[:, :13]
   flash = attention.run_tree_layout(
       dense.flash_layout(LENGTH, causal=False, query_block=8,
@@ -194,130 +178,3 @@ def test_positions_and_block_ids_restart_per_segment():
       common.positions_in_segment(ids), [[0, 1, 2, 0, 0, 1, 0, 1]])
   np.testing.assert_array_equal(
       common.block_segment_ids(ids, 2), [[1, 1, 2, 3, 4, 4, 5, 5]])
-
-
-# Packed layouts on the Pallas kernels (interpret mode on CPU): causal and
-# bidirectional pooled levels (with head copies), a sliding window, and
-# flash-style dense.
-PALLAS_LAYOUTS = {
-    'fovea causal': lambda: attention.fovea_layout(LENGTH, block_len=4,
-                                                   causal=True, packed=True),
-    'fovea bidirectional': lambda: attention.fovea_layout(LENGTH, block_len=4,
-                                                          packed=True),
-    'fma bidirectional': lambda: attention.fma_layout(LENGTH, fine_len=4,
-                                                      rank=2, packed=True),
-    'sliding causal': lambda: attention.local_layout(LENGTH, window=5,
-                                                     causal=True),
-    'dense causal': lambda: dense.flash_layout(LENGTH, causal=True,
-                                               query_block=8),
-}
-
-
-# Interpreted kernels are slow on CPU (Mosaic's interpreter most: a fovea
-# layout takes it minutes): every layout on Triton's lowering, a sliding
-# window on Mosaic's, whose kernels share the tile math and differ in how the
-# tiles, segment ids included, reach it.
-PALLAS_CASES = [(name, 'gpu') for name in PALLAS_LAYOUTS] + [
-    ('sliding causal', 'tpu')]
-
-
-@pytest.mark.parametrize('name,backend', PALLAS_CASES)
-def test_packed_pallas_kernels_equal_the_xla_engine(name, backend):
-  """Both kernel lowerings (Triton's and Mosaic's, interpreted) over a packed
-  flat buffer: forward and gradients (q, k_flat, v_flat, bias table) equal
-  the XLA engine's (which the tests above hold to the oracle), float32
-  `helpers` tolerances; tiles of 8 so that segments, query tiles and key
-  tiles all cut one another."""
-  layout = PALLAS_LAYOUTS[name]()
-  q, k, v, _, pb = helpers.random_inputs(4, length=LENGTH, heads=4, kv_heads=2,
-                                         head_dim=16,
-                                         bidirectional=not layout.causal)
-  ids = jnp.asarray(SEGMENT_IDS)
-  k_flat, v_flat, entry_bias = pyramid.build_flat_kv(layout, k, v, ids > 0,
-                                                     segment_ids=ids)
-  segment_ids = (ids, pyramid.flat_segment_ids(layout, ids))
-  keep = (ids > 0)[:, :, None, None]
-  pallas = functools.partial(
-      kernel.tree_level_attention_pallas,
-      block_sizes=kernel.BlockSizes(block_q=8, block_k=8, block_k_dkv=8),
-      interpret=pltpu.InterpretParams() if backend == 'tpu' else True,
-      backend=backend)
-
-  def run(engine):
-    return lambda q, k_flat, v_flat, pb: jnp.where(keep, engine(
-        q, k_flat, v_flat, entry_bias, layout, scale=0.3, position_bias=pb,
-        segment_ids=segment_ids), 0.0)
-
-  helpers.assert_same(run(tree_attention_xla.tree_level_attention_xla),
-                      run(pallas), q, k_flat, v_flat, pb)
-
-
-TGLOBAL_GROUP, TGLOBAL_RADIUS = 4, 3
-
-
-@pytest.mark.parametrize('causal', [False, True])
-@pytest.mark.parametrize('implementation', ['blockwise', 'xla'])
-def test_transient_global_packed_equals_each_example_alone(causal,
-                                                           implementation):
-  """LongT5 TGlobal over packed examples: each example's global groups are
-  its own, counted from its first token (orphans join its last full group),
-  so its outputs equal the example alone (forward, float32), and no gradient
-  crosses examples (q, k, v and the global tokens' sums)."""
-  q, k, v, _, pb = helpers.random_inputs(7, length=LENGTH, heads=4, kv_heads=2,
-                                         bidirectional=not causal)
-  spb = attention.RelativePositionBias(
-      jnp.asarray(np.random.default_rng(8).normal(size=(32, 4)), jnp.float32),
-      bidirectional=not causal)
-  hidden = jnp.asarray(np.random.default_rng(9).normal(size=(2, LENGTH, 2, 8)),
-                       jnp.float32)
-  attend = (longt5.transient_global_attention_reference
-            if implementation == 'blockwise' else
-            functools.partial(longt5.transient_global_attention,
-                              implementation='xla'))
-  options = dict(local_radius=TGLOBAL_RADIUS, global_block_size=TGLOBAL_GROUP,
-                 causal=causal, position_bias=pb, side_position_bias=spb)
-
-  def run(q, k, v, hidden, ids=None):
-    """Side k/v: the groups' sums of `hidden` (the layer projects them)."""
-    length = q.shape[1]
-    mask = jnp.ones((q.shape[0], length), bool) if ids is None else ids > 0
-    if ids is None:
-      block_ids, valid = longt5.global_block_ids(mask, TGLOBAL_GROUP,
-                                                 causal=causal)
-      packed = None
-    else:
-      block_ids, valid, packed = longt5.packed_global_block_ids(
-          ids, mask, TGLOBAL_GROUP, causal=causal)
-    sums = jnp.einsum('bnhd,bng->bghd', hidden, (
-        block_ids[..., None] == jnp.arange(length // TGLOBAL_GROUP)).astype(
-            jnp.float32))
-    return attend(q, k, v, sums, 2 * sums, block_ids=block_ids,
-                  global_valid=valid, key_mask=mask, packed=packed, **options)
-
-  ids = jnp.asarray(SEGMENT_IDS)
-  spans = [(row, int(w[0]), int(w[-1]) + 1)
-           for row in range(2) for segment in range(1, SEGMENT_IDS[row].max() + 1)
-           for w in [np.nonzero(SEGMENT_IDS[row] == segment)[0]]]
-
-  @jax.jit
-  def packed_and_alone(q, k, v, hidden):
-    alone = [run(*(x[row:row + 1, lo:hi] for x in (q, k, v, hidden)))
-             for row, lo, hi in spans]
-    return run(q, k, v, hidden, ids), alone
-
-  packed, alone = packed_and_alone(q, k, v, hidden)
-  for (row, lo, hi), want in zip(spans, alone):
-    np.testing.assert_allclose(packed[row:row + 1, lo:hi], want,
-                               **helpers.FORWARD_TOL)
-
-  @jax.jit
-  def grads(segment):
-    def loss(q, k, v, hidden):
-      out = run(q, k, v, hidden, ids)
-      return jnp.sum(jnp.where((ids == segment)[:, :, None, None], out, 0.0))
-    return jax.grad(loss, argnums=(0, 1, 2, 3))(q, k, v, hidden)
-
-  for segment in range(1, 5):
-    elsewhere = np.asarray(ids != segment)[:, :, None, None]
-    for g in grads(segment):
-      assert np.abs(np.where(elsewhere, np.asarray(g), 0.0)).max() == 0.0
