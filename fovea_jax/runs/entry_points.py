@@ -55,9 +55,11 @@ def user_errors() -> dict:
   from fovea_jax.data.errors import DataError
   from fovea_jax.training.checkpoints import CheckpointError
   from fovea_jax.training.fingerprint import ModelMismatchError
+  from fovea_jax.training.model_inputs import ModelInputError
   from fovea_jax.training.train_loop import DivergenceError
   return {DataError: 'data error', CheckpointError: 'checkpoint error',
           ModelMismatchError: 'model mismatch',
+          ModelInputError: 'inputs the model cannot serve',
           DivergenceError: 'training diverged'}
 
 

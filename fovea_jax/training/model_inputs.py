@@ -40,11 +40,16 @@ def abstract_batch(shapes: Mapping[str, tuple], types: Mapping[str, Any]) -> dic
   return {k: jax.ShapeDtypeStruct(shapes[k], types[k]) for k in shapes}
 
 
+class ModelInputError(ValueError):
+  """The model cannot run on the configured inputs (lengths, packing); the
+  message names them and the options to change."""
+
+
 def check_model_accepts(model: Any, init_variables_fn: Callable, shapes: Mapping,
                         types: Mapping, task_feature_lengths: Mapping,
                         partitioner: Any) -> None:
   """Traces init and loss_fn on the batch shapes (no compute); a failure raises
-  ValueError naming the lengths."""
+  ModelInputError naming the lengths (and packing)."""
   batch = abstract_batch(shapes, types)
 
   def init_and_loss(rng, batch):
@@ -54,10 +59,16 @@ def check_model_accepts(model: Any, init_variables_fn: Callable, shapes: Mapping
   try:
     with partitioner.activate():
       jax.eval_shape(init_and_loss, jax.random.PRNGKey(0), batch)
-  except Exception as e:  # Any trace-time failure means these lengths cannot run.
-    raise ValueError(
-        f'TASK_FEATURE_LENGTHS={dict(task_feature_lengths)} cannot be served by '
-        f'this model: {type(e).__name__}: {e}\n{_scheme_hint(model)}') from e
+  except Exception as e:  # Any trace-time failure means these inputs cannot run.
+    packed = any(key.endswith('_segment_ids') for key in shapes)
+    inputs = f'TASK_FEATURE_LENGTHS={dict(task_feature_lengths)}'
+    if packed:
+      inputs += ' with packed examples (PACKING = True)'
+    hint = _scheme_hint(model)
+    if packed:
+      hint += ' Or turn packing off: --gin.PACKING=False.'
+    raise ModelInputError(f'{inputs} cannot be served by this model: '
+                          f'{type(e).__name__}: {e}\n{hint}') from e
 
 
 def _scheme_hint(model: Any) -> str:

@@ -11,6 +11,7 @@ from fovea_jax.runs import entry_points
 from fovea_jax.tasks import stdlib_sources
 from fovea_jax.training.checkpoints import CheckpointError
 from fovea_jax.training.fingerprint import ModelMismatchError
+from fovea_jax.training.model_inputs import ModelInputError
 from fovea_jax.training.train_loop import NonFiniteLossError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -36,6 +37,8 @@ def _assert_one_line(process, expected_start):
     (CheckpointError('Could not restore /x'), 'checkpoint error'),
     (ModelMismatchError('/x was written for another model'), 'model mismatch'),
     (NonFiniteLossError('loss is NaN at step 3'), 'training diverged'),
+    (ModelInputError('packed examples cannot be served'),
+     'inputs the model cannot serve'),
 ])
 def test_each_user_error_has_its_kind(error, kind):
   assert isinstance(error, tuple(entry_points.user_errors()))

@@ -35,6 +35,7 @@ def test_packed_lm_trains_from_the_pretrain_run_file(scheme, tmp_path):
 
 
 def test_a_scheme_that_cannot_pack_says_so(tmp_path):
-  with pytest.raises(ValueError, match="'h_transformer' does not support packed "
-                     r'examples.*DatasetConfig\.pack = False'):
+  with pytest.raises(ValueError, match=r'with packed examples \(PACKING = True\).*'
+                     "'h_transformer' does not support packed examples"
+                     r'(.|\n)*--gin\.PACKING=False'):
     _train('h_transformer', tmp_path)
