@@ -128,35 +128,74 @@ def fovea_attention(q, k, v, *, block_len, wing=fovea.DEFAULT_WING,
 
 
 def fma_attention(q, k, v, *, fine_len, rank, downsample=fma.DEFAULT_DOWNSAMPLE,
-                  k_levels=None, v_levels=None, causal=False, scale=None,
-                  key_mask=None, segment_ids=None, implementation=None):
-  """Fast Multipole Attention (docs/attention.md#fast-multipole-attention);
-  learned levels via k/v_levels; `segment_ids [batch, length]` for packed
-  examples ('avg' only, docs/attention.md#packed-examples)."""
+                  k_levels=None, v_levels=None, level_filters=None,
+                  causal=False, scale=None, key_mask=None, segment_ids=None,
+                  implementation=None):
+  """Fast Multipole Attention (docs/attention.md#fast-multipole-attention).
+
+  `downsample='grouped_conv'` is learned: pass its filters (`level_filters
+  {level: (key_filter, value_filter)}`, see `fma.grouped_conv_levels`) or,
+  unpacked only, the coarse levels they made (k/v_levels).
+  `segment_ids [batch, length]` for packed examples
+  (docs/attention.md#packed-examples).
+  """
   key_mask = _validate(q, k, v, key_mask, None, same_length=True)
   packed = check_segment_ids(segment_ids, segment_ids, q, k)
-  if packed and downsample != 'avg':
-    raise ValueError(f"FMA with downsample={downsample!r} cannot pack examples: "
-                     "its learned filters mix the tokens of a window whatever "
-                     "their segment. Use downsample='avg' or turn packing off.")
   common.check_choice('downsample', downsample, fma.DOWNSAMPLES)
+  if packed and k_levels is not None:
+    raise ValueError('FMA with packed examples computes learned levels per '
+                     'segment: pass level_filters instead of k_levels/v_levels '
+                     '(the FMA Flax layer does), or turn packing off.')
+  learned = k_levels is not None or level_filters is not None
+  if learned != (downsample == 'grouped_conv'):
+    raise ValueError("downsample='grouped_conv' is learned: pass level_filters "
+                     "or k_levels and v_levels (the FMA Flax layer passes its "
+                     "filters); downsample='avg' takes none.")
+  levels = fma.fma_levels(q.shape[1], fine_len, rank)
+  if level_filters is not None:
+    if k_levels is not None or v_levels is not None:
+      raise ValueError('pass k_levels/v_levels or level_filters, not both.')
+    fma.check_filters(level_filters, levels, k.shape[-1], rank)
   coarse = fma.check_levels(k_levels, v_levels, k, q.shape[1], fine_len, rank)
-  if (coarse is None) != (downsample == 'avg'):
-    raise ValueError("downsample='grouped_conv' is learned: pass k_levels and "
-                     "v_levels (the FMA Flax layer computes them); "
-                     "downsample='avg' takes none.")
   implementation = engines.resolve_implementation(implementation)
   if implementation == 'reference':
     return fma.fma_attention_reference(
         q, k, v, fine_len=fine_len, rank=rank, downsample=downsample,
-        k_levels=k_levels, v_levels=v_levels, causal=causal, scale=scale,
-        key_mask=key_mask, segment_ids=segment_ids)
+        k_levels=k_levels, v_levels=v_levels, level_filters=level_filters,
+        causal=causal, scale=scale, key_mask=key_mask, segment_ids=segment_ids)
   layout = fma.fma_layout(q.shape[1], fine_len=fine_len, rank=rank,
                           downsample=downsample, causal=causal, packed=packed)
+  if level_filters is not None:
+    coarse = _fma_learned_levels(layout, k, v, key_mask, level_filters, levels,
+                                 segment_ids if packed else None)
   return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
                          position_bias=None, implementation=implementation,
                          coarse_levels=coarse, q_segment_ids=segment_ids,
                          kv_segment_ids=segment_ids)
+
+
+def _fma_learned_levels(layout, k, v, key_mask, level_filters, levels,
+                        segment_ids):
+  """`{layout segment: (k_level, v_level)}` from the filters: segment l is
+  level l; with packed bidirectional layouts, segment L + l is its 'head'
+  copy (`PyramidSegment.side`)."""
+  batch, length = k.shape[:2]
+  padded = layout.token_length
+  valid = common.valid_keys(key_mask, batch, length, padded)
+  keep = valid[:, :, None, None]
+  k_pad = common.pad_length(k, padded) * keep.astype(k.dtype)
+  v_pad = common.pad_length(v, padded) * keep.astype(v.dtype)
+  ids = (None if segment_ids is None
+         else common.pad_segment_ids(segment_ids, padded))
+  coarse = {}
+  for index, seg in enumerate(layout.segments):
+    if index == 0:
+      continue
+    level = levels[(index - 1) % len(levels)]
+    k_lvl, v_lvl = fma.grouped_conv_levels(
+        k_pad, v_pad, level_filters, (level,), ids, side=seg.side)
+    coarse[index] = (k_lvl[0], v_lvl[0])
+  return coarse
 
 
 def local_attention(q, k, v, *, window=None, block_len=None, causal=False,

@@ -165,6 +165,14 @@ def pad_length(x, length, axis=1):
   return jnp.pad(x, widths)
 
 
+def pad_segment_ids(segment_ids, length):
+  """`[batch, length]` int32: packed-example ids padded by repeating the last
+  one, so positions past the sequence never split a run (their k, v are 0)."""
+  extra = length - segment_ids.shape[1]
+  ids = segment_ids.astype(jnp.int32)
+  return jnp.pad(ids, [(0, 0), (0, extra)], mode='edge') if extra else ids
+
+
 def valid_keys(key_mask, batch, length, padded_length):
   """`[batch, padded_length]` bool: real, unmasked key positions."""
   valid = (jnp.ones((batch, length), bool) if key_mask is None else key_mask)

@@ -82,17 +82,74 @@ def fma_interactions(fine_block, num_fine_blocks, levels, causal):
   return near, far
 
 
+SIDES = ('tail', 'head')
+
+
+def grouped_conv_levels(k, v, level_filters, levels, segment_ids=None,
+                        side='tail'):
+  """Learned coarse levels (`downsample='grouped_conv'`), start order.
+
+  k, v: `[batch, padded, kv_heads, head_dim]`, zero at masked positions;
+  level_filters `{level: (key_filter, value_filter)}`, each
+  `[group_size, head_dim, rank]`: entry r of group g is
+  `sum_u W[u, :, r] * x[g * group_size + u]` (depthwise, shared by heads).
+  With `segment_ids [batch, padded]` (packed examples) entry r takes only the
+  group's tokens of the segment of its window's last (`side='tail'`) or first
+  ('head') token, the segment `pyramid.flat_segment_ids` gives it; a query of
+  that segment thus reads the filter applied to its own segment's tokens.
+  Returns `(k_levels, v_levels)`, one `[batch, num_entries, kv_heads,
+  head_dim]` per level.
+  """
+  common.check_choice('side', side, SIDES)
+  batch = k.shape[0]
+  k_levels, v_levels = [], []
+  for lvl in levels:
+    k_filter, v_filter = level_filters[lvl.level]
+    member = None
+    if segment_ids is not None:
+      ids = segment_ids.reshape(batch, lvl.num_groups, lvl.group_size)
+      windows = ids.reshape(batch, lvl.num_groups, -1, lvl.window)
+      entry_ids = windows[..., -1] if side == 'tail' else windows[..., 0]
+      member = (ids[:, :, :, None] == entry_ids[:, :, None, :]).astype(k.dtype)
+    for x, w, out in ((k, k_filter, k_levels), (v, v_filter, v_levels)):
+      grouped = x.reshape(batch, lvl.num_groups, lvl.group_size, *x.shape[2:])
+      w = w.astype(x.dtype)
+      if member is None:
+        coarse = jnp.einsum('bguhd,udr->bgrhd', grouped, w)
+      else:
+        coarse = jnp.einsum('bguhd,udr,bgur->bgrhd', grouped, w, member)
+      out.append(coarse.reshape(batch, lvl.num_entries, *x.shape[2:]))
+  return tuple(k_levels), tuple(v_levels)
+
+
+def check_filters(level_filters, levels, head_dim, rank):
+  """Validates `{level: (key_filter, value_filter)}` against the geometry."""
+  for lvl in levels:
+    if lvl.level not in level_filters:
+      raise ValueError(f'level_filters has no filters for level {lvl.level} '
+                       f'(levels {[l.level for l in levels]}).')
+    want = (lvl.group_size, head_dim, rank)
+    for w in level_filters[lvl.level]:
+      if tuple(w.shape) != want:
+        raise ValueError(f'level_filters[{lvl.level}] must have shape {want} '
+                         f'(group_size, head_dim, rank), got {tuple(w.shape)}.')
+
+
 def fma_attention_reference(q, k, v, *, fine_len, rank,
                             downsample=DEFAULT_DOWNSAMPLE, k_levels=None,
-                            v_levels=None, causal=False, scale=None,
-                            key_mask=None, segment_ids=None):
+                            v_levels=None, level_filters=None, causal=False,
+                            scale=None, key_mask=None, segment_ids=None):
   """Dense oracle: a key bank `[K; K_1; ...; K_L]` with the interaction mask.
 
   For `'avg'` the coarse entries are window means and carry ln(valid count); for
   learned levels they are the given arrays and carry ln(window). With 'avg' this
   equals dense softmax with far keys replaced by their window means.
-  `segment_ids [batch, n]` ('avg' only; packed examples): every query has its
-  own bank, raw keys and window means over the tokens of its own segment
+  Learned levels come as k/v_levels or as the filters that make them
+  (`level_filters`, see `grouped_conv_levels`).
+  `segment_ids [batch, n]` (packed examples): every query has its own bank,
+  raw keys and, per level, window means ('avg') or the learned filters
+  (`level_filters`) over the tokens of its own segment; a coarse entry is
+  visible if its window holds a valid token of that segment
   (docs/attention.md#packed-examples).
   """
   common.check_qkv(q, k, v, same_length=True)
@@ -106,6 +163,13 @@ def fma_attention_reference(q, k, v, *, fine_len, rank,
   keep = valid[:, :, None, None]
   k_pad = common.pad_length(k.astype(jnp.float32), padded) * keep
   v_pad = common.pad_length(v.astype(jnp.float32), padded) * keep
+  if level_filters is not None:
+    if k_levels is not None:
+      raise ValueError('pass k_levels/v_levels or level_filters, not both.')
+    check_filters(level_filters, levels, k.shape[-1], rank)
+    if segment_ids is None:
+      k_levels, v_levels = grouped_conv_levels(k_pad, v_pad, level_filters,
+                                               levels)
   banks_k, banks_v, corrections = [k_pad], [v_pad], [jnp.where(valid > 0, 0.0,
                                                                common.MASKED)]
   for i, lvl in enumerate(levels):
@@ -138,19 +202,22 @@ def fma_attention_reference(q, k, v, *, fine_len, rank,
     allowed[:, :padded] &= np.tril(np.ones((n, padded), bool))
   if segment_ids is not None:
     if k_levels is not None:
-      raise ValueError('the FMA oracle pools packed examples for '
-                       "downsample='avg' only.")
+      raise ValueError('the FMA oracle computes learned levels of packed '
+                       'examples per segment: pass level_filters, not '
+                       'k_levels/v_levels.')
     return _segmented_bank_attention(q, k_pad, v_pad, valid, levels, allowed,
-                                     segment_ids, scale).astype(v.dtype)
+                                     segment_ids, scale, level_filters
+                                     ).astype(v.dtype)
   bias = (jnp.where(allowed, 0.0, common.MASKED)[None, None] +
           jnp.concatenate(corrections, axis=1)[:, None, None, :])
   return common.masked_dense_attention(q, bank_k, bank_v, bias, scale).astype(v.dtype)
 
 
 def _segmented_bank_attention(q, k_pad, v_pad, valid, levels, allowed,
-                              segment_ids, scale):
-  """The 'avg' oracle with packed examples: query t's bank holds its segment's
-  raw keys and, per level, window means over its segment's tokens."""
+                              segment_ids, scale, level_filters=None):
+  """The oracle with packed examples: query t's bank holds its segment's raw
+  keys and, per level, window means (or, with `level_filters`, the learned
+  filters) over its segment's tokens."""
   batch, n = segment_ids.shape
   padded = k_pad.shape[1]
   ids = common.pad_length(segment_ids, padded)
@@ -163,10 +230,33 @@ def _segmented_bank_attention(q, k_pad, v_pad, valid, levels, allowed,
   member = jnp.asarray(np.concatenate(member_rows))       # [bank, token]
   weights = member[None, None] * own[:, :, None, :]       # [b, t, bank, token]
   counts = weights.sum(-1)                                # [b, t, bank]
-  mean = weights / jnp.maximum(counts, 1.0)[..., None]
-  bank_k = jnp.einsum('btej,bjhd->btehd', mean, k_pad)
-  bank_v = jnp.einsum('btej,bjhd->btehd', mean, v_pad)
-  correction = jnp.log(jnp.maximum(counts, 1.0)).at[:, :, :padded].set(0.0)
+  if level_filters is None:
+    mean = weights / jnp.maximum(counts, 1.0)[..., None]
+    bank_k = jnp.einsum('btej,bjhd->btehd', mean, k_pad)
+    bank_v = jnp.einsum('btej,bjhd->btehd', mean, v_pad)
+    correction = jnp.log(jnp.maximum(counts, 1.0))
+  else:
+    # Learned entry (g, r) of query t: sum_u W[u, :, r] x[g G + u] over the
+    # group's tokens of t's segment.
+    head_dim = k_pad.shape[-1]
+    taps = []
+    for part in (0, 1):
+      rows = [jnp.asarray(np.eye(padded, dtype=np.float32))[:, :, None] *
+              jnp.ones((head_dim,))]                      # [bank, token, d]
+      for lvl in levels:
+        w = level_filters[lvl.level][part].astype(jnp.float32)  # [u, d, r]
+        block = jnp.transpose(w, (2, 0, 1))               # [r, u, d]
+        eye = jnp.asarray(np.eye(lvl.num_groups, dtype=np.float32))
+        rows.append(jnp.einsum('gf,rud->grfud', eye, block).reshape(
+            lvl.num_entries, padded, head_dim))
+      taps.append(jnp.concatenate(rows))
+    bank_k = jnp.einsum('ejd,btj,bjhd->btehd', taps[0], own, k_pad)
+    bank_v = jnp.einsum('ejd,btj,bjhd->btehd', taps[1], own, v_pad)
+    windows = np.concatenate([[1.0] * padded] +
+                             [[lvl.window] * lvl.num_entries for lvl in levels])
+    correction = jnp.broadcast_to(jnp.log(jnp.asarray(windows, jnp.float32)),
+                                  counts.shape)
+  correction = correction.at[:, :, :padded].set(0.0)
   bias = jnp.where(jnp.asarray(allowed)[None] & (counts > 0), correction,
                    common.MASKED)                         # [b, t, bank]
   groups = q.shape[2] // k_pad.shape[2]

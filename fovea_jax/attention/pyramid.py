@@ -13,6 +13,7 @@ import numpy as np
 
 from fovea_jax.attention.common import MASKED
 from fovea_jax.attention.common import pad_length
+from fovea_jax.attention.common import pad_segment_ids
 from fovea_jax.attention.layout import PyramidSegment
 from fovea_jax.attention.layout import TreeLayout
 
@@ -109,11 +110,6 @@ def _entry_logit_correction(seg: PyramidSegment, counts):
   return jnp.where(counts > 0, correction, MASKED)
 
 
-def _padded_segment_ids(segment_ids, token_length):
-  extra = token_length - segment_ids.shape[1]
-  return _edge_pad(segment_ids.astype(jnp.int32), [(0, 0), (0, extra)])
-
-
 def build_flat_kv(layout: TreeLayout, k, v, valid, coarse_levels=None,
                   segment_ids=None):
   """Returns `(k_flat, v_flat, entry_bias)` for `layout`.
@@ -130,7 +126,7 @@ def build_flat_kv(layout: TreeLayout, k, v, valid, coarse_levels=None,
   coarse_levels = coarse_levels or {}
   n_tok = layout.token_length
   ids = (None if segment_ids is None else
-         _padded_segment_ids(segment_ids, n_tok))
+         pad_segment_ids(segment_ids, n_tok))
   valid = pad_length(valid, n_tok).astype(jnp.float32)
   keep = valid[:, :, None, None]
   k_tok = pad_length(k, n_tok) * keep.astype(k.dtype)
@@ -169,7 +165,7 @@ def flat_segment_ids(layout: TreeLayout, segment_ids):
   """`[batch, flat_size]` int32: the segment every entry of `build_flat_kv`'s
   buffer averages (a raw token's own; a pooled entry's by its `side`)."""
   n_tok = layout.token_length
-  ids = _padded_segment_ids(segment_ids, n_tok)
+  ids = pad_segment_ids(segment_ids, n_tok)
   parts = []
   for seg in layout.segments:
     if seg.window == 1:

@@ -12,6 +12,7 @@ import pytest
 from fovea_jax import attention
 from fovea_jax.attention import common
 from fovea_jax.attention import dense
+from fovea_jax.attention import fma
 from tests.attention import helpers
 from tests.attention.packed_inputs import LENGTH, SEGMENT_IDS, segment_ids_of
 
@@ -35,6 +36,26 @@ CASES = {
 }
 # Schemes without a relative position bias.
 NO_BIAS = (attention.fma_attention,)
+
+
+def learned_filters(seed=7, *, fine_len=4, rank=2, head_dim=8):
+  """Random grouped_conv filters for every level at LENGTH (not the window
+  mean they start from, so that every tap of a group matters)."""
+  rng = np.random.default_rng(seed)
+  return {lvl.level: tuple(jnp.asarray(rng.normal(size=(lvl.group_size, head_dim,
+                                                        rank)), jnp.float32)
+                           for _ in range(2))
+          for lvl in fma.fma_levels(LENGTH, fine_len, rank)}
+
+
+LEARNED = dict(fine_len=4, rank=2, downsample='grouped_conv')
+CASES.update({
+    'fma learned causal': (attention.fma_attention,
+                           dict(LEARNED, causal=True,
+                                level_filters=learned_filters())),
+    'fma learned bidirectional': (attention.fma_attention,
+                                  dict(LEARNED, level_filters=learned_filters())),
+})
 
 
 def _inputs(fn, options, seed=3):
@@ -72,7 +93,8 @@ def test_packed_xla_matches_segment_aware_oracle(name):
 # Where a leak could hide: pooled entries and blocks that reach across
 # segments (a sliding window's mask is the dense one).
 LEAK_CASES = ['fovea causal', 'fovea bidirectional', 'fovea drop edge',
-              'fma causal', 'fma bidirectional', 'block local']
+              'fma causal', 'fma bidirectional', 'fma learned causal',
+              'fma learned bidirectional', 'block local']
 
 
 @pytest.mark.parametrize('name', LEAK_CASES)
@@ -126,6 +148,28 @@ def test_packed_equals_each_example_alone(name):
                                **helpers.FORWARD_TOL)
 
 
+@pytest.mark.parametrize('causal', [True, False])
+def test_packed_learned_fma_filter_gradients_match_oracle(causal):
+  """FMA's learned levels, packed: the engine's tail/head entries against
+  the oracle's per-query filters over its own segment, forward and
+  gradients of q, k, v and the filters."""
+  q, k, v, key_mask, _ = _inputs(attention.fma_attention, dict(causal=causal))
+  keep = key_mask[:, :, None, None]
+  ids = jnp.asarray(SEGMENT_IDS)
+
+  def run(implementation):
+    def f(q, k, v, pb, filters):
+      del pb
+      out = attention.fma_attention(
+          q, k, v, causal=causal, key_mask=key_mask, segment_ids=ids,
+          level_filters=filters, implementation=implementation, **LEARNED)
+      return jnp.where(keep, out, 0.0)
+    return f
+
+  helpers.assert_same(run('reference'), run('xla'), q, k, v, None,
+                      extra=(learned_filters(),))
+
+
 def test_dense_flash_path_with_segments_matches_oracle():
   """Dense attention with segment ids on the flash (tree) path, causal and
   not, self- and cross-attention: as the materialised oracle."""
@@ -164,7 +208,7 @@ def test_segment_id_errors_name_the_problem():
   with pytest.raises(ValueError, match='both q_segment_ids and kv_segment_ids'):
     attention.dot_product_attention(q, k, v,
                                     q_segment_ids=jnp.ones((2, 16), jnp.int32))
-  with pytest.raises(ValueError, match="downsample='avg' or turn packing off"):
+  with pytest.raises(ValueError, match='pass level_filters instead of k_levels'):
     levels = [jnp.zeros((2, 8, 2, 8))] * 1
     attention.fma_attention(q, k, v, fine_len=8, rank=4,
                             downsample='grouped_conv', k_levels=levels,

@@ -155,29 +155,18 @@ PACK_AS_ALONE = ('dense', 'longt5_local', 'longt5_tglobal', 'masformer',
                  'masformer_block')
 # Packed without leaks, but pooled windows sit where the packed sequence puts
 # them, so an example's encoding differs from its encoding alone.
-PACK_WITHOUT_LEAKS = ('fovea', 'fovea_options', 'fma')
-PACK_REFUSED = ('fma_learned',)
+PACK_WITHOUT_LEAKS = ('fovea', 'fovea_options', 'fma', 'fma_learned')
 
 
-@pytest.mark.parametrize('scheme', PACK_AS_ALONE + PACK_WITHOUT_LEAKS +
-                         PACK_REFUSED)
+@pytest.mark.parametrize('scheme', PACK_AS_ALONE + PACK_WITHOUT_LEAKS)
 def test_packed_encoder(scheme):
   """Two examples packed in one row (10 + 11 tokens): the second example's
   encoding is its encoding alone (PACK_AS_ALONE), or at least does not change
-  when the first example's tokens do (PACK_WITHOUT_LEAKS); schemes that cannot
-  pack say so, naming the scheme and the option."""
+  when the first example's tokens do (PACK_WITHOUT_LEAKS)."""
   enc, inputs, targets = _batch()
   enc[1] = enc[0]
   segments = np.repeat([[1] * 10 + [2] * 11], 2, axis=0)
   model, variables = _model(scheme)
-  if scheme in PACK_REFUSED:
-    dec_segments = np.repeat([[1] * 3 + [2] * 3], 2, axis=0)
-    with pytest.raises(ValueError, match='does not support packed examples.*'
-                       r'DatasetConfig\.pack = False'):
-      jax.eval_shape(lambda v: model.apply(v, enc, inputs, targets, segments,
-                                           dec_segments, enable_dropout=False),
-                     variables)
-    return
   other = enc.copy()
   other[:, :10] = (other[:, :10] + 7) % 39 + 1  # a different first example
   packed, changed, alone = jax.jit(lambda v: (

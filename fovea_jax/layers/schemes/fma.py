@@ -70,9 +70,6 @@ class Fma(base.Scheme):
   def __call__(self, query, key, value, inputs: base.AttentionInputs):
     attention_common.check_choice('downsample', self.downsample,
                                   fma_lib.DOWNSAMPLES)
-    if self.downsample != 'avg':  # learned filters mix a window's segments
-      base.reject_packing(f'{self.scheme_name} (downsample='
-                          f'{self.downsample!r})', inputs)
     segment_ids = base.self_attention_segment_ids(self.scheme_name, inputs)
     filters = self._filters(key.shape[-1])
     if inputs.decode:
@@ -84,14 +81,10 @@ class Fma(base.Scheme):
               for lvl in levels}
       if cache is not None:
         return self._step(query, key, value, cache, levels, sums, filters)
-    levels = self._levels(query.shape[1])
-    k_levels = v_levels = None
-    if filters is not None:
-      k_levels, v_levels = self._learned_levels(key, value, inputs.key_mask,
-                                                levels, filters)
+    self._levels(query.shape[1])  # filters reach this length
     return attention.fma_attention(
         query, key, value, fine_len=self.fine_len, rank=self.rank,
-        downsample=self.downsample, k_levels=k_levels, v_levels=v_levels,
+        downsample=self.downsample, level_filters=filters,
         causal=self.causal, scale=1.0, key_mask=inputs.key_mask,
         segment_ids=segment_ids, implementation=inputs.implementation)
 
@@ -102,23 +95,6 @@ class Fma(base.Scheme):
           f'FMA grouped_conv has filters up to max_length={self.max_length} but '
           f'got length {length}; raise fma.Fma.max_length (it adds params).')
     return levels
-
-  def _learned_levels(self, key, value, key_mask, levels, filters):
-    """Depthwise strided convolution of masked, padded k and v per level."""
-    batch, length = key.shape[:2]
-    padded = attention.fma_padded_length(length, self.fine_len)
-    valid = attention_common.valid_keys(key_mask, batch, length, padded)
-    keep = valid[:, :, None, None]
-    k_pad = attention_common.pad_length(key, padded) * keep.astype(key.dtype)
-    v_pad = attention_common.pad_length(value, padded) * keep.astype(value.dtype)
-    k_levels, v_levels = [], []
-    for lvl in levels:
-      k_filter, v_filter = filters[lvl.level]
-      for x, w, out in ((k_pad, k_filter, k_levels), (v_pad, v_filter, v_levels)):
-        grouped = x.reshape(batch, lvl.num_groups, lvl.group_size, *x.shape[2:])
-        coarse = jnp.einsum('bguhd,udr->bgrhd', grouped, w.astype(x.dtype))
-        out.append(coarse.reshape(batch, lvl.num_entries, *x.shape[2:]))
-    return tuple(k_levels), tuple(v_levels)
 
   def _step(self, query, key, value, cache, levels, sums, filters):
     if not self.causal:
