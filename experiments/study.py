@@ -46,6 +46,7 @@ def train_args(config, row, work_dir: str):
       f'TRAIN_STEPS = {steps}',
       f'BATCH_SIZE = {config.batch_size}',
       f'RANDOM_SEED = {row["seed"]}',
+      f'PACKING = {bool(config.packing)}',
       f'MODEL_DIR = {row_dir(work_dir, row)!r}',
       f'CHECKPOINT_PERIOD = {steps}',
       'CHECKPOINTS_TO_KEEP = 1',

@@ -20,7 +20,8 @@ def row(name, attention, *, seed=0, label=None, init_from='', extra_steps=0):
 def base_config(study: str, mode: str, *, task: str, causal: bool,
                 model_gin: str, num_layers: int,
                 length_feature: str,
-                learning_rate: float = 0.01) -> ml_collections.ConfigDict:
+                learning_rate: float = 0.01,
+                warmup_steps: int = 0) -> ml_collections.ConfigDict:
   if mode not in MODES:
     raise ValueError(f'{study} study config takes one of {MODES} after the '
                      f"file name (e.g. ':quick'), got {mode!r}.")
@@ -34,13 +35,20 @@ def base_config(study: str, mode: str, *, task: str, causal: bool,
   c.length_feature = length_feature
   c.seed = 0
   c.batch_size = 1
-  # Adafactor as in runs/pretrain.gin, at a constant rate for these short runs.
-  c.optimizer_bindings = [
-      "lr_schedules.create_learning_rate_scheduler.factors = 'constant'",
+  # Adafactor as in runs/pretrain.gin, at a constant rate for these short runs
+  # (after a linear warmup of `warmup_steps`, if any). A tuple, so that
+  # --config.optimizer_bindings='(...)' can replace it.
+  factors = 'constant * linear_warmup' if warmup_steps else 'constant'
+  c.optimizer_bindings = (
+      f"lr_schedules.create_learning_rate_scheduler.factors = '{factors}'",
       'lr_schedules.create_learning_rate_scheduler.base_learning_rate = '
       f'{learning_rate}',
-  ]
-  c.model_bindings = []
+  ) + ((f'lr_schedules.create_learning_rate_scheduler.warmup_steps = '
+        f'{warmup_steps}',) if warmup_steps else ())
+  c.model_bindings = ()
+  # One example per row: the study tasks fill their rows (the diagnostics
+  # exactly, LM chunks nearly), and step times then carry no packing masks.
+  c.packing = False
   # Rows run in the runner's process; True gives each its own process.
   c.isolate_rows = False
   # Rows run at once, each in its own process on its own CPU core (rows must

@@ -18,8 +18,8 @@ where the task puts them.
   Distance: between the two occurrences of the key. Group: facts per 64 bytes
   (0.5, 1, 2 or 4, drawn per example): the denser the facts, the more of them
   a pooled (coarse) key averages together.
-- `fact_retrieval`: four facts `@KK=VV` (two-letter key, two-digit value) in
-  filler, and at the end the queries `?KK=VV` in another order; both value
+- `fact_retrieval`: four facts `@KVV` (a letter key, a two-digit value) in
+  filler, and at the end the queries `?KVV` in another order; both value
   digits must be right. Distance: from the query to its fact. Group: none (0).
 - `frequent_symbol` (an aggregate): four regions, each of one alphabet of eight
   symbols in which one symbol is the most frequent (drawn with probability 0.4);
@@ -89,7 +89,7 @@ def associative_recall(rng: np.random.Generator,
 
 def fact_retrieval(rng: np.random.Generator,
                    length: int) -> Tuple[str, List[Answer]]:
-  fact_len = 6  # '@KK=VV' and '?KK=VV'
+  fact_len = 4  # '@KVV' and '?KVV'
   queries_len = FACTS_PER_EXAMPLE * fact_len
   if length < 4 * queries_len:
     raise ValueError(f'fact_retrieval needs at least {4 * queries_len} bytes, '
@@ -99,10 +99,7 @@ def fact_retrieval(rng: np.random.Generator,
   used = np.zeros(length, bool)
   used[query_start:] = True  # facts stay out of the queries
   letters = list(string.ascii_uppercase)
-  keys = set()
-  while len(keys) < FACTS_PER_EXAMPLE:
-    keys.add(''.join(rng.choice(letters, size=2)))
-  keys = sorted(keys)
+  keys = sorted(rng.choice(letters, size=FACTS_PER_EXAMPLE, replace=False))
   values = [''.join(rng.choice(list(DIGITS), size=2)) for _ in keys]
   order = rng.permutation(FACTS_PER_EXAMPLE)
   answers = []
@@ -117,9 +114,9 @@ def fact_retrieval(rng: np.random.Generator,
       raise RuntimeError('fact_retrieval could not place its facts; '
                          'use a longer length.')
     used[start:start + fact_len] = True
-    text[start:start + fact_len] = f'@{keys[i]}={values[i]}'
-    text[query:query + fact_len] = f'?{keys[i]}={values[i]}'
-    answers.append((query + 4, query + 6, distance, 0.0))
+    text[start:start + fact_len] = f'@{keys[i]}{values[i]}'
+    text[query:query + fact_len] = f'?{keys[i]}{values[i]}'
+    answers.append((query + 2, query + 4, distance, 0.0))
   return ''.join(text), sorted(answers)
 
 

@@ -39,13 +39,17 @@ def test_associative_recall_answers_repeat_the_value_after_the_first_key():
 def test_fact_retrieval_queries_at_the_end_ask_for_their_fact():
   text, answers = sources.example('fact_retrieval', 'test', 3, 1024)
   assert len(answers) == sources.FACTS_PER_EXAMPLE
+  keys = []
   for start, end, distance, _ in answers:
-    query = start - 4
-    assert text[query] == '?' and query >= 1024 - 24
+    query = start - 2  # '?KVV': the answer is VV
+    assert text[query] == '?' and query >= 1024 - 4 * len(answers)
     fact = query - distance
     assert text[fact] == '@'
-    assert text[fact + 1:fact + 6] == text[query + 1:query + 6]
-    assert text[start:end].isdigit()
+    assert text[fact + 1:fact + 4] == text[query + 1:query + 4]
+    assert text[start:end].isdigit() and end - start == 2
+    keys.append(text[query + 1])
+  # Each key occurs in its fact and its query only.
+  assert all(text.count(key) == 2 for key in keys)
 
 
 def test_frequent_symbol_answer_is_the_mode_of_its_region():

@@ -165,7 +165,8 @@ def test_t5x_samples_several_decodes_with_our_sampling_settings():
 
 def test_t5x_trains_our_lm_with_the_documented_command(tmp_path):
   """The command in decoder_only.gin's header (T5X's pretrain run file, then
-  run_settings.gin: no task cache, no packing), two steps on one CPU."""
+  run_settings.gin: no task cache; packed, as T5X packs), two steps on one
+  CPU."""
   t5x_root = pathlib.Path(t5x_models.__file__).parents[1]
   command = [
       sys.executable, '-m', 't5x.train',

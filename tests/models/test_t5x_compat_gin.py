@@ -92,19 +92,26 @@ def test_decoder_only_gin_decodes_from_bos_with_our_sampling(standin_t5x):
   assert model.loss_normalizing_factor == 'NUM_REAL_TARGET_TOKENS'
 
 
-def test_run_settings_gin_turns_off_task_caches_and_packing(standin_t5x):
+def test_run_settings_gin_turns_off_task_caches_and_keeps_packing(
+    standin_t5x, tmp_path):
+  """After T5X's pretrain.gin (which packs train data; a stand-in file here),
+  run_settings.gin turns the task cache off and leaves packing on."""
   del standin_t5x
-  dataset = ["MIXTURE_OR_TASK_NAME = 'stdlib_lm'",
-             'train/utils.DatasetConfig.mixture_or_task_name = '
-             '%MIXTURE_OR_TASK_NAME',
-             "train/utils.DatasetConfig.task_feature_lengths = {'targets': 8}",
-             "train/utils.DatasetConfig.split = 'train'",
-             'train/utils.DatasetConfig.batch_size = 2',
-             'train/utils.DatasetConfig.shuffle = True',
-             'train/utils.DatasetConfig.seed = 0',
-             'TRAIN_DATA = @train/utils.DatasetConfig()']
-  with _parsed(['run_settings.gin'], dataset):
+  run_file = tmp_path / 'pretrain.gin'
+  run_file.write_text('\n'.join([
+      'from __gin__ import dynamic_registration',
+      'from t5x import utils',
+      "MIXTURE_OR_TASK_NAME = 'stdlib_lm'",
+      'train/utils.DatasetConfig.mixture_or_task_name = %MIXTURE_OR_TASK_NAME',
+      "train/utils.DatasetConfig.task_feature_lengths = {'targets': 8}",
+      "train/utils.DatasetConfig.split = 'train'",
+      'train/utils.DatasetConfig.batch_size = 2',
+      'train/utils.DatasetConfig.shuffle = True',
+      'train/utils.DatasetConfig.seed = 0',
+      'train/utils.DatasetConfig.pack = True',
+      'TRAIN_DATA = @train/utils.DatasetConfig()', '']))
+  with _parsed([str(run_file), 'run_settings.gin']):
     config = _macro('TRAIN_DATA')
     assert gin.query_parameter('%USE_CACHED_TASKS') is False
-  assert config.pack is False
+  assert config.pack is True
   assert 'stdlib_lm' in seqio.TaskRegistry.names()  # its import registered it
