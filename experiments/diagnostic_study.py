@@ -69,7 +69,7 @@ def get_config(arg: str = 'full') -> ml_collections.ConfigDict:
   if arg == 'full':
     c.feature_lengths = {'targets': 256}
     c.batch_size = 8
-    c.train_steps = 3000
+    c.train_steps = 1500
     c.eval_examples = 64
     c.eval_batch_size = 32
     c.position_bins = (0, 32, 128, 256)
