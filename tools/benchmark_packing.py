@@ -39,13 +39,17 @@ from fovea_jax import data  # noqa: E402
 from fovea_jax import networks  # noqa: E402
 from fovea_jax.attention import dense as dense_lib  # noqa: E402
 from fovea_jax.attention import api  # noqa: E402
+from fovea_jax.layers import schemes as schemes_lib  # noqa: E402
 from benchmark_attention import compiled_peak_bytes, write_outputs  # noqa: E402
 from benchmark_model import (BYTE_VOCAB, DIMENSIONS, scheme_spec,  # noqa: E402
                              self_attention_stack)
 
 # Schemes that pack (docs/attention.md#packed-examples).
-PACKING_SCHEMES = ('dense', 'local', 'fovea', 'fma', 'longt5_tglobal',
-                   'masformer')
+PACKING_SCHEMES = ('dense', 'local', 'fovea', 'fma', 'fma_learned',
+                   'longt5_tglobal', 'masformer')
+# Rows that are a scheme with options other than tools/benchmark_model.py's.
+ROW_SCHEMES = {'fma_learned': lambda: schemes_lib.BY_NAME['fma'](
+    downsample='grouped_conv')}
 # The network's batch features (the model wrapper's `loss_fn` reads the same).
 _NETWORK_FEATURES = {
     'decoder': ('decoder_input_tokens', 'decoder_target_tokens',
@@ -54,6 +58,11 @@ _NETWORK_FEATURES = {
                'decoder_target_tokens', 'encoder_segment_ids',
                'decoder_segment_ids', 'encoder_positions', 'decoder_positions'),
 }
+
+
+def row_scheme(name):
+  """The configured scheme of row `name`."""
+  return ROW_SCHEMES[name]() if name in ROW_SCHEMES else scheme_spec(name)
 
 
 def batches_of(task, lengths, batch, pack, count):
@@ -81,7 +90,7 @@ def compiled_step(arch, scheme, batch):
     dims['num_decoder_layers'], _ = self_attention_stack(arch)
     dims['num_encoder_layers'] = 0
   config = networks.Config(vocab_size=BYTE_VOCAB, dtype='float32',
-                           dropout_rate=0.0, attention=scheme_spec(scheme),
+                           dropout_rate=0.0, attention=row_scheme(scheme),
                            **dims)
   model = (networks.EncoderDecoder if arch == 'encdec' else
            networks.DecoderOnly)(config)
