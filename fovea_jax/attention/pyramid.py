@@ -8,6 +8,10 @@ accuracy.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Optional, Tuple
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -22,68 +26,80 @@ def _edge_pad(ids, widths):
   return jnp.pad(ids, widths, mode='edge') if any(sum(w) for w in widths) else ids
 
 
-def _cells(seg: PyramidSegment, token_length):
-  """`(left, begin)`: grid cells padded before the sequence, and the first cell
-  of the segment's windows in padded coordinates."""
+def _padding(seg: PyramidSegment, cells):
+  """`(widths, take)`: padding of the `cells` grid sums so that every window
+  (which may start before 0 or end after the sequence) is in range, and the
+  slice of the padded cells where window i's first cell is cell i."""
   left = max(0, -seg.first_start // seg.grid)
-  return left, seg.first_start // seg.grid + left
+  begin = seg.first_start // seg.grid + left
+  needed = seg.first_start // seg.grid + seg.num_starts - 1 + seg.interleave
+  widths = [(0, 0), (left, max(0, needed - cells))]
+  return widths, slice(begin, begin + seg.num_starts + seg.interleave - 1)
 
 
-def _window_sums(x, seg: PyramidSegment, token_length, segment_ids=None):
-  """Sums of `x [batch, token_length, ...]` over the segment's windows, start order.
+@dataclasses.dataclass(frozen=True)
+class _SegmentedWindows:
+  """How a level's windows sum packed examples, from their segment ids alone
+  (so that valid counts, keys and values share it): `own [batch, cells,
+  grid]`, the tokens of each cell that belong to its window's segment; `joins`,
+  per doubling of the window, where the far half lies wholly in that segment;
+  `ids [batch, num_starts]`, the segment of every window."""
+  own: jax.Array
+  joins: Tuple[jax.Array, ...]
+  ids: jax.Array
 
-  With `segment_ids [batch, token_length]` (packed examples, runs of equal ids)
-  a window sums only the tokens of the segment of its last (`seg.side ==
-  'tail'`) or first ('head') token; returns `(sums, those segments' ids)`.
-  Positions outside the sequence take the id of the nearest token, so they
-  never split a run (their `x` is zero).
-  """
+
+def _segmented_windows(seg: PyramidSegment, token_length, segment_ids):
+  """A window sums only the tokens of the segment of its last (`seg.side ==
+  'tail'`) or first ('head') token. Positions outside the sequence take the id
+  of the nearest token, so they never split a run (their values are zero)."""
+  batch, cells = segment_ids.shape[0], token_length // seg.grid
+  ids = segment_ids.reshape(batch, cells, seg.grid)
+  first, last = ids[..., 0], ids[..., -1]
+  own = ids == (last if seg.side == 'tail' else first)[..., None]
+  widths, take = _padding(seg, cells)
+  first, last = (_edge_pad(a, widths)[:, take] for a in (first, last))
+  joins = []
+  width = 1
+  while width < seg.interleave:  # windows of 2*width cells from two of width
+    # Runs are contiguous: the two halves share the window's segment only if
+    # the half away from that end is entirely of it.
+    first_l, last_l = first[:, :-width], last[:, :-width]
+    first_r, last_r = first[:, width:], last[:, width:]
+    if seg.side == 'tail':
+      joins.append((last_l == last_r) & (first_r == last_r))
+    else:
+      joins.append((first_l == last_l) & (first_l == first_r))
+    first, last = first_l, last_r
+    width *= 2
+  window_ids = last if seg.side == 'tail' else first
+  return _SegmentedWindows(own, tuple(joins), window_ids[:, :seg.num_starts])
+
+
+def _window_sums(x, seg: PyramidSegment, token_length,
+                 segmented: Optional[_SegmentedWindows] = None):
+  """Sums of `x [batch, token_length, ...]` over the segment's windows, start
+  order; with `segmented` (packed examples), over each window's own segment."""
   batch, rest = x.shape[0], x.shape[2:]
-  cells = token_length // seg.grid
-  tokens = x.reshape(batch, cells, seg.grid, *rest)
-  if segment_ids is None:
+  expand = lambda mask: mask.reshape(mask.shape + (1,) * len(rest))
+  tokens = x.reshape(batch, token_length // seg.grid, seg.grid, *rest)
+  if segmented is None:
     base = tokens.sum(axis=2)
   else:
-    ids = segment_ids.reshape(batch, cells, seg.grid)
-    first, last = ids[..., 0], ids[..., -1]
-    own = ids == (last if seg.side == 'tail' else first)[..., None]
-    base = jnp.where(own.reshape(own.shape + (1,) * len(rest)), tokens,
-                     0).sum(axis=2)
-  # Index of start i in `base` coordinates is first_start/grid + i; pad so that all
-  # windows (which may start before 0 or end after the sequence) are in range.
-  left, begin = _cells(seg, token_length)
-  needed = seg.first_start // seg.grid + seg.num_starts - 1 + seg.interleave
-  right = max(0, needed - base.shape[1])
-  widths = [(0, 0), (left, right)]
-  base = jnp.pad(base, widths + [(0, 0)] * len(rest))
-  take = slice(begin, begin + seg.num_starts + seg.interleave - 1)
-  sums = base[:, take]
-  if segment_ids is not None:
-    first, last = (_edge_pad(a, widths)[:, take] for a in (first, last))
-  width = 1
+    base = jnp.where(expand(segmented.own), tokens, 0).sum(axis=2)
+  widths, take = _padding(seg, base.shape[1])
+  sums = jnp.pad(base, widths + [(0, 0)] * len(rest))[:, take]
+  width, step = 1, 0
   while width < seg.interleave:  # windows of 2*width grid cells from two of width
     left_half, right_half = sums[:, :-width], sums[:, width:]
-    if segment_ids is None:
+    if segmented is None:
       sums = left_half + right_half
     else:
-      # Runs are contiguous: the two halves share the window's segment only
-      # if the half away from that end is entirely of it.
-      first_l, last_l = first[:, :-width], last[:, :-width]
-      first_r, last_r = first[:, width:], last[:, width:]
-      if seg.side == 'tail':
-        join = (last_l == last_r) & (first_r == last_r)
-        near, far = right_half, left_half
-      else:
-        join = (first_l == last_l) & (first_l == first_r)
-        near, far = left_half, right_half
-      join = join.reshape(join.shape + (1,) * len(rest))
-      sums = near + jnp.where(join, far, 0)
-      first, last = first_l, last_r
-    width *= 2
-  if segment_ids is None:
-    return sums[:, :seg.num_starts]
-  ids = last if seg.side == 'tail' else first
-  return sums[:, :seg.num_starts], ids[:, :seg.num_starts]
+      near, far = ((right_half, left_half) if seg.side == 'tail'
+                   else (left_half, right_half))
+      sums = near + jnp.where(expand(segmented.joins[step]), far, 0)
+    width, step = width * 2, step + 1
+  return sums[:, :seg.num_starts]
 
 
 def _residue_major(x, seg: PyramidSegment, fill=0.0):
@@ -132,25 +148,22 @@ def build_flat_kv(layout: TreeLayout, k, v, valid, coarse_levels=None,
   k_tok = pad_length(k, n_tok) * keep.astype(k.dtype)
   v_tok = pad_length(v, n_tok) * keep.astype(v.dtype)
 
-  def window_sums(x, seg):
-    sums = _window_sums(x, seg, n_tok, ids)
-    return sums if ids is None else sums[0]
-
   k_parts, v_parts, bias_parts = [], [], []
   for index, seg in enumerate(layout.segments):
     if seg.window == 1:
       counts = valid
       k_seg, v_seg = k_tok, v_tok
     else:
-      counts = window_sums(valid, seg)
+      segmented = (None if ids is None else
+                   _segmented_windows(seg, n_tok, ids))
+      counts = _window_sums(valid, seg, n_tok, segmented)
       if index in coarse_levels:
         k_seg, v_seg = coarse_levels[index]
       else:
         denom = jnp.maximum(counts, 1.0)[:, :, None, None]
-        k_seg = (window_sums(k_tok.astype(jnp.float32), seg) / denom
-                 ).astype(k.dtype)
-        v_seg = (window_sums(v_tok.astype(jnp.float32), seg) / denom
-                 ).astype(v.dtype)
+        k_seg, v_seg = (
+            (_window_sums(x.astype(jnp.float32), seg, n_tok, segmented) / denom
+             ).astype(x.dtype) for x in (k_tok, v_tok))
     k_parts.append(_residue_major(k_seg, seg))
     v_parts.append(_residue_major(v_seg, seg))
     bias_parts.append(
@@ -171,7 +184,6 @@ def flat_segment_ids(layout: TreeLayout, segment_ids):
     if seg.window == 1:
       entry_ids = ids
     else:
-      probe = jnp.zeros(ids.shape, jnp.float32)
-      entry_ids = _window_sums(probe, seg, n_tok, ids)[1]
+      entry_ids = _segmented_windows(seg, n_tok, ids).ids
     parts.append(_residue_major(entry_ids, seg, fill=-1))
   return jnp.concatenate(parts, axis=1)
