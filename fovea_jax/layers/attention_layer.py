@@ -9,6 +9,7 @@ import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from flax.linen import partitioning as nn_partitioning
@@ -65,6 +66,10 @@ class MultiHeadAttention(nn.Module):
   encoder): with `decode=True` their keys and values are projected once, at the
   first step, into the cache, one copy per example, and every later step reads
   them from there for all of its example's decodes (beams, samples).
+  smeared_keys (self-attention): key t becomes `s k_t + (1 - s) k_{t-1}`,
+  `s = sigmoid(key_smear)` per kv head, learned (0.5 at init); no previous
+  key at a segment's first token. Decoding keeps the last raw key in the
+  cache.
   """
   num_heads: int
   head_dim: int
@@ -73,6 +78,7 @@ class MultiHeadAttention(nn.Module):
   dtype: Any = jnp.float32
   implementation: Optional[str] = None
   static_kv: bool = False
+  smeared_keys: bool = False
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv, *, key_mask=None, position_bias=None,
@@ -102,6 +108,8 @@ class MultiHeadAttention(nn.Module):
     key_proj = projection(kv_features, name='key')
     value_proj = projection(kv_features, name='value')
     key, value = key_proj(inputs_kv), value_proj(inputs_kv)
+    if self.smeared_keys:
+      key = self._smear(key, kv_segment_ids, decode)
     if decode and self.static_kv:  # the call that creates the cache
       cached = static_kv_layout(key, value)
       for part, array, axes in zip(('key', 'value'), cached,
@@ -122,6 +130,26 @@ class MultiHeadAttention(nn.Module):
         bidirectional_prefix=bidirectional_prefix)
     out = self.scheme_factory(name='scheme')(query, key, value, scheme_inputs)
     return out_proj(out)
+
+  def _smear(self, key, segment_ids, decode):
+    mix = nn_partitioning.param_with_axes(
+        'key_smear', nn.initializers.zeros, (key.shape[2],), jnp.float32,
+        axes=(ax.HEADS,))
+    keep = jax.nn.sigmoid(mix).astype(key.dtype)[:, None]   # [kv_heads, 1]
+    stepping = decode and self.has_variable('cache', 'previous_key')
+    if stepping:  # one token: the previous one's raw key is in the cache
+      last = self.variable('cache', 'previous_key', jnp.zeros_like, key)
+      previous = last.value
+      last.value = key
+    else:
+      previous = jnp.pad(key[:, :-1], ((0, 0), (1, 0), (0, 0), (0, 0)))
+      if segment_ids is not None:  # a segment's first token has none
+        same = jnp.pad(segment_ids[:, 1:] == segment_ids[:, :-1],
+                       ((0, 0), (1, 0)))
+        previous = jnp.where(same[:, :, None, None], previous, 0)
+      if decode:  # the call that creates the cache (decoding starts at 0)
+        self.variable('cache', 'previous_key', jnp.zeros_like, key[:, :1])
+    return keep * key + (1 - keep) * previous
 
   def _static_kv_step(self, query, inputs_kv, projection, kv_features,
                       key_mask):

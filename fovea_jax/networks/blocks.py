@@ -27,7 +27,8 @@ def _attention(config: Config, scheme_factory, name, static_kv=False):
       num_heads=config.num_heads, head_dim=config.head_dim,
       num_kv_heads=config.num_kv_heads, scheme_factory=scheme_factory,
       dtype=config.activation_dtype, implementation=config.implementation,
-      static_kv=static_kv, name=name)
+      static_kv=static_kv, smeared_keys=config.smeared_keys and not static_kv,
+      name=name)
 
 
 def norm_layer(config: Config, name):

@@ -48,6 +48,10 @@ class Config:
   relative_attention_max_distance: int = 128
   layer_norm_epsilon: float = 1e-6
   attention: Any = 'dense'
+  # Self-attention keys mixed with the previous token's key, per kv head
+  # (Olsson et al. 2022's smeared keys): a lookup of "the token after this
+  # one" then needs one layer instead of two, and forms early in training.
+  smeared_keys: bool = False
   # Attention backend: None (best for the device), 'reference', 'xla', 'pallas'.
   implementation: Optional[str] = None
 

@@ -32,14 +32,18 @@ def _zeros_cache(model, batch):
 # do not divide it (block_len 3): decoding sums them from several cells.
 WIDE_WINDOWS = {'fovea_block2': schemes.Fovea(block_len=2),
                 'fovea_block3': schemes.Fovea(block_len=3)}
+# Smeared keys (network.Config.smeared_keys): decoding keeps the last raw key.
+SMEARED = {'dense_smeared_keys': 'dense', 'fovea_smeared_keys': 'fovea'}
 
 
-@pytest.mark.parametrize('scheme', sorted(TINY_SCHEMES) + sorted(WIDE_WINDOWS))
+@pytest.mark.parametrize('scheme', sorted(TINY_SCHEMES) + sorted(WIDE_WINDOWS) +
+                         sorted(SMEARED))
 def test_cached_decoding_equals_full_pass_and_nothing_leaks(scheme):
   # MASFormer needs two layers for its schedule; one layer compiles faster.
   num_layers = 2 if scheme.startswith('masformer') else 1
-  model = networks.DecoderOnly(tiny_config(WIDE_WINDOWS.get(scheme, scheme),
-                                           num_decoder_layers=num_layers))
+  model = networks.DecoderOnly(tiny_config(
+      WIDE_WINDOWS.get(scheme, SMEARED.get(scheme, scheme)),
+      num_decoder_layers=num_layers, smeared_keys=scheme in SMEARED))
   tokens = np.random.default_rng(1).integers(1, 40, (2, LENGTH))
   ones = np.ones((2, LENGTH), np.float32)  # T5X initialises with float ones
   variables = random_variables(model, ones, ones, enable_dropout=False)
@@ -77,6 +81,25 @@ def test_cached_decoding_equals_full_pass_and_nothing_leaks(scheme):
   dependence = np.abs(np.asarray(jac)[:, 0]).sum(-1)  # [t, j], batch row 0
   assert np.all(dependence[np.triu_indices(LENGTH, k=1)] == 0.0)
   assert np.all(np.diag(dependence) > 0.0)
+
+
+def test_smeared_keys_restart_per_packed_example():
+  """Two examples packed in one row: with smeared keys, the second example's
+  logits are those of the example alone (its first key has no previous)."""
+  model = networks.DecoderOnly(tiny_config('dense', num_decoder_layers=2,
+                                           smeared_keys=True))
+  tokens = np.random.default_rng(2).integers(1, 40, (2, LENGTH))
+  ones = np.ones((2, LENGTH), np.float32)
+  variables = random_variables(model, ones, ones, enable_dropout=False)
+  assert 'key_smear' in str(jax.tree_util.tree_structure(variables['params']))
+  segments = np.repeat([[1] * 8 + [2] * (LENGTH - 8)], 2, axis=0)
+  positions = np.concatenate([np.arange(8), np.arange(LENGTH - 8)])[None]
+  packed, alone = jax.jit(lambda v: (
+      model.apply(v, tokens, tokens, segments, np.repeat(positions, 2, 0),
+                  enable_dropout=False),
+      model.apply(v, tokens[:, 8:], tokens[:, 8:], enable_dropout=False)))(
+          variables)
+  np.testing.assert_allclose(packed[:, 8:], alone, atol=1e-5, rtol=1e-5)
 
 
 def test_prefix_lm_sees_the_whole_prefix_and_only_the_past_beyond_it():
