@@ -192,8 +192,10 @@ def _fma_learned_levels(layout, k, v, key_mask, level_filters, levels,
     if index == 0:
       continue
     level = levels[(index - 1) % len(levels)]
+    entry_ids = (None if ids is None else
+                 (pyramid.window_segment_ids(seg, padded, ids),))
     k_lvl, v_lvl = fma.grouped_conv_levels(
-        k_pad, v_pad, level_filters, (level,), ids, side=seg.side)
+        k_pad, v_pad, level_filters, (level,), ids, entry_ids)
     coarse[index] = (k_lvl[0], v_lvl[0])
   return coarse
 

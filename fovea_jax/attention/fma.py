@@ -82,35 +82,31 @@ def fma_interactions(fine_block, num_fine_blocks, levels, causal):
   return near, far
 
 
-SIDES = ('tail', 'head')
-
-
 def grouped_conv_levels(k, v, level_filters, levels, segment_ids=None,
-                        side='tail'):
+                        entry_ids=None):
   """Learned coarse levels (`downsample='grouped_conv'`), start order.
 
   k, v: `[batch, padded, kv_heads, head_dim]`, zero at masked positions;
   level_filters `{level: (key_filter, value_filter)}`, each
   `[group_size, head_dim, rank]`: entry r of group g is
   `sum_u W[u, :, r] * x[g * group_size + u]` (depthwise, shared by heads).
-  With `segment_ids [batch, padded]` (packed examples) entry r takes only the
-  group's tokens of the segment of its window's last (`side='tail'`) or first
-  ('head') token, the segment `pyramid.flat_segment_ids` gives it; a query of
-  that segment thus reads the filter applied to its own segment's tokens.
+  With `segment_ids [batch, padded]` (packed examples) and `entry_ids`, per
+  level the `[batch, num_entries]` segment of every entry (the window's, as
+  `pyramid.window_segment_ids` gives it), entry r takes only the group's
+  tokens of its segment; a query of that segment thus reads the filter
+  applied to its own segment's tokens.
   Returns `(k_levels, v_levels)`, one `[batch, num_entries, kv_heads,
   head_dim]` per level.
   """
-  common.check_choice('side', side, SIDES)
   batch = k.shape[0]
   k_levels, v_levels = [], []
-  for lvl in levels:
+  for i, lvl in enumerate(levels):
     k_filter, v_filter = level_filters[lvl.level]
     member = None
     if segment_ids is not None:
       ids = segment_ids.reshape(batch, lvl.num_groups, lvl.group_size)
-      windows = ids.reshape(batch, lvl.num_groups, -1, lvl.window)
-      entry_ids = windows[..., -1] if side == 'tail' else windows[..., 0]
-      member = (ids[:, :, :, None] == entry_ids[:, :, None, :]).astype(k.dtype)
+      own = entry_ids[i].reshape(batch, lvl.num_groups, -1)
+      member = (ids[:, :, :, None] == own[:, :, None, :]).astype(k.dtype)
     for x, w, out in ((k, k_filter, k_levels), (v, v_filter, v_levels)):
       grouped = x.reshape(batch, lvl.num_groups, lvl.group_size, *x.shape[2:])
       w = w.astype(x.dtype)

@@ -174,6 +174,13 @@ def build_flat_kv(layout: TreeLayout, k, v, valid, coarse_levels=None,
   return k_flat, v_flat, entry_bias
 
 
+def window_segment_ids(seg: PyramidSegment, token_length, segment_ids):
+  """`[batch, num_starts]`: the segment each of `seg`'s windows averages (its
+  last token's, or first token's for `seg.side == 'head'`), from ids padded to
+  `token_length` (`common.pad_segment_ids`)."""
+  return _segmented_windows(seg, token_length, segment_ids).ids
+
+
 def flat_segment_ids(layout: TreeLayout, segment_ids):
   """`[batch, flat_size]` int32: the segment every entry of `build_flat_kv`'s
   buffer averages (a raw token's own; a pooled entry's by its `side`)."""
@@ -184,6 +191,6 @@ def flat_segment_ids(layout: TreeLayout, segment_ids):
     if seg.window == 1:
       entry_ids = ids
     else:
-      entry_ids = _segmented_windows(seg, n_tok, ids).ids
+      entry_ids = window_segment_ids(seg, n_tok, ids)
     parts.append(_residue_major(entry_ids, seg, fill=-1))
   return jnp.concatenate(parts, axis=1)
