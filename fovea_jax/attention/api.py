@@ -8,6 +8,7 @@ backend), 'reference' (the dense oracle of docs/attention.md), 'xla' or
 from __future__ import annotations
 
 from fovea_jax.attention import common
+from fovea_jax.attention import context_parallel
 from fovea_jax.attention import dense
 from fovea_jax.attention import fma
 from fovea_jax.attention import fovea
@@ -24,31 +25,72 @@ def _validate(q, k, v, key_mask, position_bias, *, same_length):
 
 
 def run_tree_layout(layout, q, k, v, *, scale, key_mask, position_bias,
-                    implementation, coarse_levels=None, return_lse=False,
-                    q_segment_ids=None, kv_segment_ids=None):
+                    implementation, coarse_levels=None, learned_levels=None,
+                    return_lse=False, q_segment_ids=None, kv_segment_ids=None):
   """Builds the flat K/V buffer of `layout` and runs an engine over it.
 
+  `learned_levels` `{segment index: (FmaLevel, (key_filter, value_filter))}`:
+  those segments' entries are learned FMA filters of their groups
+  (`fma.grouped_conv_levels`); `coarse_levels` `{segment index: (k_level,
+  v_level)}` hands such entries in ready-made (unsharded only).
   `return_lse` (XLA engine only) also returns each row's log-sum-exp.
   `q_segment_ids`/`kv_segment_ids` `[batch, length]` (packed examples, both or
   neither): queries attend only keys, and pooled entries only average tokens,
   of their own segment (docs/attention.md#packed-examples).
+  Under a mesh whose `sequence` axis has more than one device the sequence is
+  split over it (`context_parallel`, docs/context_parallel.md).
   """
   batch, length = k.shape[:2]
   valid = common.valid_keys(key_mask, batch, length, length)
   segmented = check_segment_ids(q_segment_ids, kv_segment_ids, q, k)
+  if return_lse and implementation != 'xla':
+    raise ValueError(f'return_lse needs the xla engine, got {implementation!r}.')
+  mesh = context_parallel.sequence_mesh()
+  if mesh is not None and q.shape[1] == length and coarse_levels is None:
+    if segmented:
+      raise ValueError(
+          'packed examples (segment ids) cannot be split over the sequence '
+          'axis: run sequence-parallel on unpacked rows (PACKING = False) or '
+          'set NUM_SEQUENCE_PARTITIONS = 1.')
+    return context_parallel.tree_attention(
+        layout, q, k, v, valid, scale=scale, position_bias=position_bias,
+        implementation=implementation, mesh=mesh, return_lse=return_lse,
+        learned_levels=learned_levels)
+  if learned_levels:
+    coarse_levels = _learned_levels(layout, k, v, valid, learned_levels,
+                                    kv_segment_ids if segmented else None)
   k_flat, v_flat, entry_bias = pyramid.build_flat_kv(
       layout, k, v, valid, coarse_levels,
       segment_ids=kv_segment_ids if segmented else None)
   engine = engines.tree_engine(implementation)
   options = dict(return_lse=True) if return_lse else {}
-  if return_lse and implementation != 'xla':
-    raise ValueError(f'return_lse needs the xla engine, got {implementation!r}.')
   if segmented:
     options['segment_ids'] = (q_segment_ids,
                               pyramid.flat_segment_ids(layout, kv_segment_ids))
   return engine(q, k_flat, v_flat, entry_bias, layout,
                 scale=common.default_scale(scale, q.shape[-1]),
                 position_bias=position_bias, **options)
+
+
+def _learned_levels(layout, k, v, valid, learned_levels, segment_ids):
+  """`{layout segment: (k_level, v_level)}` from `learned_levels`' filters;
+  with packed bidirectional layouts a level's 'head' copy is its own segment
+  (`PyramidSegment.side`)."""
+  padded = layout.token_length
+  keep = common.pad_length(valid, padded)[:, :, None, None]
+  k_pad = common.pad_length(k, padded) * keep.astype(k.dtype)
+  v_pad = common.pad_length(v, padded) * keep.astype(v.dtype)
+  ids = (None if segment_ids is None
+         else common.pad_segment_ids(segment_ids, padded))
+  coarse = {}
+  for index, (level, filters) in learned_levels.items():
+    seg = layout.segments[index]
+    entry_ids = (None if ids is None else
+                 (pyramid.window_segment_ids(seg, padded, ids),))
+    k_lvl, v_lvl = fma.grouped_conv_levels(
+        k_pad, v_pad, {level.level: filters}, (level,), ids, entry_ids)
+    coarse[index] = (k_lvl[0], v_lvl[0])
+  return coarse
 
 
 def check_segment_ids(q_segment_ids, kv_segment_ids, q, k) -> bool:
@@ -81,6 +123,27 @@ def dot_product_attention(q, k, v, *, scale=None, causal=False, key_mask=None,
                      f'{k.shape[1]}; for decoding pass key_mask instead.')
   segmented = check_segment_ids(q_segment_ids, kv_segment_ids, q, k)
   segments = dict(q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids)
+  mesh = context_parallel.sequence_mesh()
+  if mesh is not None and implementation != 'reference':
+    if q.shape[1] == k.shape[1]:  # self-attention: the flash layout, split
+      layout = dense.flash_layout(q.shape[1], causal=causal)
+      return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
+                             position_bias=position_bias,
+                             implementation=implementation, **segments)
+    if segmented:
+      raise ValueError(
+          'packed examples (segment ids) cannot be split over the sequence '
+          'axis: run sequence-parallel on unpacked rows (PACKING = False) or '
+          'set NUM_SEQUENCE_PARTITIONS = 1.')
+    if position_bias is not None:
+      raise ValueError(
+          'cross-attention split over the sequence axis takes no position '
+          'bias (a query chunk does not know its offset); pass '
+          'position_bias=None or set NUM_SEQUENCE_PARTITIONS = 1.')
+    attend = lambda q, k, v, valid: dot_product_attention(
+        q, k, v, scale=scale, key_mask=valid, implementation=implementation)
+    valid = common.valid_keys(key_mask, k.shape[0], k.shape[1], k.shape[1])
+    return context_parallel.gather_attention(attend, q, k, v, valid, mesh=mesh)
   if implementation == 'pallas' and q.shape[1] == k.shape[1]:
     layout = dense.flash_layout(q.shape[1], causal=causal)
     return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
@@ -165,39 +228,17 @@ def fma_attention(q, k, v, *, fine_len, rank, downsample=fma.DEFAULT_DOWNSAMPLE,
         causal=causal, scale=scale, key_mask=key_mask, segment_ids=segment_ids)
   layout = fma.fma_layout(q.shape[1], fine_len=fine_len, rank=rank,
                           downsample=downsample, causal=causal, packed=packed)
+  learned = None
   if level_filters is not None:
-    coarse = _fma_learned_levels(layout, k, v, key_mask, level_filters, levels,
-                                 segment_ids if packed else None)
+    # Segment l is level l; packed bidirectional layouts repeat the levels as
+    # 'head' copies in segments L + l.
+    learned = {index: (levels[(index - 1) % len(levels)],
+                       level_filters[levels[(index - 1) % len(levels)].level])
+               for index in range(1, len(layout.segments))}
   return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
                          position_bias=None, implementation=implementation,
-                         coarse_levels=coarse, q_segment_ids=segment_ids,
-                         kv_segment_ids=segment_ids)
-
-
-def _fma_learned_levels(layout, k, v, key_mask, level_filters, levels,
-                        segment_ids):
-  """`{layout segment: (k_level, v_level)}` from the filters: segment l is
-  level l; with packed bidirectional layouts, segment L + l is its 'head'
-  copy (`PyramidSegment.side`)."""
-  batch, length = k.shape[:2]
-  padded = layout.token_length
-  valid = common.valid_keys(key_mask, batch, length, padded)
-  keep = valid[:, :, None, None]
-  k_pad = common.pad_length(k, padded) * keep.astype(k.dtype)
-  v_pad = common.pad_length(v, padded) * keep.astype(v.dtype)
-  ids = (None if segment_ids is None
-         else common.pad_segment_ids(segment_ids, padded))
-  coarse = {}
-  for index, seg in enumerate(layout.segments):
-    if index == 0:
-      continue
-    level = levels[(index - 1) % len(levels)]
-    entry_ids = (None if ids is None else
-                 (pyramid.window_segment_ids(seg, padded, ids),))
-    k_lvl, v_lvl = fma.grouped_conv_levels(
-        k_pad, v_pad, level_filters, (level,), ids, entry_ids)
-    coarse[index] = (k_lvl[0], v_lvl[0])
-  return coarse
+                         coarse_levels=coarse, learned_levels=learned,
+                         q_segment_ids=segment_ids, kv_segment_ids=segment_ids)
 
 
 def local_attention(q, k, v, *, window=None, block_len=None, causal=False,

@@ -81,9 +81,16 @@ class TreeLayout:
   span_len: np.ndarray        # [num_query_blocks, max_spans] 0 = unused slot
   causal: bool
   window: Optional[int]       # sliding-window radius (|i - j| <= window) or None
+  # `(lo, hi)` of every flat entry given outright instead of derived from the
+  # segments: one device's share of a sequence-sharded layout, whose buffer
+  # holds the entries its queries read in the coordinates of its queries
+  # (`context_parallel`).
+  windows: Optional[tuple] = None
 
   @property
   def flat_size(self) -> int:
+    if self.windows is not None:
+      return len(self.windows[0])
     last = self.segments[-1]
     return last.offset + last.size
 
@@ -94,6 +101,8 @@ class TreeLayout:
     Entries whose window holds no in-sequence token get lo > hi (they are always
     masked: their valid count is zero).
     """
+    if self.windows is not None:
+      return self.windows
     lo = np.empty(self.flat_size, np.int32)
     hi = np.empty(self.flat_size, np.int32)
     for seg in self.segments:

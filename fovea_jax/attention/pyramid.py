@@ -76,7 +76,7 @@ def _segmented_windows(seg: PyramidSegment, token_length, segment_ids):
   return _SegmentedWindows(own, tuple(joins), window_ids[:, :seg.num_starts])
 
 
-def _window_sums(x, seg: PyramidSegment, token_length,
+def window_sums(x, seg: PyramidSegment, token_length,
                  segmented: Optional[_SegmentedWindows] = None):
   """Sums of `x [batch, token_length, ...]` over the segment's windows, start
   order; with `segmented` (packed examples), over each window's own segment."""
@@ -156,13 +156,13 @@ def build_flat_kv(layout: TreeLayout, k, v, valid, coarse_levels=None,
     else:
       segmented = (None if ids is None else
                    _segmented_windows(seg, n_tok, ids))
-      counts = _window_sums(valid, seg, n_tok, segmented)
+      counts = window_sums(valid, seg, n_tok, segmented)
       if index in coarse_levels:
         k_seg, v_seg = coarse_levels[index]
       else:
         denom = jnp.maximum(counts, 1.0)[:, :, None, None]
         k_seg, v_seg = (
-            (_window_sums(x.astype(jnp.float32), seg, n_tok, segmented) / denom
+            (window_sums(x.astype(jnp.float32), seg, n_tok, segmented) / denom
              ).astype(x.dtype) for x in (k_tok, v_tok))
     k_parts.append(_residue_major(k_seg, seg))
     v_parts.append(_residue_major(v_seg, seg))

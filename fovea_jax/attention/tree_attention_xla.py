@@ -146,7 +146,10 @@ class _Plan:
 
 def entry_windows(layout: TreeLayout):
   """`layout.entry_lo_hi` computed in the program from the segments (iotas, so
-  XLA neither embeds nor folds an O(n) table)."""
+  XLA neither embeds nor folds an O(n) table); a layout with explicit
+  `windows` (one device's share of a sharded sequence) passes them in."""
+  if layout.windows is not None:
+    return tuple(jnp.asarray(w, jnp.int32) for w in layout.windows)
   lo, hi = [], []
   for seg in layout.segments:
     natural = jnp.arange(seg.size, dtype=jnp.int32)
