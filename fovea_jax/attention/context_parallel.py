@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Optional
 
 import jax
@@ -48,14 +47,14 @@ from fovea_jax.attention import fma as fma_lib
 from fovea_jax.attention import pyramid
 from fovea_jax.attention.layout import PyramidSegment
 from fovea_jax.attention.layout import TreeLayout
+from fovea_jax.sharding import axis_names
 
-# The mesh axis a sequence is split over (`fovea_jax.sharding.axis_names`
-# spells the same name for the Partitioner).
-SEQUENCE_AXIS = 'sequence'
+# The mesh axis a sequence is split over.
+SEQUENCE_AXIS = axis_names.SEQUENCE
 # Mesh axes the batch and the heads of q/k/v keep inside the sharded call when
 # the mesh has them and they divide (otherwise those dims are replicated).
-BATCH_AXIS = 'data'
-HEADS_AXIS = 'model'
+BATCH_AXIS = axis_names.DATA
+HEADS_AXIS = axis_names.MODEL
 
 
 def sequence_mesh(axis_name: str = SEQUENCE_AXIS):
@@ -473,39 +472,3 @@ def gather_attention(attend, q, k, v, valid, *, mesh,
       in_specs=(x_spec, x_spec, x_spec, PartitionSpec(batch_axis, axis_name)),
       out_specs=x_spec, check_vma=False)(q, k, v, valid)
   return out[:, :q_len]
-
-
-def collective_bytes(hlo_text: str) -> dict:
-  """Bytes each device receives, by collective kind, in a compiled program's
-  HLO text (`jax.jit(...).lower(...).compile().as_text()`): a
-  collective-permute receives its operand, an all-gather the part of its result
-  that other devices hold, an all-reduce twice its operand times (P-1)/P (a
-  ring's reduce-scatter plus all-gather), an all-to-all (P-1)/P of it."""
-  import re
-  sizes = {'f32': 4, 'bf16': 2, 'f16': 2, 's32': 4, 'u32': 4, 'pred': 1,
-           'f64': 8, 's64': 8, 's8': 1, 'u8': 1}
-  totals = {}
-  pattern = re.compile(
-      r'=\s*(\(?[^=]*?\)?)\s+(collective-permute|all-gather|all-reduce|'
-      r'all-to-all|reduce-scatter)(?:-start)?\((.*?)\)(.*)$')
-  shape_re = re.compile(r'(\w+)\[([\d,]*)\]')
-  for line in hlo_text.splitlines():
-    match = pattern.search(line)
-    if not match:
-      continue
-    result_type, kind, _, rest = match.groups()
-    shapes = [(t, [int(x) for x in dims.split(',') if x])
-              for t, dims in shape_re.findall(result_type) if t in sizes]
-    result_bytes = sum(sizes[t] * math.prod(dims) for t, dims in shapes)
-    groups = re.search(r'replica_groups=\{\{([\d,]*)\}', rest)
-    parts = len(groups.group(1).split(',')) if groups else 1
-    if kind == 'collective-permute':
-      received = result_bytes
-    elif kind == 'all-gather':
-      received = result_bytes * (parts - 1) / parts
-    elif kind == 'all-reduce':
-      received = 2 * result_bytes * (parts - 1) / parts
-    else:
-      received = result_bytes * (parts - 1) / parts
-    totals[kind] = totals.get(kind, 0) + received
-  return totals

@@ -9,6 +9,9 @@ T5X so that its rules and checkpoints line up with ours.
 # Mesh axes.
 DATA = 'data'
 MODEL = 'model'
+# Splits one sequence over devices (context parallelism); on the mesh only
+# when `Partitioner(num_sequence_partitions > 1)`.
+SEQUENCE = 'sequence'
 
 # Logical axes of parameters and activations.
 BATCH = 'batch'
@@ -28,6 +31,10 @@ CACHE_LENGTH = 'cache_length'
 # Learned FMA downsampling filters: [window, head_dim, rank].
 DOWNSAMPLE_WINDOW = 'downsample_window'
 DOWNSAMPLE_RANK = 'downsample_rank'
+
+# Prepended to the rules on a mesh with a sequence axis: activations (and so
+# attention's queries, keys and values) are split along their length.
+SEQUENCE_RULES = ((LENGTH, SEQUENCE),)
 
 # T5X's standard rules as data: logical name -> mesh axis (None = replicated).
 # Names not listed here are replicated.

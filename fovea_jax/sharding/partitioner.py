@@ -1,4 +1,4 @@
-"""The `(data, model)` device mesh and where every array lives on it.
+"""The `(data, [sequence,] model)` device mesh and where every array lives on it.
 
 `Partitioner` plays the part of T5X's `PjitPartitioner`: it builds the mesh from
 `num_partitions` (or an explicit `mesh_shape`), turns the logical axis names that
@@ -36,9 +36,15 @@ def _path_name(path) -> str:
 class Partitioner:
   """Builds the `(data, model)` mesh and shards params, optimizer state, batches.
 
+  With `num_sequence_partitions > 1` the mesh is `(data, sequence, model)`: one
+  sequence is split over the `sequence` axis (the rules map the logical
+  `length` axis there), params are not; attention runs sequence-parallel
+  (`fovea_jax.attention.context_parallel`, docs/context_parallel.md).
+
   Attributes:
-    mesh: the `jax.sharding.Mesh` with axes `('data', 'model')`, Auto axis types
-      (Explicit axes break Linen code on this jax version).
+    mesh: the `jax.sharding.Mesh` with axes `('data', 'model')` or `('data',
+      'sequence', 'model')`, Auto axis types (Explicit axes break Linen code on
+      this jax version).
     logical_axis_rules: logical name -> mesh axis pairs, in precedence order.
   """
 
@@ -47,18 +53,22 @@ class Partitioner:
                mesh_shape: Sequence[int] | None = None,
                model_parallel_submesh: Sequence[int] | None = None,
                logical_axis_rules: LogicalRules | None = None,
-               devices: Sequence[jax.Device] | None = None):
+               devices: Sequence[jax.Device] | None = None,
+               num_sequence_partitions: int = 1):
     """Chooses the mesh.
 
     Args:
       num_partitions: size of the `model` axis; the `data` axis takes the rest of
         the devices. Default 1 (pure data parallelism).
-      mesh_shape: explicit `(data, model)` sizes; their product must equal the
-        number of devices. Exclusive with `num_partitions`.
+      mesh_shape: explicit `(data, model)` sizes, or `(data, sequence, model)`;
+        their product must equal the number of devices. Exclusive with
+        `num_partitions`.
       model_parallel_submesh: T5X's spelling of the model-parallel block; only
         its product (the `model` axis size) matters on a flat device list.
       logical_axis_rules: defaults to `axis_names.STANDARD_RULES`.
       devices: defaults to `jax.devices()`.
+      num_sequence_partitions: size of the `sequence` axis (1: no such axis);
+        the `data` axis takes what model and sequence leave.
     """
     devices = list(jax.devices() if devices is None else devices)
     chosen = [x is not None for x in (num_partitions, mesh_shape,
@@ -71,32 +81,49 @@ class Partitioner:
           f'model_parallel_submesh={model_parallel_submesh}).')
     if model_parallel_submesh is not None:
       num_partitions = math.prod(model_parallel_submesh)
+    sequence = int(num_sequence_partitions)
+    if sequence < 1:
+      raise ValueError(f'num_sequence_partitions must be >= 1, got {sequence}.')
     if mesh_shape is None:
       num_partitions = 1 if num_partitions is None else num_partitions
-      if num_partitions < 1 or len(devices) % num_partitions:
+      if num_partitions < 1 or len(devices) % (num_partitions * sequence):
         raise ValueError(
-            f'num_partitions={num_partitions} does not divide the '
-            f'{len(devices)} available devices: choose a divisor of '
-            f'{len(devices)} for the model axis.')
-      mesh_shape = (len(devices) // num_partitions, num_partitions)
+            f'num_partitions={num_partitions} x num_sequence_partitions='
+            f'{sequence} does not divide the {len(devices)} available devices: '
+            f'choose sizes whose product divides {len(devices)}.')
+      mesh_shape = (len(devices) // (num_partitions * sequence), sequence,
+                    num_partitions)
     mesh_shape = tuple(int(s) for s in mesh_shape)
-    if len(mesh_shape) != 2 or min(mesh_shape) < 1:
+    if len(mesh_shape) == 2:
+      mesh_shape = (mesh_shape[0], sequence, mesh_shape[1])
+    elif len(mesh_shape) == 3 and sequence not in (1, mesh_shape[1]):
       raise ValueError(
-          f'mesh_shape must be two positive sizes (data, model), got '
-          f'{mesh_shape}.')
+          f'mesh_shape {mesh_shape} has a sequence axis of {mesh_shape[1]} but '
+          f'num_sequence_partitions={sequence}: give one of them.')
+    if len(mesh_shape) != 3 or min(mesh_shape) < 1:
+      raise ValueError(
+          f'mesh_shape must be two positive sizes (data, model) or three '
+          f'(data, sequence, model), got {mesh_shape}.')
     if math.prod(mesh_shape) != len(devices):
       raise ValueError(
           f'mesh_shape {mesh_shape} needs {math.prod(mesh_shape)} devices but '
-          f'{len(devices)} are available: make data * model = {len(devices)} '
-          '(or pass num_partitions and let the data axis take the rest).')
+          f'{len(devices)} are available: make the sizes multiply to '
+          f'{len(devices)} (or pass num_partitions and let the data axis take '
+          'the rest).')
+    rules = tuple(tuple(r) for r in (axis_names.STANDARD_RULES
+                                     if logical_axis_rules is None else
+                                     logical_axis_rules))
+    if mesh_shape[1] > 1:
+      names = (axis_names.DATA, axis_names.SEQUENCE, axis_names.MODEL)
+      rules = axis_names.SEQUENCE_RULES + tuple(
+          r for r in rules if r[0] != axis_names.LENGTH)
+    else:
+      names = (axis_names.DATA, axis_names.MODEL)
+      mesh_shape = (mesh_shape[0], mesh_shape[2])
     self.mesh = Mesh(
-        np.asarray(devices, dtype=object).reshape(mesh_shape),
-        (axis_names.DATA, axis_names.MODEL),
-        axis_types=(AxisType.Auto,) * 2)
-    self.logical_axis_rules = tuple(
-        tuple(r) for r in (axis_names.STANDARD_RULES
-                           if logical_axis_rules is None else
-                           logical_axis_rules))
+        np.asarray(devices, dtype=object).reshape(mesh_shape), names,
+        axis_types=(AxisType.Auto,) * len(names))
+    self.logical_axis_rules = rules
 
   def __repr__(self):
     return (f'Partitioner(mesh={dict(self.mesh.shape)}, '
@@ -284,7 +311,23 @@ class Partitioner:
     return self.logical_to_mesh_axes((axis_names.BATCH,) + (None,) * (ndim - 1))
 
   def batch_specs(self, batch: Mapping[str, Any]) -> dict:
+    self.check_sequence_lengths(batch)
     return {k: self.data_spec(np.ndim(v)) for k, v in batch.items()}
+
+  def check_sequence_lengths(self, batch: Mapping[str, Any]) -> None:
+    """On a mesh with a sequence axis, every `[batch, length]` feature's
+    length must divide over it: say which does not, and the fix."""
+    if axis_names.SEQUENCE not in self.mesh.shape:
+      return
+    parts = self.mesh.shape[axis_names.SEQUENCE]
+    for name, value in batch.items():
+      shape = np.shape(value)
+      if len(shape) >= 2 and shape[1] % parts:
+        raise ValueError(
+            f'batch feature {name} has length {shape[1]}, which does not '
+            f'divide over the sequence axis of {parts} devices: choose '
+            f'task_feature_lengths that are multiples of {parts}, or fewer '
+            'NUM_SEQUENCE_PARTITIONS.')
 
   def shard_batch(self, batch: Mapping[str, Any],
                   replicate_indivisible: bool = False) -> dict:
