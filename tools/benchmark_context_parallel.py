@@ -10,7 +10,9 @@ moves: `(P-1)/P * length * 2 * heads * head_dim * 4` bytes forward, twice that
 forward+backward (the gradients go back by a reduce-scatter of the same size).
 Peak memory is XLA's buffer assignment for one device's forward+backward.
 Dense attention is compiled only up to `--dense_max_length` (its layout grows
-as length^2); beyond, its all-gather is the computed column.
+as length^2; beyond, its all-gather is the computed column), learned FMA up to
+`--learned_max_length` (its filters grow with the length: 2 x 2 GiB at 1M
+tokens).
 
 `--run` also runs the forward+backward of `--run_scheme` at the longest length
 on the most devices, with `--run_heads` heads, and reports its wall time and
@@ -191,6 +193,7 @@ def main(argv=None):
   parser.add_argument('--head_dim', type=int, default=64)
   parser.add_argument('--bidirectional', action='store_true')
   parser.add_argument('--dense_max_length', type=int, default=65536)
+  parser.add_argument('--learned_max_length', type=int, default=262144)
   parser.add_argument('--run', action='store_true')
   parser.add_argument('--run_scheme', default='fovea')
   parser.add_argument('--run_heads', type=int, default=1)
@@ -207,6 +210,8 @@ def main(argv=None):
   for name in args.schemes.split(','):
     for length in lengths:
       if name == 'dense' and length > args.dense_max_length:
+        continue
+      if name == 'fma_learned' and length > args.learned_max_length:
         continue
       for devices in device_counts:
         rows.append(measure(name, length, devices, args))
