@@ -47,15 +47,12 @@ def run_tree_layout(layout, q, k, v, *, scale, key_mask, position_bias,
     raise ValueError(f'return_lse needs the xla engine, got {implementation!r}.')
   mesh = context_parallel.sequence_mesh()
   if mesh is not None and q.shape[1] == length and coarse_levels is None:
-    if segmented:
-      raise ValueError(
-          'packed examples (segment ids) cannot be split over the sequence '
-          'axis: run sequence-parallel on unpacked rows (PACKING = False) or '
-          'set NUM_SEQUENCE_PARTITIONS = 1.')
+    segments = (dict(q_segment_ids=q_segment_ids,
+                     kv_segment_ids=kv_segment_ids) if segmented else {})
     return context_parallel.tree_attention(
         layout, q, k, v, valid, scale=scale, position_bias=position_bias,
         implementation=implementation, mesh=mesh, return_lse=return_lse,
-        learned_levels=learned_levels)
+        learned_levels=learned_levels, **segments)
   if learned_levels:
     coarse_levels = _learned_levels(layout, k, v, valid, learned_levels,
                                     kv_segment_ids if segmented else None)
@@ -130,20 +127,17 @@ def dot_product_attention(q, k, v, *, scale=None, causal=False, key_mask=None,
       return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,
                              position_bias=position_bias,
                              implementation=implementation, **segments)
-    if segmented:
-      raise ValueError(
-          'packed examples (segment ids) cannot be split over the sequence '
-          'axis: run sequence-parallel on unpacked rows (PACKING = False) or '
-          'set NUM_SEQUENCE_PARTITIONS = 1.')
     if position_bias is not None:
       raise ValueError(
           'cross-attention split over the sequence axis takes no position '
           'bias (a query chunk does not know its offset); pass '
           'position_bias=None or set NUM_SEQUENCE_PARTITIONS = 1.')
-    attend = lambda q, k, v, valid: dot_product_attention(
-        q, k, v, scale=scale, key_mask=valid, implementation=implementation)
+    attend = lambda q, k, v, valid, q_ids, kv_ids: dot_product_attention(
+        q, k, v, scale=scale, key_mask=valid, q_segment_ids=q_ids,
+        kv_segment_ids=kv_ids, implementation=implementation)
     valid = common.valid_keys(key_mask, k.shape[0], k.shape[1], k.shape[1])
-    return context_parallel.gather_attention(attend, q, k, v, valid, mesh=mesh)
+    return context_parallel.gather_attention(attend, q, k, v, valid, mesh=mesh,
+                                             **segments)
   if implementation == 'pallas' and q.shape[1] == k.shape[1]:
     layout = dense.flash_layout(q.shape[1], causal=causal)
     return run_tree_layout(layout, q, k, v, scale=scale, key_mask=key_mask,

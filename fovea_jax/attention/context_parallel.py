@@ -95,6 +95,8 @@ class _DevicePlan:
   send_rows: tuple        # per shift, [send_len] rows sent to device d + shift
   recv_pos: tuple         # per shift, [send_len] positions of what arrives
   layout: TreeLayout      # the local layout over the local buffer
+  entries: np.ndarray     # [flat] global flat index of every local entry
+  real: np.ndarray        # [flat] False on the padding past this device's
   divide: np.ndarray      # [flat] pooled means (sum / count)
   log_count: np.ndarray   # [flat] logit + ln(count)
   fixed_bias: np.ndarray  # [flat] constant logit term (ln window or 0)
@@ -145,7 +147,8 @@ def _pooled_parts(layout: TreeLayout, learned, first, last):
       per_group = group.group_size // group.window
       count = (g1 - g0 + 1) * per_group
       part = _Pooled(index, g0 * per_group,
-                     PyramidSegment(group.window, group.window, 0, count, 0),
+                     PyramidSegment(group.window, group.window, 0, count, 0,
+                                    side=seg.side),
                      g0 * group.group_size, count * group.window,
                      dataclasses.replace(group, num_groups=g1 - g0 + 1,
                                          num_entries=count))
@@ -160,7 +163,7 @@ def _pooled_parts(layout: TreeLayout, learned, first, last):
       cell1 = seg.first_start + -(-(last - seg.first_start) // seg.grid) * seg.grid
       local = PyramidSegment(seg.window, seg.grid,
                              seg.first_start + i0 * seg.grid - cell0,
-                             i1 - i0 + 1, 0)
+                             i1 - i0 + 1, 0, side=seg.side)
       part = _Pooled(index, i0, local, cell0, cell1 - cell0)
     parts.append(part)
     flats.append(seg.flat_index(part.first_entry +
@@ -271,6 +274,8 @@ def plan(layout: TreeLayout, num_shards: int, learned_segments=()) -> ShardedPla
         own_pos=_pad(own[d][1], own_len, flat_size),
         send_rows=tuple(table[d] for table in sends),
         recv_pos=tuple(table[d] for table in recvs), layout=local,
+        entries=_pad(entries, flat_size, 0),
+        real=np.arange(flat_size) < entries.size,
         divide=divide, log_count=log_count, fixed_bias=fixed,
         query_offset=d * chunk - shift_pos))
   return ShardedPlan(num_shards, chunk, tuple(shifts), tuple(send_len), own_len,
@@ -294,23 +299,51 @@ def _virtual(x, part: _Pooled, first):
   return jnp.pad(piece, widths + [(0, 0)] * (x.ndim - 2))
 
 
-def _contributions(dev: _DevicePlan, first, k, v, valid, filters):
+def _ids_at(ids, positions):
+  """`ids [batch, G]` at static token positions, clipped to the ends (the
+  ids of positions outside the sequence are the nearest token's)."""
+  return jnp.take(ids, jnp.asarray(np.clip(positions, 0, ids.shape[1] - 1)),
+                  axis=1)
+
+
+def _contributions(dev: _DevicePlan, first, k, v, valid, filters, ids=None,
+                   window_ids=None):
   """`(k_rows, v_rows, counts)`: the device's contribution rows, float32,
-  with a zero row appended (what padded table slots read)."""
+  with a zero row appended (what padded table slots read).
+
+  Packed rows: `ids [batch, G]` the whole sequence's segment ids (padded as
+  `common.pad_segment_ids`), `window_ids {segment index: [batch,
+  num_starts]}` the segment of every window of the learned levels.
+  """
   keep = valid[:, :, None, None]
   k_rows = [k.astype(jnp.float32) * keep]
   v_rows = [v.astype(jnp.float32) * keep]
   c_rows = [valid]
   for part in dev.pooled:
     vk, vv, vc = (_virtual(x, part, first) for x in (k_rows[0], v_rows[0], valid))
-    counts = pyramid.window_sums(vc, part.local, part.tokens)
+    segmented, vids = None, None
+    if ids is not None:
+      local = part.local
+      vids = _ids_at(ids, part.first_token + np.arange(part.tokens))
+      # The cells every window starts at, from the whole sequence's ids: a
+      # window may reach past this device's tokens.
+      starts = (part.first_token + local.first_start +
+                np.arange(local.num_starts + local.interleave - 1) * local.grid)
+      ends = (_ids_at(ids, starts), _ids_at(ids, starts + local.grid - 1))
+      segmented = pyramid.segmented_windows(local, part.tokens, vids, ends)
+    counts = pyramid.window_sums(vc, part.local, part.tokens, segmented)
     if part.group is not None:
+      entry_ids = None
+      if ids is not None:
+        entry_ids = (window_ids[part.index][
+            :, part.first_entry:part.first_entry + part.local.num_starts],)
       k_lvl, v_lvl = fma_lib.grouped_conv_levels(
-          vk, vv, {part.group.level: filters[part.index]}, (part.group,))
+          vk, vv, {part.group.level: filters[part.index]}, (part.group,),
+          vids, entry_ids)
       k_part, v_part = k_lvl[0], v_lvl[0]
     else:
-      k_part, v_part = (pyramid.window_sums(x, part.local, part.tokens)
-                        for x in (vk, vv))
+      k_part, v_part = (pyramid.window_sums(x, part.local, part.tokens,
+                                            segmented) for x in (vk, vv))
     k_rows.append(k_part.astype(jnp.float32))
     v_rows.append(v_part.astype(jnp.float32))
     c_rows.append(counts)
@@ -347,17 +380,29 @@ def _local_flat(dev: _DevicePlan, flat_size, pieces, positions, dtype):
   return k_flat, v_flat, jax.lax.stop_gradient(entry_bias)
 
 
-def _sharded_call(the_plan: ShardedPlan, axis_name, engine, scale, bias_spec,
-                  return_lse, q, k, v, valid, table, filters):
-  """The per-device body (inside shard_map): local chunks in, local out."""
+def _sharded_call(layout, the_plan: ShardedPlan, axis_name, engine, scale,
+                  bias_spec, return_lse, q, k, v, valid, table, filters,
+                  segments):
+  """The per-device body (inside shard_map): local chunks in, local out.
+  `segments`: None, or `(this chunk's query ids, the whole sequence's key
+  ids)` of packed rows."""
   index = jax.lax.axis_index(axis_name)
   chunk = the_plan.chunk
+  ids = window_ids = flat_ids = None
+  if segments is not None:
+    q_ids, ids = segments
+    tokens = layout.token_length
+    window_ids = {i: pyramid.window_segment_ids(layout.segments[i], tokens,
+                                                ids[:, :tokens])
+                  for i in filters}
+    flat_ids = pyramid.flat_segment_ids(layout, ids[:, :tokens])
 
   def contribute(d):
     dev = the_plan.devices[d]
 
     def branch(k, v, valid, filters):
-      rows = _contributions(dev, d * chunk, k, v, valid, filters)
+      rows = _contributions(dev, d * chunk, k, v, valid, filters, ids,
+                            window_ids)
       own = _take_rows(rows, dev.own_rows)
       return own, tuple(_take_rows(rows, r) for r in dev.send_rows)
     return branch
@@ -379,11 +424,18 @@ def _sharded_call(the_plan: ShardedPlan, axis_name, engine, scale, bias_spec,
           dev, the_plan.flat_size, [own] + list(received),
           [dev.own_pos] + list(dev.recv_pos), k.dtype)
       offset = dev.query_offset
-      q_local = jnp.pad(q, ((0, 0), (offset, the_plan.local_queries - offset -
-                                     chunk), (0, 0), (0, 0)))
+      widths = (offset, the_plan.local_queries - offset - chunk)
+      q_local = jnp.pad(q, ((0, 0), widths, (0, 0), (0, 0)))
       position_bias = (None if table is None else
                        common.RelativePositionBias(table, *bias_spec))
       options = dict(return_lse=True) if return_lse else {}
+      if segments is not None:
+        entry_ids = jnp.where(jnp.asarray(dev.real),
+                              jnp.take(flat_ids, jnp.asarray(dev.entries),
+                                       axis=1), -1)
+        # Query slots of other devices match no entry.
+        local_ids = jnp.pad(q_ids, ((0, 0), widths), constant_values=-2)
+        options['segment_ids'] = (local_ids, entry_ids)
       result = engine(q_local, k_flat, v_flat, entry_bias, dev.layout,
                       scale=scale, position_bias=position_bias, **options)
       if return_lse:
@@ -397,13 +449,16 @@ def _sharded_call(the_plan: ShardedPlan, axis_name, engine, scale, bias_spec,
 
 def tree_attention(layout: TreeLayout, q, k, v, valid, *, scale, position_bias,
                    implementation, mesh, return_lse=False, learned_levels=None,
+                   q_segment_ids=None, kv_segment_ids=None,
                    axis_name: str = SEQUENCE_AXIS):
   """`run_tree_layout` with the sequence of q, k, v split over `axis_name`.
 
   q, k, v: global `[batch, length, heads, head_dim]` arrays (inside `jit`),
   valid `[batch, length]` bool; `learned_levels` `{segment index: (FmaLevel,
-  (key_filter, value_filter))}` for learned FMA levels. Returns what the
-  engine returns for the whole sequence, computed sequence-parallel.
+  (key_filter, value_filter))}` for learned FMA levels; `q/kv_segment_ids`
+  `[batch, length]` for packed rows (every device then also receives the
+  whole row's key ids, 4 bytes a token). Returns what the engine returns for
+  the whole sequence, computed sequence-parallel.
   """
   learned_levels = learned_levels or {}
   num_shards = mesh.shape[axis_name]
@@ -428,8 +483,15 @@ def tree_attention(layout: TreeLayout, q, k, v, valid, *, scale, position_bias,
     bias_spec = (position_bias.num_buckets, position_bias.max_distance,
                  position_bias.bidirectional)
   filters = {i: f for i, (_, f) in learned_levels.items()}
+  segments, segment_specs = None, None
+  if kv_segment_ids is not None:
+    whole = max(padded, layout.token_length)
+    segments = (common.pad_segment_ids(q_segment_ids, padded),
+                common.pad_segment_ids(kv_segment_ids, whole))
+    segment_specs = (row_spec, PartitionSpec(batch_axis, None))
   body = functools.partial(
-      _sharded_call, the_plan, axis_name, engines.tree_engine(implementation),
+      _sharded_call, layout, the_plan, axis_name,
+      engines.tree_engine(implementation),
       float(common.default_scale(scale, q.shape[-1])), bias_spec, return_lse)
   out_specs = ((x_spec, PartitionSpec(batch_axis, axis_name, heads_axis))
                if return_lse else x_spec)
@@ -437,38 +499,48 @@ def tree_attention(layout: TreeLayout, q, k, v, valid, *, scale, position_bias,
       body, mesh=mesh,
       in_specs=(x_spec, x_spec, x_spec, row_spec,
                 None if table is None else PartitionSpec(None, heads_axis),
-                jax.tree.map(lambda _: PartitionSpec(), filters)),
+                jax.tree.map(lambda _: PartitionSpec(), filters),
+                segment_specs),
       out_specs=out_specs, check_vma=False)(
-          q, k, v, valid.astype(jnp.float32), table, filters)
+          q, k, v, valid.astype(jnp.float32), table, filters, segments)
   if return_lse:
     return tuple(x[:, :length] for x in result)
   return result[:, :length]
 
 
-def gather_attention(attend, q, k, v, valid, *, mesh,
-                     axis_name: str = SEQUENCE_AXIS):
+def gather_attention(attend, q, k, v, valid, *, mesh, q_segment_ids=None,
+                     kv_segment_ids=None, axis_name: str = SEQUENCE_AXIS):
   """Cross-attention with both sequences split over `axis_name`: every device
-  all-gathers K/V (and the key mask) and runs `attend(q_chunk, k, v, valid)`
-  for its own queries (non-causal and without a position bias, so a query's
-  position does not matter)."""
+  all-gathers K/V (and the key mask and segment ids) and runs `attend(q_chunk,
+  k, v, valid, q_ids, kv_ids)` for its own queries (non-causal and without a
+  position bias, so a query's position does not matter)."""
   num_shards = mesh.shape[axis_name]
   q_len, k_len = q.shape[1], k.shape[1]
   q_pad = -(-q_len // num_shards) * num_shards
   k_pad = -(-k_len // num_shards) * num_shards
   q = common.pad_length(q, q_pad)
   k, v, valid = (common.pad_length(x, k_pad) for x in (k, v, valid))
+  segments = None
+  if kv_segment_ids is not None:
+    segments = (common.pad_segment_ids(q_segment_ids, q_pad),
+                common.pad_segment_ids(kv_segment_ids, k_pad))
   names = mesh.axis_names
   batch_axis = (BATCH_AXIS if BATCH_AXIS in names and
                 q.shape[0] % mesh.shape[BATCH_AXIS] == 0 else None)
   x_spec = PartitionSpec(batch_axis, axis_name, None, None)
+  row_spec = PartitionSpec(batch_axis, axis_name)
 
-  def body(q, k, v, valid):
-    k, v, valid = (jax.lax.all_gather(x, axis_name, axis=1, tiled=True)
-                   for x in (k, v, valid))
-    return attend(q, k, v, valid)
+  def body(q, k, v, valid, segments):
+    gather = lambda x: jax.lax.all_gather(x, axis_name, axis=1, tiled=True)
+    k, v, valid = (gather(x) for x in (k, v, valid))
+    q_ids = kv_ids = None
+    if segments is not None:
+      q_ids, kv_ids = segments[0], gather(segments[1])
+    return attend(q, k, v, valid, q_ids, kv_ids)
 
   out = jax.shard_map(
       body, mesh=mesh,
-      in_specs=(x_spec, x_spec, x_spec, PartitionSpec(batch_axis, axis_name)),
-      out_specs=x_spec, check_vma=False)(q, k, v, valid)
+      in_specs=(x_spec, x_spec, x_spec, row_spec,
+                None if segments is None else (row_spec, row_spec)),
+      out_specs=x_spec, check_vma=False)(q, k, v, valid, segments)
   return out[:, :q_len]

@@ -49,16 +49,23 @@ class _SegmentedWindows:
   ids: jax.Array
 
 
-def _segmented_windows(seg: PyramidSegment, token_length, segment_ids):
+def segmented_windows(seg: PyramidSegment, token_length, segment_ids,
+                      cell_ends=None):
   """A window sums only the tokens of the segment of its last (`seg.side ==
   'tail'`) or first ('head') token. Positions outside the sequence take the id
-  of the nearest token, so they never split a run (their values are zero)."""
+  of the nearest token, so they never split a run (their values are zero).
+  `cell_ends`: the `(first, last)` ids `[batch, num_starts + interleave - 1]`
+  of the grid cells window i starts at (i ..), where they reach beyond
+  `segment_ids` (one device's part of a longer sequence, `context_parallel`)."""
   batch, cells = segment_ids.shape[0], token_length // seg.grid
   ids = segment_ids.reshape(batch, cells, seg.grid)
   first, last = ids[..., 0], ids[..., -1]
   own = ids == (last if seg.side == 'tail' else first)[..., None]
-  widths, take = _padding(seg, cells)
-  first, last = (_edge_pad(a, widths)[:, take] for a in (first, last))
+  if cell_ends is None:
+    widths, take = _padding(seg, cells)
+    first, last = (_edge_pad(a, widths)[:, take] for a in (first, last))
+  else:
+    first, last = cell_ends
   joins = []
   width = 1
   while width < seg.interleave:  # windows of 2*width cells from two of width
@@ -155,7 +162,7 @@ def build_flat_kv(layout: TreeLayout, k, v, valid, coarse_levels=None,
       k_seg, v_seg = k_tok, v_tok
     else:
       segmented = (None if ids is None else
-                   _segmented_windows(seg, n_tok, ids))
+                   segmented_windows(seg, n_tok, ids))
       counts = window_sums(valid, seg, n_tok, segmented)
       if index in coarse_levels:
         k_seg, v_seg = coarse_levels[index]
@@ -178,7 +185,7 @@ def window_segment_ids(seg: PyramidSegment, token_length, segment_ids):
   """`[batch, num_starts]`: the segment each of `seg`'s windows averages (its
   last token's, or first token's for `seg.side == 'head'`), from ids padded to
   `token_length` (`common.pad_segment_ids`)."""
-  return _segmented_windows(seg, token_length, segment_ids).ids
+  return segmented_windows(seg, token_length, segment_ids).ids
 
 
 def flat_segment_ids(layout: TreeLayout, segment_ids):
