@@ -203,10 +203,12 @@ def main(argv=None):
   lengths = [int(x) for x in args.lengths.split(',')]
   device_counts = [int(x) for x in args.devices.split(',')]
   rows = []
-  print(f'{platform.node()} {jax.devices()[0].platform} x{len(jax.devices())}, '
-        f'{"bidirectional" if args.bidirectional else "causal"}, '
-        f'{args.heads} heads x {args.head_dim}, float32, '
-        f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}', flush=True)
+  header = (f'{platform.machine()}, {os.cpu_count()} cores, '
+            f'{len(jax.devices())} {jax.devices()[0].platform} devices, '
+            f'{"bidirectional" if args.bidirectional else "causal"}, '
+            f'{args.heads} heads x {args.head_dim}, float32, '
+            f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}')
+  print(header, flush=True)
   for name in args.schemes.split(','):
     for length in lengths:
       if name == 'dense' and length > args.dense_max_length:
@@ -218,7 +220,7 @@ def main(argv=None):
         print(table(rows[-1:]).splitlines()[-1], flush=True)
   result = dict(rows=rows, heads=args.heads, head_dim=args.head_dim,
                 causal=not args.bidirectional)
-  text = table(rows)
+  text = header + '\n' + table(rows)
   if args.run:
     run_args = argparse.Namespace(**{**vars(args), 'heads': args.run_heads})
     run = measure(args.run_scheme, max(lengths), max(device_counts), run_args,

@@ -47,14 +47,11 @@ from fovea_jax.attention import fma as fma_lib
 from fovea_jax.attention import pyramid
 from fovea_jax.attention.layout import PyramidSegment
 from fovea_jax.attention.layout import TreeLayout
+from fovea_jax.sharding import attention_axes
 from fovea_jax.sharding import axis_names
 
 # The mesh axis a sequence is split over.
 SEQUENCE_AXIS = axis_names.SEQUENCE
-# Mesh axes the batch and the heads of q/k/v keep inside the sharded call when
-# the mesh has them and they divide (otherwise those dims are replicated).
-BATCH_AXIS = axis_names.DATA
-HEADS_AXIS = axis_names.MODEL
 
 
 def sequence_mesh(axis_name: str = SEQUENCE_AXIS):
@@ -469,12 +466,8 @@ def tree_attention(layout: TreeLayout, q, k, v, valid, *, scale, position_bias,
                         sorted(learned_levels.items())))
   padded = the_plan.chunk * num_shards
   q, k, v, valid = (common.pad_length(x, padded) for x in (q, k, v, valid))
-  names = mesh.axis_names
-  batch_axis = (BATCH_AXIS if BATCH_AXIS in names and
-                batch % mesh.shape[BATCH_AXIS] == 0 else None)
-  heads_axis = (HEADS_AXIS if HEADS_AXIS in names and
-                heads % mesh.shape[HEADS_AXIS] == 0 and
-                kv_heads % mesh.shape[HEADS_AXIS] == 0 else None)
+  batch_axis, heads_axis = attention_axes.batch_and_heads_axes(
+      mesh, batch, heads, kv_heads)
   x_spec = PartitionSpec(batch_axis, axis_name, heads_axis, None)
   row_spec = PartitionSpec(batch_axis, axis_name)
   table, bias_spec = None, None
@@ -524,9 +517,8 @@ def gather_attention(attend, q, k, v, valid, *, mesh, q_segment_ids=None,
   if kv_segment_ids is not None:
     segments = (common.pad_segment_ids(q_segment_ids, q_pad),
                 common.pad_segment_ids(kv_segment_ids, k_pad))
-  names = mesh.axis_names
-  batch_axis = (BATCH_AXIS if BATCH_AXIS in names and
-                q.shape[0] % mesh.shape[BATCH_AXIS] == 0 else None)
+  batch_axis, _ = attention_axes.batch_and_heads_axes(
+      mesh, q.shape[0], q.shape[2], k.shape[2])
   x_spec = PartitionSpec(batch_axis, axis_name, None, None)
   row_spec = PartitionSpec(batch_axis, axis_name)
 

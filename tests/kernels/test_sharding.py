@@ -9,6 +9,7 @@ import pytest
 
 from fovea_jax import attention
 from fovea_jax.attention.pallas import sharding as pallas_sharding
+from fovea_jax.sharding import attention_axes
 from fovea_jax.sharding import axis_names as ax
 from fovea_jax.sharding.axis_names import DATA
 from fovea_jax.sharding.axis_names import MODEL
@@ -59,6 +60,6 @@ def test_kernel_shards_follow_the_logical_axis_rules(rules, kv_heads, want):
   active = (nn_partitioning.axis_rules(rules) if rules else
             contextlib.nullcontext())
   with jax.set_mesh(mesh), active:
-    got = pallas_sharding.batch_and_heads_axes(
+    got = attention_axes.batch_and_heads_axes(
         jax.sharding.get_abstract_mesh(), 8, 4, kv_heads)
   assert got == want

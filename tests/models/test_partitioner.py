@@ -97,7 +97,10 @@ _SHARDING_BUILDERS = {
     'logical_to_mesh_axes', 'logical_to_mesh_sharding', 'get_partition_spec',
     'make_array_from_callback', 'make_array_from_process_local_data',
     'set_mesh', 'axis_rules'}
-_ALLOWED = ('fovea_jax/sharding/', 'fovea_jax/attention/pallas/sharding.py')
+# Attention's own shard_maps (per-shard kernels, sequence parallelism) name
+# the specs of their bodies.
+_ALLOWED = ('fovea_jax/sharding/', 'fovea_jax/attention/pallas/sharding.py',
+            'fovea_jax/attention/context_parallel.py')
 
 
 def _sharding_uses(source: str) -> list[tuple[int, str]]:
@@ -150,3 +153,26 @@ def test_square_params_factored_statistics_keep_their_own_dim():
   assert {k.split('/')[-2]: v for k, v in state_specs.items()
           if k.split('/')[-2] in ('v_row', 'v_col')} == {
               'v_row': P(None), 'v_col': P('model')}
+
+
+def test_sequence_axis_mesh_rules_and_errors():
+  p = partitioning.Partitioner(num_sequence_partitions=4)
+  assert dict(p.mesh.shape) == {'data': 2, 'sequence': 4, 'model': 1}
+  # Activations split along their length, params never.
+  assert p.logical_to_mesh_axes((axis_names.BATCH, axis_names.LENGTH,
+                                 axis_names.EMBED)) == P('data', 'sequence',
+                                                         None)
+  assert p.logical_to_mesh_axes((axis_names.EMBED, axis_names.MLP)) == P(
+      None, 'model')
+  assert dict(partitioning.Partitioner(mesh_shape=(1, 4, 2)).mesh.shape) == {
+      'data': 1, 'sequence': 4, 'model': 2}
+  with pytest.raises(ValueError, match='does not divide the 8'):
+    partitioning.Partitioner(num_partitions=2, num_sequence_partitions=3)
+  with pytest.raises(ValueError, match='give one of them'):
+    partitioning.Partitioner(mesh_shape=(2, 2, 2), num_sequence_partitions=4)
+  with pytest.raises(ValueError, match=r'decoder_input_tokens has length 30.*'
+                     'multiples of 4'):
+    p.shard_batch({'decoder_input_tokens': np.zeros((2, 30), np.int32)})
+  # Without the axis, the table's own `length` rule (replicated) holds.
+  assert partitioning.Partitioner().logical_to_mesh_axes(
+      (axis_names.BATCH, axis_names.LENGTH)) == P('data', None)

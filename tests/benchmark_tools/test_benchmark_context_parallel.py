@@ -1,0 +1,42 @@
+"""tools/benchmark_context_parallel.py on a tiny length: its bytes come from
+the compiled collectives (dense attention's equal the computed all-gather's),
+fovea's are far fewer, and its table and JSON are written."""
+import json
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / 'tools'))
+import benchmark_context_parallel  # noqa: E402
+
+pytestmark = pytest.mark.slow  # compiles sharded attention
+
+
+def test_rows_measure_collectives(tmp_path):
+  result = benchmark_context_parallel.main([
+      '--lengths', '4096', '--devices', '2', '--schemes', 'fovea,dense',
+      '--heads', '2', '--head_dim', '16', '--output', str(tmp_path / 'cp')])
+  rows = {r['scheme']: r for r in result['rows']}
+  dense, fovea = rows['dense'], rows['fovea']
+  # The key mask's counts travel beside K/V: a little over the all-gather.
+  assert 1.0 <= dense['forward_bytes'] / dense['allgather_forward_bytes'] < 1.02
+  assert dense['train_bytes'] > 1.9 * dense['forward_bytes']
+  assert 0 < fovea['forward_bytes'] < dense['forward_bytes'] / 2
+  assert fovea['peak_bytes'] > 0
+  text = (tmp_path / 'cp.txt').read_text()
+  assert 'causal' in text.splitlines()[0] and 'fovea' in text
+  assert json.loads((tmp_path / 'cp.json').read_text())['rows'][0]['length'] == 4096
+
+
+def test_collective_bytes_reads_hlo_lines():
+  hlo = '\n'.join([
+      '  %cp = f32[2,8]{1,0} collective-permute(f32[2,8]{1,0} %x), '
+      'channel_id=1, source_target_pairs={{0,1},{1,0}}',
+      '  %ag = f32[4,8]{1,0} all-gather(f32[1,8]{1,0} %y), channel_id=2, '
+      'replica_groups={{0,1,2,3}}, dimensions={0}',
+      '  %ar = f32[10]{0} all-reduce(f32[10]{0} %z), channel_id=3, '
+      'replica_groups={{0,1}}, to_apply=%add',
+      '  %other = f32[10]{0} add(f32[10]{0} %a, f32[10]{0} %b)'])
+  assert benchmark_context_parallel.collective_bytes(hlo) == {
+      'collective-permute': 64, 'all-gather': 96.0, 'all-reduce': 40.0}
