@@ -536,3 +536,39 @@ def gather_attention(attend, q, k, v, valid, *, mesh, q_segment_ids=None,
                 None if segments is None else (row_spec, row_spec)),
       out_specs=x_spec, check_vma=False)(q, k, v, valid, segments)
   return out[:, :q_len]
+
+
+def rows_attention(attend, q, rows, shared, table, *, mesh,
+                   axis_name: str = SEQUENCE_AXIS):
+  """`attend(q_rows, rows, shared, table, first_row=...)` for each device's
+  rows of a sequence split over `axis_name`: q `[batch, length, heads, d]`
+  and the `[batch, length]` arrays of `rows` are split, `shared` (`[batch,
+  ...]` arrays) and `table` are whole on every device. LongT5 TGlobal's
+  global tokens: every query reads all of them, so nothing is exchanged."""
+  num_shards = mesh.shape[axis_name]
+  length = q.shape[1]
+  chunk = -(-length // num_shards)
+  padded = chunk * num_shards
+  q = common.pad_length(q, padded)
+  rows = {k: common.pad_length(v, padded) for k, v in rows.items()}
+  batch_axis, _ = attention_axes.batch_and_heads_axes(
+      mesh, q.shape[0], q.shape[2], q.shape[2])
+  x_spec = PartitionSpec(batch_axis, axis_name, None, None)
+  row_spec = PartitionSpec(batch_axis, axis_name)
+  whole = lambda x: PartitionSpec(batch_axis, *(None,) * (x.ndim - 1))
+
+  def body(q, rows, shared, table):
+    # A static first row per device (its rows' alignment to groups is static).
+    branches = [functools.partial(attend, first_row=d * chunk)
+                for d in range(num_shards)]
+    return jax.lax.switch(jax.lax.axis_index(axis_name), branches, q, rows,
+                          shared, table)
+
+  out, lse = jax.shard_map(
+      body, mesh=mesh,
+      in_specs=(x_spec, jax.tree.map(lambda _: row_spec, rows),
+                jax.tree.map(whole, shared),
+                None if table is None else PartitionSpec()),
+      out_specs=(x_spec, PartitionSpec(batch_axis, axis_name, None)),
+      check_vma=False)(q, rows, shared, table)
+  return out[:, :length], lse[:, :length]

@@ -14,9 +14,9 @@ Two implementations, equal to each other and to the dense oracle of the tests:
 (every query block against 3 local blocks plus the global tokens, one
 concatenated softmax); `transient_global_attention` (the 'xla' path) runs the
 local window on the tree path (tree_attention_xla.py), which returns each row's
-log-sum-exp, computes the global scores as one product with the side bias built
-per group (a Toeplitz matrix, not a lookup per score), and joins the two
-softmaxes through their log-sum-exps. On CPU at 4k tokens the second is the
+log-sum-exp, scans the global scores a few groups of queries at a time with the
+side bias built per group (a Toeplitz block, not a lookup per score), and joins
+the two softmaxes through their log-sum-exps. On CPU at 4k tokens the second is the
 faster by far: the blockwise form spends its time slicing windows, concatenating
 scores and transposing them in the backward pass. Neither builds an
 [length, length] array.
@@ -27,6 +27,8 @@ i - local_radius <= j <= i and the global tokens of groups that end at or before
 """
 from __future__ import annotations
 
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -34,6 +36,7 @@ import numpy as np
 
 from fovea_jax.attention import api
 from fovea_jax.attention import common
+from fovea_jax.attention import context_parallel
 from fovea_jax.attention import local
 from fovea_jax.attention import engines
 
@@ -204,85 +207,152 @@ def _group_toeplitz(by_rel, num_query_groups, num_globals):
   return skewed[:, :, num_query_groups - 1:num_query_groups - 1 + num_globals]
 
 
+# Query rows per scan step of the global part (rounded to whole groups): one
+# step's scores are `[batch, heads, rows, globals]`, so memory is linear in the
+# length instead of length x globals (64k tokens, one layer's step: 19.9 GiB
+# with the scores materialised).
+GLOBAL_ROWS = 256
+
+
 def _global_part(q, side_k, side_v, *, groups, block_ids, global_valid,
                  global_block_size, causal, scale, key_mask, side_position_bias,
                  packed=None):
   """Attention of every query to the global tokens alone.
 
   Returns the normalised output `[b, n, heads, d]` (float32, zero on rows with no
-  allowed global) and the log-sum-exp `[b, n, heads]` (-inf there).
+  allowed global) and the log-sum-exp `[b, n, heads]` (-inf there). Rows are
+  scanned a few groups at a time (`GLOBAL_ROWS`); under a mesh with a sequence
+  axis each device scans its own rows (`context_parallel.rows_attention`).
   """
-  batch, length, heads, head_dim = q.shape
-  kv_heads = side_k.shape[2]
+  batch, length, heads, _ = q.shape
   num_globals = side_k.shape[1]
-  gbs = global_block_size
-  f32 = jnp.float32
   if num_globals == 0:
-    return (jnp.zeros(q.shape, f32),
-            jnp.full((batch, length, heads), -jnp.inf, f32))
-  q_h = jnp.transpose(q.astype(f32).reshape(batch, length, kv_heads, groups,
-                                            head_dim), (0, 2, 3, 1, 4))
+    return (jnp.zeros(q.shape, jnp.float32),
+            jnp.full((batch, length, heads), -jnp.inf, jnp.float32))
+  rows = dict(valid=common.valid_keys(key_mask, batch, length, length))
+  if packed is not None:
+    rows.update(segment=packed.segment_ids.astype(jnp.int32),
+                own=packed.own_groups.astype(jnp.int32))
+  shared = dict(side_k=side_k, side_v=side_v, global_valid=global_valid,
+                last_full=jnp.max(block_ids, axis=-1))
+  if packed is not None:
+    shared.update(global_segment=packed.global_segment_ids, ends=packed.ends)
+  table = None if side_position_bias is None else side_position_bias.table
+  attend = functools.partial(
+      _global_rows, groups=groups, length=length, gbs=global_block_size,
+      causal=causal, scale=scale, packed=packed is not None,
+      bias_spec=None if table is None else (side_position_bias.num_buckets,
+                                            side_position_bias.max_distance,
+                                            side_position_bias.bidirectional))
+  mesh = context_parallel.sequence_mesh()
+  if mesh is None:
+    return attend(q, rows, shared, table, first_row=0)
+  return context_parallel.rows_attention(attend, q, rows, shared, table,
+                                         mesh=mesh)
+
+
+def _global_rows(q, rows, shared, table, *, first_row, groups, length, gbs,
+                 causal, scale, packed, bias_spec):
+  """`_global_part` of the rows `[first_row, first_row + q.shape[1])` of a
+  sequence of `length` tokens: q `[b, rows, heads, d]`, `rows` its per-row
+  arrays, `shared` the global tokens' (see `_global_part`)."""
+  batch, num_rows, heads, head_dim = q.shape
+  side_k, side_v = shared['side_k'], shared['side_v']
+  kv_heads, num_globals = side_k.shape[2], side_k.shape[1]
+  f32 = jnp.float32
+  per_step = max(1, GLOBAL_ROWS // gbs)           # groups per scan step
+  step_rows = per_step * gbs
+  # Steps start on group boundaries: pad the rows before the first one.
+  lead = first_row % gbs
+  start = first_row - lead
+  steps = -(-(lead + num_rows) // step_rows)
+  padded = steps * step_rows
+  pad = lambda x, fill=0: jnp.pad(
+      x, [(0, 0), (lead, padded - lead - num_rows)] + [(0, 0)] * (x.ndim - 2),
+      constant_values=fill)
+  q_steps = jnp.moveaxis(pad(q.astype(f32)).reshape(
+      batch, steps, step_rows, kv_heads, groups, head_dim), 1, 0)
+  row_steps = {k: jnp.moveaxis(pad(v).reshape(batch, steps, step_rows), 1, 0)
+               for k, v in rows.items()}
   s_k = jnp.swapaxes(side_k.astype(f32), 1, 2)  # [b, kvh, G, d]
   s_v = jnp.swapaxes(side_v.astype(f32), 1, 2)
-  logits = jnp.einsum('bkgnd,bksd->bkgns', q_h, s_k,
-                      preferred_element_type=f32) * scale  # [b, kvh, g, n, G]
-
-  position = jnp.arange(length)
-  group = np.arange(num_globals)
-  if packed is not None:
-    allowed = _packed_side_allowed(packed, global_valid, causal)
-  elif causal:
-    # A global is seen once its group is complete; own group = position // gbs.
-    seen = ((group + 1) * gbs - 1)[None, :] <= position[:, None]
-    allowed = seen[None] & global_valid[:, None, :]                # [b, n, G]
-  else:
-    valid = common.valid_keys(key_mask, batch, length, length)
-    allowed = valid[:, :, None] == global_valid[:, None, :]        # Hugging Face
-  bias = jnp.where(allowed, 0.0, common.MASKED)[:, None, None]     # [b,1,1,n,G]
-  if side_position_bias is not None and packed is not None:
-    # Rows of one own group share one bias row of the slot Toeplitz matrix.
-    by_rel = jnp.transpose(side_position_bias.bias(
-        jnp.arange(-num_globals, num_globals)))                   # [h, 2G]
+  group = jnp.arange(num_globals)
+  num_query_groups = -(-length // gbs)
+  side_bias = None if table is None else common.RelativePositionBias(
+      table, *bias_spec)
+  if side_bias is not None and packed:
+    by_rel = jnp.transpose(side_bias.bias(jnp.arange(-num_globals,
+                                                     num_globals)))  # [h, 2G]
     toeplitz = _group_toeplitz(by_rel, num_globals + 1, num_globals)
-    own = jnp.clip(packed.own_groups, 0, num_globals)
-    per_row = jnp.swapaxes(jnp.take(toeplitz, own, axis=1), 0, 1)  # [b,h,n,G]
-    bias = bias + per_row.reshape(batch, kv_heads, groups, length,
-                                  num_globals)
-  elif side_position_bias is not None:
-    # Own group of a real token: position // gbs, clipped to the last full group
-    # (orphans; LongT5's block ids). Rows of one group share one bias row.
-    num_query_groups = -(-length // gbs)
-    by_rel = side_position_bias.bias(
-        jnp.arange(-(num_query_groups - 1), num_globals))          # [R, h]
-    by_rel = jnp.transpose(by_rel)
-    toeplitz = _group_toeplitz(by_rel, num_query_groups, num_globals)
-    per_row = jnp.repeat(toeplitz, gbs, axis=1)[:, :length]       # [h, n, G]
+  elif side_bias is not None:
+    # Relative group distances -(Gq - 1) .. G - 1, with `per_step` spare
+    # columns each side so that a step past the last group stays in range.
+    by_rel = jnp.transpose(side_bias.bias(
+        jnp.arange(-(num_query_groups - 1), num_globals)))          # [h, R]
+    by_rel = jnp.pad(by_rel, ((0, 0), (per_step, per_step)))
     if not causal:
-      last_full = jnp.max(block_ids, axis=-1)                      # [b]
-      orphan_bias = jnp.take(by_rel, group[None, :] - jnp.maximum(last_full, 0)[
-          :, None] + num_query_groups - 1, axis=1)                 # [h, b, G]
-      orphan = (position // gbs)[None, :] > last_full[:, None]     # [b, n]
-      per_row = jnp.where(orphan[:, None, :, None],
-                          jnp.swapaxes(orphan_bias, 0, 1)[:, :, None],
-                          per_row[None])                           # [b, h, n, G]
-    else:
-      per_row = per_row[None]
-    per_row = per_row.reshape(per_row.shape[0], kv_heads, groups, length,
-                              num_globals)
-    bias = bias + per_row
-  logits = logits + bias
-  row_max = jnp.max(logits, axis=-1, keepdims=True)
-  row_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(row_max), row_max, 0.0))
-  weights = jnp.exp(logits - row_max)
-  total = jnp.sum(weights, axis=-1, keepdims=True)
-  out = jnp.einsum('bkgns,bksd->bkgnd', weights, s_v,
-                   preferred_element_type=f32) / jnp.where(total > 0, total, 1.0)
-  lse = jnp.where(total > 0, row_max + jnp.log(jnp.where(total > 0, total, 1.0)),
-                  -jnp.inf)[..., 0]                                # [b, kvh, g, n]
-  out = jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(batch, length, heads,
-                                                    head_dim)
-  lse = jnp.transpose(lse, (0, 3, 1, 2)).reshape(batch, length, heads)
-  return out, lse
+      last_full = jnp.maximum(shared['last_full'], 0)               # [b]
+      orphan_bias = jnp.take(by_rel, group[None, :] - last_full[:, None] +
+                             num_query_groups - 1 + per_step, axis=1)  # [h,b,G]
+
+  def step(index, q_c, row_c):
+    position = start + index * step_rows + jnp.arange(step_rows)      # [T]
+    if packed:
+      allowed = ((shared['global_segment'][:, None, :] ==
+                  row_c['segment'][:, :, None]) &
+                 shared['global_valid'][:, None, :])
+      if causal:
+        allowed &= shared['ends'][:, None, :] <= position[None, :, None]
+    elif causal:
+      seen = ((group + 1) * gbs - 1)[None, :] <= position[:, None]
+      allowed = seen[None] & shared['global_valid'][:, None, :]
+    else:  # Hugging Face: real tokens see valid globals, padding the others
+      allowed = row_c['valid'][:, :, None] == shared['global_valid'][:, None, :]
+    bias = jnp.where(allowed, 0.0, common.MASKED)[:, None]           # [b,1,T,G]
+    if side_bias is not None and packed:
+      own = jnp.clip(row_c['own'], 0, num_globals)
+      per_row = jnp.swapaxes(jnp.take(toeplitz, own, axis=1), 0, 1)   # [b,h,T,G]
+      bias = bias + per_row
+    elif side_bias is not None:
+      # The step's groups o0 .. o0 + per_step - 1, one Toeplitz block by
+      # reshapes (its gradient is dense sums, not a scatter per score).
+      first_group = (start + index * step_rows) // gbs
+      window = jax.lax.dynamic_slice_in_dim(
+          by_rel, num_query_groups - per_step - first_group + per_step,
+          per_step + num_globals - 1, axis=1)
+      block = _group_toeplitz(window, per_step, num_globals)        # [h,o,G]
+      per_row = jnp.repeat(block, gbs, axis=1)[None]                 # [1,h,T,G]
+      if not causal:
+        orphan = (position // gbs)[None, :] > shared['last_full'][:, None]
+        per_row = jnp.where(orphan[:, None, :, None],
+                            jnp.swapaxes(orphan_bias, 0, 1)[:, :, None],
+                            per_row)
+      bias = bias + per_row
+    bias = bias.reshape(bias.shape[0], -1, 1, step_rows, num_globals)
+    if bias.shape[1] != 1:
+      bias = bias.reshape(bias.shape[0], kv_heads, groups, step_rows,
+                          num_globals)
+    logits = jnp.einsum('btkgd,bksd->bkgts', q_c, s_k,
+                        preferred_element_type=f32) * scale + bias
+    row_max = jnp.max(logits, axis=-1, keepdims=True)
+    row_max = jax.lax.stop_gradient(jnp.where(jnp.isfinite(row_max), row_max,
+                                              0.0))
+    weights = jnp.exp(logits - row_max)
+    total = jnp.sum(weights, axis=-1, keepdims=True)
+    norm = jnp.where(total > 0, total, 1.0)
+    out = jnp.einsum('bkgts,bksd->btkgd', weights, s_v,
+                     preferred_element_type=f32) / jnp.moveaxis(
+                         norm, 3, 1)
+    lse = jnp.where(total > 0, row_max + jnp.log(norm), -jnp.inf)[..., 0]
+    return out, jnp.moveaxis(lse, 3, 1)                     # [b, T, kvh, g]
+
+  # Recomputed in the backward pass: only each step's inputs are kept.
+  body = jax.checkpoint(lambda _, xs: (None, step(*xs)))
+  _, (out, lse) = jax.lax.scan(
+      body, None, (jnp.arange(steps), q_steps, row_steps))
+  out = jnp.moveaxis(out, 0, 1).reshape(batch, padded, heads, head_dim)
+  lse = jnp.moveaxis(lse, 0, 1).reshape(batch, padded, heads)
+  return out[:, lead:lead + num_rows], lse[:, lead:lead + num_rows]
 
 
 def _packed_side_allowed(packed, global_valid, causal):

@@ -167,3 +167,28 @@ def test_global_block_ids_match_transformers():
     sums = jax.jit(longt5.global_aggregates, static_argnums=2)(
         hidden, ids, length // block)
     np.testing.assert_allclose(np.asarray(sums), want_sums.numpy(), atol=1e-5)
+
+
+def _compiled_peak_bytes(length):
+  heads, dim = 4, 32
+  x = jax.ShapeDtypeStruct((1, length, heads, dim), jnp.float32)
+  side = jax.ShapeDtypeStruct((1, length // GROUP, heads, dim), jnp.float32)
+  mask = jnp.ones((1, length), bool)
+
+  def loss(q, k, v, side_k, side_v):
+    ids, global_valid = longt5.global_block_ids(mask, GROUP)
+    return jnp.sum(longt5.transient_global_attention(
+        q, k, v, side_k, side_v, block_ids=ids, global_valid=global_valid,
+        local_radius=RADIUS, global_block_size=GROUP, side_position_bias=_bias(
+            heads, 1), implementation='xla'))
+
+  analysis = jax.jit(jax.grad(loss, (0, 1, 2, 3, 4))).lower(
+      x, x, x, side, side).compile().memory_analysis()
+  return analysis.temp_size_in_bytes + analysis.output_size_in_bytes
+
+
+def test_global_scores_are_scanned_so_memory_is_linear():
+  """XLA's buffer assignment of forward+backward: 4x the length (and 4x the
+  globals) takes about 4x the memory, not the 16x of `[length, globals]`
+  scores."""
+  assert _compiled_peak_bytes(8192) < 6 * _compiled_peak_bytes(2048)
