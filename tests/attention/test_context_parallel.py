@@ -3,6 +3,8 @@ unsharded path, forward and gradients, every scheme (inputs, tolerance and
 meshes: context_parallel_cases.py); and what a device fetches, from the host
 plan alone."""
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from fovea_jax import attention
@@ -45,3 +47,20 @@ def test_no_sequence_axis_means_no_split():
   with jax.set_mesh(cases.mesh(2, 4, 1)):
     assert context_parallel.sequence_mesh().shape['sequence'] == 4
   assert context_parallel.sequence_mesh() is None
+
+
+@pytest.mark.slow
+def test_pallas_engine_runs_the_local_layouts():
+  """The local layouts are ordinary TreeLayouts: the Pallas kernels
+  (interpreted on CPU) run them, equal to the unsharded XLA path."""
+  q, k, v, mask = cases.inputs(length=300)
+  run = lambda impl: jax.jit(lambda *a: cases.outputs_and_grads(
+      lambda q, k, v, _: attention.fovea_attention(
+          q, k, v, block_len=32, causal=True, key_mask=mask,
+          implementation=impl), *a, mask))
+  want = run('xla')(q, k, v, None)
+  with jax.set_mesh(cases.mesh(1, 2, 1)):
+    got = run('pallas')(q, k, v, None)
+  for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    scale = float(jnp.max(jnp.abs(w)))
+    np.testing.assert_allclose(g, w, atol=cases.TOLERANCE * scale, rtol=0)
