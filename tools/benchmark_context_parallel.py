@@ -30,6 +30,7 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8')
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import pathlib  # noqa: E402
@@ -46,7 +47,9 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec  # noqa: E
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from fovea_jax import attention  # noqa: E402
 from fovea_jax.attention import context_parallel  # noqa: E402
+from fovea_jax.attention import longt5  # noqa: E402
 from fovea_jax.layers import schemes as schemes_lib  # noqa: E402
+from fovea_jax.layers.schemes import h_transformer  # noqa: E402
 
 MIB = 2**20
 _BYTES = {'f32': 4, 'bf16': 2, 'f16': 2, 's32': 4, 'u32': 4, 'pred': 1,
@@ -113,11 +116,34 @@ def scheme_call(name, causal):
   if name == 'dense':
     return lambda q, k, v, _: attention.dot_product_attention(
         q, k, v, causal=causal, scale=1.0, implementation='xla'), None
+  if name == 'longt5_tglobal':
+    return functools.partial(_transient_global, spec=spec, causal=causal), None
+  if name == 'h_transformer':
+    table = jnp.zeros((h_transformer.num_bias_positions(spec.num_clusters), 1))
+    return lambda q, k, v, _: h_transformer.h_transformer_attention(
+        q, k, v, jnp.broadcast_to(table, (table.shape[0], q.shape[2])),
+        num_clusters=spec.num_clusters, causal=causal), None
   raise ValueError(f'unknown scheme {name!r}')
 
 
+def _transient_global(q, k, v, _, *, spec, causal):
+  """LongT5 TGlobal with its side K/V the group sums of k and v (the layer
+  sums hidden states and projects them per token: the same exchange)."""
+  batch, length = q.shape[:2]
+  gbs, num_globals = spec.global_block_size, length // spec.global_block_size
+  ids, valid = longt5.global_block_ids(jnp.ones((batch, length), bool), gbs,
+                                       causal=causal)
+  side = lambda x: longt5.global_aggregates(
+      x.reshape(batch, length, -1), ids, num_globals).reshape(
+          batch, num_globals, *x.shape[2:])
+  return longt5.transient_global_attention(
+      q, k, v, side(k), side(v), block_ids=ids, global_valid=valid,
+      local_radius=spec.local_radius, global_block_size=gbs, causal=causal,
+      scale=1.0, implementation='xla')
+
+
 SCHEMES = ('fovea', 'fma', 'fma_learned', 'sliding_window', 'block_local',
-           'dense')
+           'longt5_tglobal', 'h_transformer', 'dense')
 
 
 def _filters(length, head_dim, fine_len, rank):

@@ -10,10 +10,11 @@ gradient over all devices, are added in another order than unsharded).
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, Mesh
+from jax.sharding import AxisType, Mesh, PartitionSpec
 
 from fovea_jax import attention
 from fovea_jax.attention import longt5
+from fovea_jax.layers.schemes import h_transformer
 
 LENGTH, HEADS, KV_HEADS, DIM = 1000, 4, 2, 8
 TOLERANCE = 2e-5
@@ -75,6 +76,12 @@ def scheme(name, causal, mask):
         local_radius=20, global_block_size=16, causal=causal, key_mask=mask,
         position_bias=bias(t), side_position_bias=bias(t),
         implementation='xla'), table(6))
+  if name == 'h_transformer':
+    # Not on the exchange path: XLA's partitioner splits its ops.
+    return (lambda q, k, v, t: h_transformer.h_transformer_attention(
+        q, k, v, t, num_clusters=16, causal=causal, key_mask=mask),
+            jnp.asarray(np.random.default_rng(8).normal(
+                size=(h_transformer.num_bias_positions(16), HEADS)), jnp.float32))
   raise AssertionError(name)
 
 
@@ -98,13 +105,16 @@ def segment_ids(length, seed=7):
 
 def check_sharded_equals_unsharded(attend, params, real, mesh_shape):
   """Outputs and gradients of `attend` under jit, unsharded and on a mesh of
-  `mesh_shape` (data, sequence, model), equal to TOLERANCE of their largest
-  magnitude."""
+  `mesh_shape` (data, sequence, model) with q, k and v split along the
+  sequence, equal to TOLERANCE of their largest magnitude."""
   q, k, v, _ = inputs()
   run = jax.jit(lambda *a: outputs_and_grads(attend, *a, real))
   want = run(q, k, v, params)
-  with jax.set_mesh(mesh(*mesh_shape)):
-    got = run(q, k, v, params)
+  devices = mesh(*mesh_shape)
+  # As in a model: activations arrive split along the sequence.
+  split = jax.sharding.NamedSharding(devices, PartitionSpec('data', 'sequence'))
+  with jax.set_mesh(devices):
+    got = run(*(jax.device_put(x, split) for x in (q, k, v)), params)
   for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
     scale = float(jnp.max(jnp.abs(w))) or 1.0
     np.testing.assert_allclose(g, w, atol=TOLERANCE * scale, rtol=0)

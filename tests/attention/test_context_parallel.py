@@ -19,7 +19,7 @@ from tests.attention import context_parallel_cases as cases
 @pytest.mark.parametrize('name,causal,mesh_shape', [
     ('fovea', True, (2, 4, 1)), ('fma_learned', False, (2, 4, 1)),
     ('sliding_window', True, (2, 2, 2)), ('dense', True, (2, 2, 2)),
-    ('tglobal', False, (2, 2, 2)),
+    ('tglobal', False, (2, 2, 2)), ('h_transformer', True, (2, 4, 1)),
 ])
 def test_sharded_equals_unsharded(name, causal, mesh_shape):
   _, _, _, mask = cases.inputs()
