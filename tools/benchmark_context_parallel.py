@@ -78,8 +78,7 @@ def collective_bytes(hlo_text: str) -> dict:
     if started and kind == 'collective-permute':
       shapes = shapes[1:2]  # (operand, result, contexts...): the result
     size = sum(_BYTES[t] * math.prod(dims) for t, dims in shapes)
-    groups = re.search(r'replica_groups=\{\{([\d,]*)\}', line)
-    parts = len(groups.group(1).split(',')) if groups else 1
+    parts = 1 if kind == 'collective-permute' else _group_size(line)
     if kind == 'collective-permute':
       received = size
     elif kind == 'all-reduce':
@@ -90,6 +89,23 @@ def collective_bytes(hlo_text: str) -> dict:
       received = size * (parts - 1) / parts
     totals[kind] = totals.get(kind, 0) + received
   return totals
+
+
+def _group_size(line):
+  """Devices in each replica group of a collective's HLO line, in any of
+  XLA's three spellings: explicit `{{0,1},{2,3}}`, iota `[groups,size]<=[..]`
+  and mesh `mesh['axis_0'=2,'axis_1'=4] {'axis_1'}` (the listed axes')."""
+  explicit = re.search(r'replica_groups=\{\{([\d,]*)\}', line)
+  if explicit:
+    return len(explicit.group(1).split(','))
+  iota = re.search(r'replica_groups=\[\d+,(\d+)\]<=', line)
+  if iota:
+    return int(iota.group(1))
+  mesh = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", line)
+  if mesh:
+    sizes = {a: int(n) for a, n in re.findall(r"'(\w+)'=(\d+)", mesh.group(1))}
+    return math.prod(sizes[a] for a in re.findall(r"'(\w+)'", mesh.group(2)))
+  raise ValueError(f'unrecognised replica groups in HLO line: {line.strip()}')
 
 
 def scheme_call(name, causal):

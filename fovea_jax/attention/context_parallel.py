@@ -4,8 +4,10 @@ Under `jax.shard_map` over a mesh axis of `P` devices (the Partitioner's
 `sequence` axis), device d holds tokens `[d*c, (d+1)*c)` of q, k and v (the
 sequence padded to a multiple of P). A query block of a TreeLayout reads a few
 spans of the flat buffer: its neighbourhood at full resolution and pooled
-entries farther away, so a device needs about its own size in remote entries,
-not the whole sequence. It fetches exactly those:
+entries farther away, so a device needs far fewer remote entries than the
+whole sequence holds (fovea: one or two per block of the prefix, since its
+windows wider than a block start at every block; FMA: a few per level, since
+its windows are aligned to their size). It fetches exactly those:
 
 1. Contributions. Each device pools its own chunk: its raw tokens, and per
    pooled segment the partial window sums and valid counts of the windows that
